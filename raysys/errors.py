@@ -1,0 +1,75 @@
+"""One exception tree for raysys, and the CLI exit code of each branch.
+
+Every error a user can cause or meet derives from :class:`RaysysError`. Control-flow
+signals (:class:`LeaseLost`) are named as such and carry no user-facing advice.
+"""
+
+from __future__ import annotations
+
+
+class RaysysError(Exception):
+    """Root of every raysys error. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigurationError(RaysysError):
+    """A setting is missing, malformed or inconsistent (exit 2)."""
+
+    exit_code = 2
+
+
+class ValidationError(RaysysError):
+    """User input (a task, a payload, a file) is malformed or too large (exit 3)."""
+
+    exit_code = 3
+
+
+class RedisUnavailable(RaysysError):
+    """Redis cannot be reached, refuses our credentials or fails the TLS handshake (exit 4)."""
+
+    exit_code = 4
+
+
+class RayUnavailable(RaysysError):
+    """The Ray cluster cannot be reached or the raysys actors are not running (exit 5)."""
+
+    exit_code = 5
+
+
+class IntegrityError(RaysysError):
+    """A record, result, snapshot or message failed verification (exit 6).
+
+    ``reason`` is a short stable code (``bad_signature``, ``unknown_key``, ...) used in audit
+    entries and metrics.
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class KeyringError(ConfigurationError):
+    """The keyring file or variable is missing or malformed, or has no signing key (exit 2)."""
+
+
+class LeaseError(RaysysError):
+    """A lease operation was refused: stale fence, expired or unknown lease (exit 7)."""
+
+    exit_code = 7
+
+
+class LeaseLost(LeaseError):
+    """Control-flow signal: this holder's lease is gone; stop work and do not commit."""
+
+
+class NotFound(RaysysError):
+    """The named task, snapshot or key does not exist (exit 8)."""
+
+    exit_code = 8
+
+
+class TaskFailed(RaysysError):
+    """Raised by handlers (or wrapped around their errors) to fail one attempt."""

@@ -1,0 +1,73 @@
+"""Redis key names: every key of a deployment lives under ``{raysys:<namespace>}:``.
+
+The hash tag keeps a namespace in one Redis Cluster slot, so the Lua scripts (which build
+per-task keys from the prefix) stay valid there. Nothing else in raysys spells a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Key names for one namespace."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{{raysys:{self.namespace}}}:"
+
+    def task(self, task_id: str) -> str:
+        """Hash: rec (signed bytes), state, att, prio, sc, kind, fence, holder, dl, err, fin."""
+        return f"{self.prefix}t:{task_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"
+
+    @property
+    def pending(self) -> str:
+        """Sorted set: task id scored by -priority * 2**40 + submission sequence."""
+        return self.prefix + "pending"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set: failed task id scored by the server time (ms) it may run again."""
+        return self.prefix + "delayed"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set: leased task id scored by its lease deadline (server ms)."""
+        return self.prefix + "leases"
+
+    @property
+    def fence(self) -> str:
+        return self.prefix + "fence"
+
+    @property
+    def seq(self) -> str:
+        return self.prefix + "seq"
+
+    @property
+    def run_id(self) -> str:
+        return self.prefix + "runid"
+
+    @property
+    def counts(self) -> str:
+        """Hash: state -> number of tasks in it."""
+        return self.prefix + "counts"
+
+    @property
+    def stats(self) -> str:
+        """Hash: event counters (submitted, granted, fenced_rejected, retries, ...)."""
+        return self.prefix + "stats"
+
+    @property
+    def audit(self) -> str:
+        """Stream (capped): transitions and rejections."""
+        return self.prefix + "audit"
+
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of the namespace."""
+        return self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"

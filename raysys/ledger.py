@@ -1,0 +1,83 @@
+"""The commit ledger: an independent record of every transition the store acknowledged.
+
+It lives outside the raysys keys (``{raysys-ledger:<namespace>}:``) and is written only by the
+parties that received an acknowledgement (a worker's commit, the acquirer's quarantine, a
+cancel), one entry per (task, fence). Comparing it with the ids the driver submitted gives
+``lost`` and ``duplicate_commits`` without trusting the store's own counters, so a store bug
+shows up as a non-zero figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+FINAL = ("succeeded", "dead", "cancelled", "quarantined")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReport:
+    tasks: int
+    succeeded: int
+    dead: int
+    cancelled: int
+    quarantined: int
+    lost: int
+    duplicate_commits: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"tasks": self.tasks, "succeeded": self.succeeded, "dead": self.dead,
+                "cancelled": self.cancelled, "quarantined": self.quarantined, "lost": self.lost,
+                "duplicate_commits": self.duplicate_commits}
+
+
+class CommitLedger:
+    """Append acknowledged final transitions; report against the submitted ids."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.prefix = f"{{raysys-ledger:{namespace}}}:"
+
+    def record(self, entries: Iterable[tuple[str, int, str]]) -> None:
+        """Record (task id, fence, final state) triples the store acknowledged.
+
+        The fence identifies the commit; two entries for one task mean two commits.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+        for task_id, _fence, state in entries:
+            pipe.hincrby(self.prefix + "commits", task_id, 1)
+            pipe.hset(self.prefix + "final", task_id, state)
+            n += 1
+        if n:
+            pipe.execute()
+
+    def report(self, submitted: Sequence[str]) -> LedgerReport:
+        """Account for every submitted id: final state, lost, or committed more than once."""
+        commits = self.client.hgetall(self.prefix + "commits")
+        finals = self.client.hgetall(self.prefix + "final")
+        by_state = dict.fromkeys(FINAL, 0)
+        lost = duplicates = 0
+        for task_id in dict.fromkeys(submitted):  # unique, in order
+            key = task_id.encode()
+            n = int(commits.get(key, 0))
+            if n == 0:
+                lost += 1
+                continue
+            duplicates += n - 1
+            state = _text(finals[key])
+            by_state[state] = by_state.get(state, 0) + 1
+        total = len(dict.fromkeys(submitted))
+        return LedgerReport(total, by_state["succeeded"], by_state["dead"],
+                            by_state["cancelled"], by_state["quarantined"], lost, duplicates)
+
+    def clear(self) -> None:
+        for key in self.client.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}")
+                                         + "*"):
+            self.client.delete(key)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,203 @@
+"""Task data: states, the validated submission, the signed record body, leases, status.
+
+Everything that crosses a process boundary is strict (``extra="forbid"``) and bounded:
+payloads at most ``MAX_PAYLOAD_BYTES`` serialised and ``MAX_PAYLOAD_DEPTH`` deep.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from raysys.errors import ValidationError
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_PAYLOAD_DEPTH = 32
+MAX_BATCH = 10_000
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+KIND_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class TaskState(StrEnum):
+    """Lower-case task states of the public surface."""
+
+    PENDING = "pending"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # failed an attempt, will retry after a backoff
+    DEAD = "dead"  # attempts exhausted
+    CANCELLED = "cancelled"
+    QUARANTINED = "quarantined"  # failed verification; never executed
+
+
+FINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELLED, TaskState.QUARANTINED}
+)
+
+
+def json_depth(value: object, limit: int = MAX_PAYLOAD_DEPTH) -> int:
+    """Nesting depth of a JSON value; stops counting (and returns limit + 1) past ``limit``.
+
+    Raises ValidationError for a float that JSON cannot carry (NaN, infinities).
+    """
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > limit:
+            return depth
+        nxt: list[object] = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise ValidationError(f"payload holds {item!r}, which JSON cannot carry")
+        level = nxt
+    return depth - 1 if depth else 0
+
+
+def check_payload(payload: object, what: str = "payload") -> int:
+    """Raise ValidationError unless ``payload`` is JSON within the limits; return its size."""
+    if json_depth(payload) > MAX_PAYLOAD_DEPTH:
+        raise ValidationError(f"{what} is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    try:
+        size = len(orjson.dumps(payload))
+    except TypeError as exc:
+        raise ValidationError(f"{what} is not JSON: {exc}") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValidationError(f"{what} is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    return size
+
+
+def parse_json_payload(text: str | bytes) -> JsonValue:
+    """Parse user-supplied JSON text within the size and depth limits."""
+    if len(text) > MAX_PAYLOAD_BYTES:
+        raise ValidationError(f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"payload is not valid JSON: {exc}") from None
+    check_payload(value)
+    return value  # type: ignore[no-any-return]
+
+
+class TaskSpec(BaseModel):
+    """A submission as the user gives it (CLI, HTTP, Python). Validated, not yet signed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    kind: str = Field(pattern=KIND_PATTERN)
+    payload: JsonValue = None
+    priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    max_attempts: int = Field(3, ge=1, le=100)
+    timeout_s: float = Field(300.0, gt=0, le=86_400)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_limits(cls, value: JsonValue) -> JsonValue:
+        try:
+            check_payload(value)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @classmethod
+    def build(cls, **fields: Any) -> TaskSpec:
+        """Construct from untrusted input; raise raysys ValidationError naming each bad field."""
+        try:
+            return cls.model_validate(fields)
+        except PydanticValidationError as exc:
+            raise ValidationError(describe_validation(exc)) from None
+
+
+def describe_validation(exc: PydanticValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "input"
+        parts.append(f"{where}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    return "invalid task: " + "; ".join(parts)
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def record_body(task_id: str, spec: TaskSpec, namespace: str) -> dict[str, Any]:
+    """The signed body of a task record. It names its own id and namespace (anti copy)."""
+    return {
+        "id": task_id,
+        "ns": namespace,
+        "kind": spec.kind,
+        "payload": spec.payload,
+        "priority": spec.priority,
+        "idempotency_key": spec.idempotency_key,
+        "max_attempts": spec.max_attempts,
+        "timeout_s": spec.timeout_s,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A verified task handed to one holder under one fencing token."""
+
+    task_id: str
+    fence: int
+    attempt: int
+    deadline_ms: int
+    kind: str
+    payload: Any
+    priority: int
+    max_attempts: int
+    timeout_s: float
+    idempotency_key: str | None
+
+    @property
+    def effective_idempotency_key(self) -> str:
+        """What handlers should key their side effects on: the user's key, else the task id."""
+        return self.idempotency_key or self.task_id
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """What ``status`` returns for one task."""
+
+    id: str
+    state: TaskState
+    attempts: int
+    priority: int
+    kind: str
+    result: Any = None
+    error: str | None = None
+    fence: int = 0
+    holder: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "kind": self.kind,
+            "priority": self.priority,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a holder reports for one lease: success with a result, or failure with an error."""
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    retryable: bool = True

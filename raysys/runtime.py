@@ -1,0 +1,89 @@
+"""Composition of the core from settings: Redis (configured or embedded), keyring, store.
+
+``open_store`` is what the CLI and clients use; it owns an embedded Redis it started and
+stops it on exit. Keys: ``RAYSYS_SIGNING_KEYS`` (inline), else ``RAYSYS_SIGNING_KEY_FILE``, else
+``<data dir>/keys.json``. Only the embedded default creates that file on first use; with a
+configured Redis a missing keyring is an error (production keys are deployed, not invented).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from raysys.config import Settings
+from raysys.embedded import EmbeddedRedis, attach_or_start
+from raysys.envelope import Sealer
+from raysys.keyring import (
+    Keyring,
+    generate_key,
+    load_keyring_file,
+    load_keyring_text,
+    write_keyring_file,
+)
+from raysys.redis_conn import connect_redis, server_policy_warnings
+from raysys.store import TaskStore
+
+log = logging.getLogger("raysys.runtime")
+
+
+def keyring_path(settings: Settings) -> Path:
+    return settings.signing_key_file or settings.data_dir / "keys.json"
+
+
+def load_keyring(settings: Settings, *, create: bool | None = None) -> Keyring:
+    """The keyring the settings name. ``create`` defaults to: only for the embedded default."""
+    if settings.signing_keys is not None:
+        return load_keyring_text(settings.signing_keys.get_secret_value(),
+                                 source="RAYSYS_SIGNING_KEYS")
+    path = keyring_path(settings)
+    if create is None:
+        create = not settings.redis_configured and settings.signing_key_file is None
+    if create and not path.exists():
+        write_keyring_file(path, Keyring([generate_key()]))
+        log.warning("created a new signing keyring at %s (keep it; back it up)", path)
+    return load_keyring_file(path)
+
+
+@dataclass
+class StoreHandle:
+    """A store with what it stands on; ``close()`` stops an embedded Redis this process owns."""
+
+    store: TaskStore
+    client: redis.Redis
+    server: EmbeddedRedis | None
+    embedded: bool
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+@contextmanager
+def open_store(settings: Settings, *, namespace: str | None = None, keyring: Keyring | None = None,
+               audit: bool = True, appendfsync: str = "always") -> Iterator[StoreHandle]:
+    """Connect to the configured Redis, or attach to / start the embedded one, and build a store."""
+    server: EmbeddedRedis | None = None
+    url: str | None = None
+    if not settings.redis_configured:
+        url, server = attach_or_start(settings.data_dir, appendfsync=appendfsync)
+    try:
+        client = connect_redis(settings, url)
+        server_policy_warnings(client)  # logs loudly itself when the policy can evict
+        ring = keyring if keyring is not None else load_keyring(settings)
+        store = TaskStore(client, Sealer(ring), namespace or settings.namespace, audit=audit)
+        handle = StoreHandle(store, client, server, embedded=not settings.redis_configured)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    try:
+        yield handle
+    finally:
+        handle.close()

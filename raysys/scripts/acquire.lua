@@ -1,0 +1,91 @@
+-- acquire.lua: lease up to N tasks to one holder, highest priority first (FIFO within one).
+-- KEYS[1] pending zset  KEYS[2] delayed zset  KEYS[3] leases zset  KEYS[4] fence counter
+-- KEYS[5] run id        KEYS[6] counts hash   KEYS[7] stats hash   KEYS[8] audit stream
+-- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] N  ARGV[4] ttl ms  ARGV[5] audit on ("1"/"0")
+-- ARGV[6] audit max length  ARGV[7] fence epoch (added when the server's run_id changed)
+-- Touches: <prefix>t:<id> hashes of the tasks moved, and the KEYS above.
+-- Returns: {now_ms, epoch_bumped 0/1, id, fence, attempt, deadline_ms, record bytes, ...}
+-- Time is the Redis server's. Fences come from one monotonic counter; tasks holding a signed
+-- completion record ("fin") are never leased again (replay), nor tasks not in state pending.
+local prefix, holder, n, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local audit, maxlen, epoch = ARGV[5] == "1", ARGV[6], tonumber(ARGV[7])
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function log(...)
+  if audit then redis.call("XADD", KEYS[8], "MAXLEN", "~", maxlen, "*", ...) end
+end
+-- A new server run (restart, failover) may have lost the tail of the AOF: move fences up.
+local bumped = 0
+local run_id = string.match(redis.call("INFO", "server"), "run_id:(%x+)")
+local known = redis.call("GET", KEYS[5])
+if known ~= run_id then
+  if known then
+    redis.call("INCRBY", KEYS[4], epoch)
+    bumped = 1
+    log("ev", "fence_epoch", "from_run", known, "to_run", run_id)
+  end
+  redis.call("SET", KEYS[5], run_id)
+end
+-- Failed tasks whose backoff has passed go back to pending.
+local due = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, 1000)
+if #due > 0 then
+  local moved = 0
+  for _, id in ipairs(due) do
+    local tk = prefix .. "t:" .. id
+    local st = redis.call("HMGET", tk, "state", "sc")
+    if st[1] == "failed" then
+      redis.call("HSET", tk, "state", "pending")
+      redis.call("ZADD", KEYS[1], st[2], id)
+      moved = moved + 1
+    end
+  end
+  redis.call("ZREM", KEYS[2], unpack(due))
+  if moved > 0 then
+    redis.call("HINCRBY", KEYS[6], "failed", -moved)
+    redis.call("HINCRBY", KEYS[6], "pending", moved)
+  end
+end
+local out = {now, bumped}
+if n <= 0 then return out end
+local popped = redis.call("ZPOPMIN", KEYS[1], n)
+if #popped == 0 then return out end
+local fence = tonumber(redis.call("GET", KEYS[4]) or "0")
+local deadline = now + ttl
+local zargs, granted = {}, 0
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local tk = prefix .. "t:" .. id
+  local h = redis.call("HMGET", tk, "state", "att", "fin", "rec")
+  if not h[1] then
+    log("ev", "orphan_skipped", "id", id)
+  elseif h[3] then
+    redis.call("HINCRBY", KEYS[7], "replays_blocked", 1)
+    log("ev", "replay_blocked", "id", id, "state", h[1])
+  elseif h[1] ~= "pending" then
+    log("ev", "not_pending_skipped", "id", id, "state", h[1])
+  else
+    fence = fence + 1
+    local att = tonumber(h[2] or "0") + 1
+    redis.call("HSET", tk, "state", "leased", "att", att, "fence", fence, "holder", holder,
+      "dl", deadline)
+    zargs[#zargs + 1] = deadline
+    zargs[#zargs + 1] = id
+    if #zargs >= 2000 then redis.call("ZADD", KEYS[3], unpack(zargs)); zargs = {} end
+    out[#out + 1] = id
+    out[#out + 1] = fence
+    out[#out + 1] = att
+    out[#out + 1] = deadline
+    out[#out + 1] = h[4]
+    granted = granted + 1
+  end
+end
+if granted > 0 then
+  redis.call("SET", KEYS[4], string.format("%d", fence))
+  if #zargs > 0 then redis.call("ZADD", KEYS[3], unpack(zargs)) end
+  redis.call("HINCRBY", KEYS[6], "pending", -granted)
+  redis.call("HINCRBY", KEYS[6], "leased", granted)
+  redis.call("HINCRBY", KEYS[7], "granted", granted)
+  log("ev", "leased", "holder", holder, "n", granted, "last_fence", string.format("%d", fence))
+end
+-- Anything popped but skipped was not pending (count already excluded it): nothing to fix.
+return out

@@ -1,0 +1,61 @@
+-- complete.lua: commit the outcomes of a batch of leases, each under its fencing token.
+-- KEYS[1] leases zset  KEYS[2] delayed zset  KEYS[3] counts hash  KEYS[4] stats hash
+-- KEYS[5] audit stream
+-- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] audit on  ARGV[4] audit max length
+-- ARGV[5..] per outcome, 5 values: id, fence, action, signed final record ("" for retry),
+--   detail (retry: "<delay ms>|<error>", dead: error text, ok: "")
+--   action "ok" -> succeeded, "dead" -> dead (attempts exhausted), "retry" -> failed + backoff
+-- Touches: <prefix>t:<id> hashes, and the KEYS above.
+-- Returns: {now_ms, 1 (accepted) or 0 (rejected: stale fence, not leased) per outcome}.
+-- A rejected commit changes nothing but the fenced_rejected counter and the audit stream.
+local prefix, holder, audit, maxlen = ARGV[1], ARGV[2], ARGV[3] == "1", ARGV[4]
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {now}
+local done, zrem = {succeeded = 0, dead = 0, failed = 0}, {}
+local rejected = 0
+for i = 5, #ARGV, 5 do
+  local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local tk = prefix .. "t:" .. id
+  local h = redis.call("HMGET", tk, "state", "fence", "fin")
+  if h[1] ~= "leased" or h[2] ~= fence or h[3] then
+    rejected = rejected + 1
+    out[#out + 1] = 0
+    if audit then
+      redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "fence_rejected", "id", id,
+        "holder", holder, "fence", fence, "current_fence", h[2] or "", "state", h[1] or "")
+    end
+  else
+    if action == "ok" then
+      redis.call("HSET", tk, "state", "succeeded", "fin", fin, "holder", "")
+      done.succeeded = done.succeeded + 1
+    elseif action == "dead" then
+      redis.call("HSET", tk, "state", "dead", "fin", fin, "err", detail, "holder", "")
+      done.dead = done.dead + 1
+    else
+      local bar = string.find(detail, "|", 1, true)
+      local delay = tonumber(string.sub(detail, 1, bar - 1))
+      redis.call("HSET", tk, "state", "failed", "err", string.sub(detail, bar + 1), "holder", "")
+      redis.call("ZADD", KEYS[2], now + delay, id)
+      done.failed = done.failed + 1
+    end
+    zrem[#zrem + 1] = id
+    out[#out + 1] = 1
+  end
+end
+if #zrem > 0 then
+  for j = 1, #zrem, 2000 do
+    redis.call("ZREM", KEYS[1], unpack(zrem, j, math.min(j + 1999, #zrem)))
+  end
+  redis.call("HINCRBY", KEYS[3], "leased", -#zrem)
+  for state, k in pairs(done) do
+    if k > 0 then redis.call("HINCRBY", KEYS[3], state, k) end
+  end
+  if done.failed > 0 then redis.call("HINCRBY", KEYS[4], "retries", done.failed) end
+  if audit then
+    redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "committed", "holder", holder,
+      "succeeded", done.succeeded, "dead", done.dead, "failed", done.failed)
+  end
+end
+if rejected > 0 then redis.call("HINCRBY", KEYS[4], "fenced_rejected", rejected) end
+return out

@@ -1,0 +1,49 @@
+-- expire.lua: take back expired leases (the reaper's second step).
+-- KEYS[1] pending zset  KEYS[2] leases zset  KEYS[3] counts hash  KEYS[4] stats hash
+-- KEYS[5] audit stream
+-- ARGV[1] key prefix  ARGV[2] audit on  ARGV[3] audit max length
+-- ARGV[4..] per lease, 4 values: id, fence, action ("requeue" | "dead"), signed final record
+-- Touches: <prefix>t:<id> hashes, and the KEYS above.
+-- Returns: {now_ms, 1 (taken back) or 0 (no longer expired under that fence) per lease}.
+-- A lease is taken back only if it is still leased under the same fence and its deadline has
+-- passed by server time, so a renewal or commit racing the reaper wins cleanly.
+local prefix, audit, maxlen = ARGV[1], ARGV[2] == "1", ARGV[3]
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {now}
+local requeued, dead = 0, 0
+for i = 4, #ARGV, 4 do
+  local id, fence, action, fin = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local tk = prefix .. "t:" .. id
+  local h = redis.call("HMGET", tk, "state", "fence", "dl", "sc", "holder", "fin")
+  if h[1] == "leased" and h[2] == fence and tonumber(h[3]) <= now and not h[6] then
+    redis.call("ZREM", KEYS[2], id)
+    if action == "dead" then
+      redis.call("HSET", tk, "state", "dead", "fin", fin, "holder", "",
+        "err", "lease expired on the last attempt")
+      dead = dead + 1
+    else
+      redis.call("HSET", tk, "state", "pending", "holder", "")
+      redis.call("ZADD", KEYS[1], h[4], id)
+      requeued = requeued + 1
+    end
+    if audit then
+      redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "lease_expired", "id", id,
+        "holder", h[5] or "", "fence", fence, "action", action)
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+local taken = requeued + dead
+if taken > 0 then
+  redis.call("HINCRBY", KEYS[3], "leased", -taken)
+  if requeued > 0 then
+    redis.call("HINCRBY", KEYS[3], "pending", requeued)
+    redis.call("HINCRBY", KEYS[4], "retries", requeued)
+  end
+  if dead > 0 then redis.call("HINCRBY", KEYS[3], "dead", dead) end
+  redis.call("HINCRBY", KEYS[4], "expired", taken)
+end
+return out

@@ -1,0 +1,340 @@
+"""The durable task store: every state transition is one atomic Lua script on Redis.
+
+Contract (DESIGN.md "Guarantees"):
+
+* ``submit``/``submit_many`` return only after the signed records are in Redis. They are the
+  one write path for new tasks; an idempotency key (or a retried call with the same ids and
+  bytes) returns the existing task.
+* ``acquire`` leases tasks in priority order (FIFO within a priority) under fences from one
+  monotonic counter, with deadlines by Redis server time. Every record is verified before it
+  is handed out; a record that fails (tampered, forged, unknown or revoked key, copied under
+  another task's key, foreign namespace) is quarantined, counted and audited instead.
+* ``complete`` commits outcomes only under the current fence: a stale fence is rejected
+  atomically and counted. Final states carry a signed completion record and never change;
+  a task with one is never leased again.
+* ``reap`` returns expired leases to the queue (or ``dead`` on the last attempt).
+* On a new Redis ``run_id`` the fence counter jumps by ``epoch`` before any lease is granted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from raysys.envelope import Sealer
+from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
+from raysys.keyspace import Keyspace
+from raysys.lua import Scripts
+from raysys.models import (
+    MAX_BATCH,
+    Lease,
+    Outcome,
+    TaskSpec,
+    TaskState,
+    TaskStatus,
+    new_task_id,
+    record_body,
+)
+
+log = logging.getLogger("raysys.store")
+
+RECORD = "task"
+COMPLETION = "completion"
+FENCE_EPOCH = 1_000_000_000
+AUDIT_MAXLEN = 100_000
+MAX_RESULT_ERROR_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter between attempts: base * 2**(attempt-1), capped."""
+
+    base_s: float = 0.2
+    cap_s: float = 30.0
+    jitter: float = 0.2
+
+    def delay_ms(self, attempt: int) -> int:
+        raw = min(self.base_s * (2 ** max(attempt - 1, 0)), self.cap_s)
+        return max(1, int(raw * 1000 * (1 + random.uniform(-self.jitter, self.jitter))))
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    requeued: int
+    dead: int
+
+
+class TaskStore:
+    """Task store for one namespace on one Redis. Thread-safe as far as the client is."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        sealer: Sealer,
+        namespace: str,
+        *,
+        audit: bool = True,
+        retry: RetryPolicy | None = None,
+        epoch: int = FENCE_EPOCH,
+        script_overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self.sealer = sealer
+        self.keys = Keyspace(namespace)
+        self.namespace = namespace
+        self.audit_enabled = audit
+        self.retry = retry or RetryPolicy()
+        self.epoch = epoch
+        self._scripts = Scripts(client, script_overrides)
+        self._audit = "1" if audit else "0"
+
+    # ---- submission: the one write path -------------------------------------------------
+    def submit(self, spec: TaskSpec) -> str:
+        """Store one task durably; return its id (an existing id for a known idempotency key)."""
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
+        """Store a batch atomically (all or nothing); ids in the order of ``specs``."""
+        if not specs:
+            return []
+        if len(specs) > MAX_BATCH:
+            raise ValidationError(f"batch of {len(specs)} tasks; at most {MAX_BATCH} per call")
+        args: list[Any] = [self.keys.prefix, self._audit, AUDIT_MAXLEN]
+        for spec in specs:
+            task_id = new_task_id()
+            record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
+            args += [task_id, record, spec.priority, spec.kind, spec.idempotency_key or ""]
+        k = self.keys
+        ids = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit], args)
+        return [_text(i) for i in ids]
+
+    # ---- leasing ------------------------------------------------------------------------
+    def acquire(self, holder: str, n: int, ttl_s: float) -> list[Lease]:
+        """Lease up to ``n`` verified tasks to ``holder`` for ``ttl_s`` (server time)."""
+        return self.acquire_verified(holder, n, ttl_s)[0]
+
+    def acquire_verified(self, holder: str, n: int, ttl_s: float
+                         ) -> tuple[list[Lease], list[tuple[str, int]]]:
+        """Like :meth:`acquire`, also returning the (id, fence) of records it quarantined."""
+        k = self.keys
+        reply = self._run(
+            "acquire",
+            [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit],
+            [k.prefix, holder, n, int(ttl_s * 1000), self._audit, AUDIT_MAXLEN, self.epoch],
+        )
+        if int(reply[1]):
+            log.warning("Redis run_id changed: fences moved up by %d before leasing", self.epoch)
+        leases: list[Lease] = []
+        rejected: list[Any] = []
+        for i in range(2, len(reply), 5):
+            task_id, fence, attempt, deadline = _text(reply[i]), int(reply[i + 1]), int(
+                reply[i + 2]), int(reply[i + 3])
+            try:
+                leases.append(self._verify_record(task_id, fence, attempt, deadline, reply[i + 4]))
+            except IntegrityError as exc:
+                log.error("task %s rejected: %s", task_id, exc)
+                rejected += [task_id, fence, exc.reason]
+        quarantined: list[tuple[str, int]] = []
+        if rejected:
+            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit],
+                             [k.prefix, AUDIT_MAXLEN, *rejected])
+            quarantined = [(rejected[i * 3], rejected[i * 3 + 1])
+                           for i, ok in enumerate(done) if int(ok)]
+        return leases, quarantined
+
+    def _verify_record(self, task_id: str, fence: int, attempt: int, deadline: int,
+                       data: bytes | None) -> Lease:
+        if data is None:
+            raise IntegrityError("task has no record", reason="malformed")
+        body = self.sealer.open(data, RECORD).body
+        if not isinstance(body, dict):
+            raise IntegrityError("record body is not an object", reason="malformed")
+        if body.get("id") != task_id or body.get("ns") != self.namespace:
+            raise IntegrityError("record was signed for another task or namespace",
+                                 reason="copied_record")
+        try:
+            return Lease(task_id, fence, attempt, deadline, str(body["kind"]), body["payload"],
+                         int(body["priority"]), int(body["max_attempts"]), float(body["timeout_s"]),
+                         body.get("idempotency_key"))
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError("record body lacks required fields", reason="malformed") from None
+
+    def renew(self, holder: str, leases: Sequence[tuple[str, int]], ttl_s: float) -> dict[str, int]:
+        """Extend leases; return {task id: new deadline ms, or 0 when the lease is lost}."""
+        if not leases:
+            return {}
+        args: list[Any] = [self.keys.prefix, holder, int(ttl_s * 1000)]
+        for task_id, fence in leases:
+            args += [task_id, fence]
+        reply = self._run("renew", [self.keys.leases, self.keys.stats], args)
+        return {task_id: int(dl) for (task_id, _), dl in zip(leases, reply[1:], strict=True)}
+
+    # ---- commits ------------------------------------------------------------------------
+    def complete(self, holder: str, items: Sequence[tuple[Lease, Outcome]]) -> list[bool]:
+        """Commit each lease's outcome under its fence; False where the fence was stale."""
+        if not items:
+            return []
+        args: list[Any] = [self.keys.prefix, holder, self._audit, AUDIT_MAXLEN]
+        for lease, outcome in items:
+            if outcome.ok:
+                fin = self._final_record(lease.task_id, TaskState.SUCCEEDED, lease.attempt,
+                                         lease.fence, result=outcome.result)
+                args += [lease.task_id, lease.fence, "ok", fin, ""]
+                continue
+            error = (outcome.error or "failed")[:MAX_RESULT_ERROR_CHARS]
+            if outcome.retryable and lease.attempt < lease.max_attempts:
+                delay = self.retry.delay_ms(lease.attempt)
+                args += [lease.task_id, lease.fence, "retry", "", f"{delay}|{error}"]
+            else:
+                fin = self._final_record(lease.task_id, TaskState.DEAD, lease.attempt,
+                                         lease.fence, error=error)
+                args += [lease.task_id, lease.fence, "dead", fin, error]
+        k = self.keys
+        reply = self._run("complete", [k.leases, k.delayed, k.counts, k.stats, k.audit], args)
+        return [bool(int(x)) for x in reply[1:]]
+
+    def _final_record(self, task_id: str, state: TaskState, attempts: int, fence: int,
+                      result: Any = None, error: str | None = None) -> bytes:
+        body = {"id": task_id, "ns": self.namespace, "state": state.value, "result": result,
+                "error": error, "attempts": attempts, "fence": fence}
+        try:
+            return self.sealer.seal(COMPLETION, body)
+        except ValidationError as exc:
+            # A handler returned something we cannot store: the attempt fails, loudly.
+            body["result"], body["error"] = None, f"result not storable: {exc}"
+            return self.sealer.seal(COMPLETION, body)
+
+    # ---- reaping ------------------------------------------------------------------------
+    def reap(self, limit: int = 1000) -> ReapReport:
+        """Take back leases expired by server time: requeue, or ``dead`` on the last attempt."""
+        k = self.keys
+        reply = self._run("expired", [k.leases], [k.prefix, limit])
+        if len(reply) <= 1:
+            return ReapReport(0, 0)
+        args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
+        maxima = self._max_attempts([_text(reply[i]) for i in range(1, len(reply), 4)])
+        actions: list[str] = []
+        for i in range(1, len(reply), 4):
+            task_id, fence, attempts = _text(reply[i]), int(reply[i + 1]), int(reply[i + 2])
+            if attempts >= maxima.get(task_id, 1):
+                fin = self._final_record(task_id, TaskState.DEAD, attempts, fence,
+                                         error="lease expired on the last attempt")
+                args += [task_id, fence, "dead", fin]
+                actions.append("dead")
+            else:
+                args += [task_id, fence, "requeue", ""]
+                actions.append("requeue")
+        done = self._run("expire", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
+        taken = [a for a, ok in zip(actions, done[1:], strict=True) if int(ok)]
+        report = ReapReport(taken.count("requeue"), taken.count("dead"))
+        if taken:
+            log.info("reaped %d expired leases (%d requeued, %d dead)", len(taken),
+                     report.requeued, report.dead)
+        return report
+
+    def _max_attempts(self, task_ids: list[str]) -> dict[str, int]:
+        """max_attempts from each verified record; an unverifiable record counts as 1 attempt."""
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self.keys.task(task_id), "rec")
+        out: dict[str, int] = {}
+        for task_id, data in zip(task_ids, pipe.execute(), strict=True):
+            try:
+                body = self.sealer.open(bytes(data), RECORD).body if data else None
+                out[task_id] = int(body["max_attempts"]) if isinstance(body, dict) else 1
+            except (IntegrityError, KeyError, TypeError, ValueError):
+                out[task_id] = 1
+        return out
+
+    # ---- control and queries --------------------------------------------------------------
+    def cancel(self, task_id: str) -> TaskState:
+        """Cancel a task not yet final; return the state it was in. Final tasks are unchanged."""
+        k = self.keys
+        fin = self._final_record(task_id, TaskState.CANCELLED, 0, 0)
+        before = _text(self._run("cancel", [k.pending, k.delayed, k.leases, k.counts, k.audit],
+                                 [k.prefix, self._audit, AUDIT_MAXLEN, task_id, fin]))
+        if not before:
+            raise NotFound(f"no task {task_id} in namespace {self.namespace}")
+        return TaskState(before)
+
+    def status(self, task_id: str) -> TaskStatus:
+        """State, attempts, and the verified result or error of one task."""
+        fields = ("state", "att", "prio", "kind", "fence", "holder", "err", "fin")
+        values = self.client.hmget(self.keys.task(task_id), fields)
+        if values[0] is None:
+            raise NotFound(f"no task {task_id} in namespace {self.namespace}")
+        state, att, prio, kind, fence, holder, err, fin = values
+        result: Any = None
+        error = _text(err) if err else None
+        if fin is not None:
+            try:
+                body = self.sealer.open(_bytes(fin), COMPLETION).body
+                if not isinstance(body, dict) or body.get("id") != task_id:
+                    raise IntegrityError("completion record names another task",
+                                         reason="copied_record")
+                result, error = body.get("result"), body.get("error") or error
+            except IntegrityError as exc:
+                error = f"completion record failed verification ({exc.reason})"
+        return TaskStatus(task_id, TaskState(_text(state)), int(att or 0), int(prio or 0),
+                          _text(kind or b""), result, error, int(fence or 0),
+                          _text(holder) if holder else None)
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per state (every state present, zero included)."""
+        raw = self.client.hgetall(self.keys.counts)
+        got = {_text(key): int(value) for key, value in raw.items()}
+        return {state.value: got.get(state.value, 0) for state in TaskState}
+
+    def stats(self) -> dict[str, int]:
+        """Event counters: submitted, granted, renewed, fenced_rejected, retries, expired, ..."""
+        return {_text(key): int(v) for key, v in self.client.hgetall(self.keys.stats).items()}
+
+    def count_conflict_retries(self, n: int = 1) -> None:
+        self.client.hincrby(self.keys.stats, "conflict_retries", n)
+
+    def audit_tail(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest ``count`` audit entries, oldest first."""
+        entries = self.client.xrevrange(self.keys.audit, count=count) or []
+        return [{_text(k): _text(v) for k, v in (fields or {}).items()}
+                for _, fields in reversed(entries)]
+
+    def fence_value(self) -> int:
+        return int(self.client.get(self.keys.fence) or 0)
+
+    def replace_record(self, task_id: str, transform: Any, *, max_tries: int = 10) -> bool:
+        """Optimistically rewrite a queued task's record: ``transform(old_bytes) -> new_bytes``.
+
+        Retries when the record changed between read and write, counting each retry in the
+        ``conflict_retries`` stat. False if the task is no longer queued (leased or final).
+        """
+        tk = self.keys.task(task_id)
+        for _ in range(max_tries):
+            old = self.client.hget(tk, "rec")
+            if old is None:
+                raise NotFound(f"no task {task_id} in namespace {self.namespace}")
+            new = transform(old)
+            if int(self._run("cas_record", [self.keys.stats],
+                             [self.keys.prefix, task_id, old, new])):
+                return True
+            state = self.client.hget(tk, "state")
+            if state not in (b"pending", b"failed"):
+                return False
+            self.count_conflict_retries()
+        raise RaysysError(f"task {task_id}: record kept changing; gave up after {max_tries} tries")
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        log.debug("redis script %s keys=%d args=%d", name, len(keys), len(args))
+        return self._scripts.run(name, keys, args)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
