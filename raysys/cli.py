@@ -3,22 +3,30 @@
 Every error is one line on stderr and a documented exit code (see ``raysys.errors``):
 2 configuration, 3 bad input, 4 Redis unavailable, 5 Ray unavailable, 6 integrity, 7 lease,
 8 not found, 1 a run that did not account for every task, 70 an internal error (a bug: please
-report it; ``LOG_LEVEL=DEBUG`` shows the traceback), 130 interrupted.
+report it; ``LOG_LEVEL=DEBUG`` shows the traceback), 130 interrupted (Ctrl-C), 141 stdout closed
+(a pipe reader quit), 143 terminated (SIGTERM; SIGHUP gives 129). On a signal the command unwinds
+like on Ctrl-C, so an embedded Redis it started is shut down cleanly, never left running.
 ``--json`` prints exactly one JSON object on stdout; logs and progress go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from raysys.config import Settings, load_settings
@@ -29,22 +37,45 @@ from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_js
 log = logging.getLogger("raysys.cli")
 EXIT_INTERNAL = 70
 EXIT_UNACCOUNTED = 1
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(BaseException):
+    """Control-flow signal: SIGTERM/SIGHUP arrived; unwind (closing stores) and exit 128+signum.
+
+    A BaseException, like KeyboardInterrupt, so ``except Exception`` blocks do not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
-        _setup_logging(settings.log_level)
-        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
-        return handler(args, settings)
+        with _stop_signals_unwind():
+            settings = load_settings()
+            _setup_logging(settings.log_level)
+            handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+            code = handler(args, settings)
+            sys.stdout.flush()  # a closed pipe must fail here, inside the try, not at exit
+            return code
     except RaysysError as exc:
         print(f"raysys: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("raysys: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated as exc:
+        print(f"raysys: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
+    except BrokenPipeError:  # the reader of stdout quit (`raysys status --watch | head -1`)
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # a bug: one line for the user, the traceback at DEBUG
         log.debug("internal error", exc_info=True)
         print(f"raysys: internal error: {type(exc).__name__}: {exc} "
@@ -66,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure tasks/s and latency for noop tasks")
     p.add_argument("--tasks", type=_positive, default=20_000)
     p.add_argument("--workers", type=_positive, default=2)
-    p.add_argument("--rate", type=float, default=None, help="offered load, tasks/s")
+    p.add_argument("--rate", type=_positive_float, default=None, help="offered load, tasks/s")
     p.add_argument("--batch", type=_positive, default=250)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench)
@@ -142,10 +173,14 @@ def _run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_js
             print(f"raysys {what}: {len(specs)} tasks, {options.workers} workers, "
                   f"{'embedded' if handle.embedded else 'configured'} Redis, namespace "
                   f"{namespace}", file=sys.stderr)
-            report = run_local(handle.store, ledger, specs, options, Progress(len(specs)))
-            if settings.redis_configured:
-                _drop_namespace(handle.client, handle.store.keys.pattern())
-                ledger.clear()
+            if not handle.embedded:  # its appendfsync is the server's own; we cannot read it
+                options = dataclasses.replace(options, fsync="server-configured")
+            try:
+                report = run_local(handle.store, ledger, specs, options, Progress(len(specs)))
+            finally:  # a configured Redis keeps no trace of the run, even a failed one
+                if settings.redis_configured:
+                    _drop_namespace(handle.client, handle.store.keys.pattern())
+                    ledger.clear()
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -297,6 +332,8 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
     from raysys.envelope import Sealer
     from raysys.redis_conn import server_policy_warnings
     from raysys.runtime import load_keyring, open_store
@@ -310,7 +347,11 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
             return True
         except RaysysError as exc:
             checks.append({"check": name, "status": "fail", "detail": str(exc)})
-            return False
+        except redis.RedisError as exc:  # e.g. an ACL user without +info: report, do not crash
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            checks.append({"check": name, "status": "fail",
+                           "detail": f"{type(exc).__name__}: {detail}"})
+        return False
 
     def keys() -> str:
         ring = load_keyring(settings, create=False)
@@ -320,7 +361,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
     def redis_check() -> str:
         with open_store(settings, keyring=Keyring([generate_key()])) as handle:
-            warnings = server_policy_warnings(handle.client)
+            with _logger_muted("raysys.redis"):  # open_store has logged the warning already
+                warnings = server_policy_warnings(handle.client)
             if warnings:
                 raise RaysysError(warnings[0])
             info = handle.client.info("server")
@@ -340,6 +382,27 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number above 0")
+    return value
+
+
+@contextmanager
+def _logger_muted(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -348,6 +411,43 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+@contextmanager
+def _stop_signals_unwind() -> Iterator[None]:
+    """While the command runs, SIGTERM/SIGHUP raise :class:`Terminated` in the main thread.
+
+    The embedded Redis runs in its own session (so Ctrl-C cannot kill it before SHUTDOWN); a
+    process killed by the default SIGTERM action would leave it running for good. Raising
+    instead unwinds ``open_store``, which stops it. A second signal during that clean-up is
+    ignored, so the shutdown is not cut short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: installed outside Python; leave ours
+                signal.signal(sig, handler)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _setup_logging(level: str) -> None:

@@ -352,7 +352,7 @@ class EmbeddedRedis:
         assert self._proc is not None
         _write_state(self.redis_dir, self._proc.pid, self.port)
         (self.redis_dir / BINARY_FILE).write_text(f"{self.binary}\n")
-        log.info(
+        log.debug(
             "embedded Redis started: pid=%d port=%d dir=%s binary=%s",
             self._proc.pid,
             self.port,
@@ -455,7 +455,7 @@ class EmbeddedRedis:
         self._forget_state(proc.pid)
         self._close_log()
         if was_running:
-            log.info("embedded Redis stopped: port=%s dir=%s", self._port, self.redis_dir)
+            log.debug("embedded Redis stopped: port=%s dir=%s", self._port, self.redis_dir)
 
     def kill(self) -> None:
         """SIGKILL the server, no SHUTDOWN and no cleanup (crash tests). ``start()`` restarts it."""
@@ -545,7 +545,7 @@ def attach_or_start(
         if state is not None:
             pid, port = state
             if _attachable(pid, port, password):
-                log.info(
+                log.debug(
                     "attached to the embedded Redis: pid=%d port=%d dir=%s", pid, port, redis_dir
                 )
                 server._port = port

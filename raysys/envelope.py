@@ -13,7 +13,6 @@ purpose. The payload is ``{"v", "kid", "alg", "purpose", "iat", "nonce", "body"}
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from raysys.keyring import Keyring
 MAGIC = b"RS1"
 VERSION = 1
 MAX_ENVELOPE_BYTES = 1 << 20  # 1 MiB: payload limit plus headroom
+_STANDARD = frozenset({"v", "kid", "alg", "purpose", "iat", "nonce", "body"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class Sealer:
             "alg": key.alg,
             "purpose": purpose,
             "iat": round(time.time() if now is None else now, 3),
-            "nonce": base64.urlsafe_b64encode(os.urandom(12)).decode(),
+            "nonce": os.urandom(12).hex(),
         }
         if extra:
             payload.update(extra)
@@ -84,13 +84,14 @@ class Sealer:
             raise ValidationError(
                 f"signed value is {len(raw)} bytes; the limit is {MAX_ENVELOPE_BYTES}")
         header = b"%s.%s.%s." % (MAGIC, key.kid.encode(), key.alg.encode())
-        return header + key.sign(header + raw).hex().encode() + b"." + raw
+        return header + key.sign_hex(header + raw) + b"." + raw
 
     def open(self, data: bytes, purpose: str) -> Opened:
         """Verify ``data`` and return its contents; raise IntegrityError (with a reason) if not."""
         if not isinstance(data, bytes | bytearray) or len(data) > MAX_ENVELOPE_BYTES:
             raise IntegrityError("envelope missing or too large", reason="malformed")
-        data = bytes(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)
         parts = data.split(b".", 4)
         if len(parts) != 5 or parts[0] != MAGIC:
             raise IntegrityError("not a raysys envelope", reason="malformed")
@@ -106,14 +107,9 @@ class Sealer:
                 f"envelope names algorithm {alg!r} but key {kid} is {key.alg}",
                 reason="algorithm_mismatch",
             )
-        try:
-            signature = bytes.fromhex(sig_hex.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            raise IntegrityError("envelope signature is not hex", reason="malformed") from None
-        if signature.hex().encode() != sig_hex:  # one encoding only: no malleable bytes
-            raise IntegrityError("envelope signature is not canonical hex", reason="malformed")
         signed_end = len(MAGIC) + len(kid_b) + len(alg_b) + 3
-        if not key.verify(data[:signed_end] + raw, signature):
+        # Only lower-case hex verifies: one encoding, so no malleable stored bytes.
+        if not key.verify_hex(data[:signed_end] + raw, sig_hex):
             raise IntegrityError("envelope signature does not match", reason="bad_signature")
         # Signed by us: parsing is now safe from forged input, but stay defensive.
         try:
@@ -130,7 +126,7 @@ class Sealer:
                 f"envelope is a {payload.get('purpose')!r}, expected {purpose!r}",
                 reason="purpose_mismatch",
             )
-        extra = {k: v for k, v in payload.items()
-                 if k not in ("v", "kid", "alg", "purpose", "iat", "nonce", "body")}
+        extra = {k: v for k, v in payload.items() if k not in _STANDARD} if len(
+            payload) > len(_STANDARD) else {}
         return Opened(kid, alg, purpose, float(payload.get("iat", 0)),
                       str(payload.get("nonce", "")), payload.get("body"), extra)

@@ -58,6 +58,21 @@ class SigningKey:
             return self.private.sign(message)
         raise KeyringError(f"key {self.kid} cannot sign (no secret or private key)")
 
+    def sign_hex(self, message: bytes) -> bytes:
+        """The signature as lower-case hex ASCII: the one encoding envelopes store."""
+        return self.sign(message).hex().encode()
+
+    def verify_hex(self, message: bytes, signature_hex: bytes) -> bool:
+        """Constant-time check of a lower-case hex signature (any other encoding fails)."""
+        if self.alg == "hmac-sha256" and self.secret is not None:
+            expected = hmac.digest(self.secret, message, "sha256").hex().encode()
+            return hmac.compare_digest(expected, signature_hex)
+        try:
+            signature = bytes.fromhex(signature_hex.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return False
+        return signature.hex().encode() == signature_hex and self.verify(message, signature)
+
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Constant-time check; False on any mismatch, never raises for bad input."""
         if self.alg == "hmac-sha256" and self.secret is not None:

@@ -20,7 +20,11 @@ class Keyspace:
         return f"{{raysys:{self.namespace}}}:"
 
     def task(self, task_id: str) -> str:
-        """Hash: rec (signed bytes), state, att, prio, sc, kind, fence, holder, dl, err, fin."""
+        """Hash: rec (signed bytes), state, sc (queue score), att, fence, holder, err, fin.
+
+        ``holder`` names the current lease's holder and means nothing unless state is leased;
+        the lease deadline lives only in the ``leases`` sorted set.
+        """
         return f"{self.prefix}t:{task_id}"
 
     def idempotency(self, key: str) -> str:

@@ -7,7 +7,7 @@ payloads at most ``MAX_PAYLOAD_BYTES`` serialised and ``MAX_PAYLOAD_DEPTH`` deep
 from __future__ import annotations
 
 import math
-import uuid
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -129,7 +129,8 @@ def describe_validation(exc: PydanticValidationError) -> str:
 
 
 def new_task_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex characters (the shape of a uuid4 hex, cheaper to make)."""
+    return os.urandom(16).hex()
 
 
 def record_body(task_id: str, spec: TaskSpec, namespace: str) -> dict[str, Any]:

@@ -13,13 +13,16 @@ Contract (DESIGN.md "Guarantees"):
   atomically and counted. Final states carry a signed completion record and never change;
   a task with one is never leased again.
 * ``reap`` returns expired leases to the queue (or ``dead`` on the last attempt).
-* On a new Redis ``run_id`` the fence counter jumps by ``epoch`` before any lease is granted.
+* Whenever the Redis ``run_id`` is new to the namespace (a restart, a failover, the first grant),
+  the fence counter is raised to at least ``server_ms * fences_per_ms`` before any lease is
+  granted: a floor from the server clock, which a lost AOF tail cannot roll back.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,7 @@ from raysys.keyspace import Keyspace
 from raysys.lua import Scripts
 from raysys.models import (
     MAX_BATCH,
+    TASK_ID_PATTERN,
     Lease,
     Outcome,
     TaskSpec,
@@ -42,10 +46,11 @@ from raysys.models import (
 )
 
 log = logging.getLogger("raysys.store")
+_TASK_ID = re.compile(TASK_ID_PATTERN)
 
 RECORD = "task"
 COMPLETION = "completion"
-FENCE_EPOCH = 1_000_000_000
+FENCES_PER_MS = 1000  # fence floor scale: assumes < 1,000 grants per ms (1e6/s) on average
 AUDIT_MAXLEN = 100_000
 MAX_RESULT_ERROR_CHARS = 2_000
 
@@ -80,7 +85,7 @@ class TaskStore:
         *,
         audit: bool = True,
         retry: RetryPolicy | None = None,
-        epoch: int = FENCE_EPOCH,
+        fences_per_ms: int = FENCES_PER_MS,
         script_overrides: dict[str, str] | None = None,
     ) -> None:
         self.client = client
@@ -89,7 +94,7 @@ class TaskStore:
         self.namespace = namespace
         self.audit_enabled = audit
         self.retry = retry or RetryPolicy()
-        self.epoch = epoch
+        self.fences_per_ms = fences_per_ms
         self._scripts = Scripts(client, script_overrides)
         self._audit = "1" if audit else "0"
 
@@ -104,14 +109,25 @@ class TaskStore:
             return []
         if len(specs) > MAX_BATCH:
             raise ValidationError(f"batch of {len(specs)} tasks; at most {MAX_BATCH} per call")
-        args: list[Any] = [self.keys.prefix, self._audit, AUDIT_MAXLEN]
-        for spec in specs:
-            task_id = new_task_id()
-            record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
-            args += [task_id, record, spec.priority, spec.kind, spec.idempotency_key or ""]
         k = self.keys
-        ids = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit], args)
-        return [_text(i) for i in ids]
+        ids: list[str] = [""] * len(specs)
+        todo = list(range(len(specs)))
+        for _ in range(3):  # a random 128-bit id is taken only by an attacker's guess; re-issue
+            args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
+            for index in todo:
+                spec = specs[index]
+                task_id = new_task_id()
+                record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
+                args += [task_id, record, spec.priority, spec.idempotency_key or ""]
+            reply = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit], args)
+            for index, value in zip(todo, reply, strict=True):
+                ids[index] = _text(value)
+            todo = [index for index in todo if not ids[index]]
+            if not todo:
+                return ids
+            log.warning("%d task ids were already taken in Redis; re-issuing them", len(todo))
+        raise IntegrityError("task ids keep colliding with existing keys: is someone writing "
+                             "raysys keys?", reason="id_collision")
 
     # ---- leasing ------------------------------------------------------------------------
     def acquire(self, holder: str, n: int, ttl_s: float) -> list[Lease]:
@@ -125,10 +141,11 @@ class TaskStore:
         reply = self._run(
             "acquire",
             [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit],
-            [k.prefix, holder, n, int(ttl_s * 1000), self._audit, AUDIT_MAXLEN, self.epoch],
+            [k.prefix, holder, n, int(ttl_s * 1000), self._audit, AUDIT_MAXLEN,
+             self.fences_per_ms],
         )
         if int(reply[1]):
-            log.warning("Redis run_id changed: fences moved up by %d before leasing", self.epoch)
+            log.warning("new Redis run_id: fences raised to the server-clock floor before leasing")
         leases: list[Lease] = []
         rejected: list[Any] = []
         for i in range(2, len(reply), 5):
@@ -254,6 +271,7 @@ class TaskStore:
     # ---- control and queries --------------------------------------------------------------
     def cancel(self, task_id: str) -> TaskState:
         """Cancel a task not yet final; return the state it was in. Final tasks are unchanged."""
+        _check_task_id(task_id)
         k = self.keys
         fin = self._final_record(task_id, TaskState.CANCELLED, 0, 0)
         before = _text(self._run("cancel", [k.pending, k.delayed, k.leases, k.counts, k.audit],
@@ -264,13 +282,20 @@ class TaskStore:
 
     def status(self, task_id: str) -> TaskStatus:
         """State, attempts, and the verified result or error of one task."""
-        fields = ("state", "att", "prio", "kind", "fence", "holder", "err", "fin")
+        _check_task_id(task_id)
+        fields = ("state", "att", "rec", "fence", "holder", "err", "fin")
         values = self.client.hmget(self.keys.task(task_id), fields)
         if values[0] is None:
             raise NotFound(f"no task {task_id} in namespace {self.namespace}")
-        state, att, prio, kind, fence, holder, err, fin = values
+        state, att, rec, fence, holder, err, fin = values
         result: Any = None
         error = _text(err) if err else None
+        kind, prio = "", 0
+        try:
+            body = self.sealer.open(_bytes(rec or b""), RECORD).body
+            kind, prio = str(body["kind"]), int(body["priority"])
+        except (IntegrityError, KeyError, TypeError, ValueError):
+            error = error or "task record failed verification"
         if fin is not None:
             try:
                 body = self.sealer.open(_bytes(fin), COMPLETION).body
@@ -280,9 +305,10 @@ class TaskStore:
                 result, error = body.get("result"), body.get("error") or error
             except IntegrityError as exc:
                 error = f"completion record failed verification ({exc.reason})"
-        return TaskStatus(task_id, TaskState(_text(state)), int(att or 0), int(prio or 0),
-                          _text(kind or b""), result, error, int(fence or 0),
-                          _text(holder) if holder else None)
+        task_state = TaskState(_text(state))
+        return TaskStatus(task_id, task_state, int(att or 0), prio, kind, result, error,
+                          int(fence or 0),
+                          _text(holder) if holder and task_state == TaskState.LEASED else None)
 
     def counts(self) -> dict[str, int]:
         """Tasks per state (every state present, zero included)."""
@@ -330,6 +356,11 @@ class TaskStore:
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         log.debug("redis script %s keys=%d args=%d", name, len(keys), len(args))
         return self._scripts.run(name, keys, args)
+
+
+def _check_task_id(task_id: str) -> None:
+    if not _TASK_ID.match(task_id):
+        raise ValidationError(f"{task_id!r} is not a task id (32 lower-case hex characters)")
 
 
 def _text(value: Any) -> str:

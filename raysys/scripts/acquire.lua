@@ -2,13 +2,18 @@
 -- KEYS[1] pending zset  KEYS[2] delayed zset  KEYS[3] leases zset  KEYS[4] fence counter
 -- KEYS[5] run id        KEYS[6] counts hash   KEYS[7] stats hash   KEYS[8] audit stream
 -- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] N  ARGV[4] ttl ms  ARGV[5] audit on ("1"/"0")
--- ARGV[6] audit max length  ARGV[7] fence epoch (added when the server's run_id changed)
+-- ARGV[6] audit max length  ARGV[7] fences per millisecond of server time (the floor scale)
 -- Touches: <prefix>t:<id> hashes of the tasks moved, and the KEYS above.
 -- Returns: {now_ms, epoch_bumped 0/1, id, fence, attempt, deadline_ms, record bytes, ...}
 -- Time is the Redis server's. Fences come from one monotonic counter; tasks holding a signed
 -- completion record ("fin") are never leased again (replay), nor tasks not in state pending.
+-- Whenever the server's run_id differs from the one recorded (a restart, a failover, or the
+-- first grant ever), the counter is raised to at least server_ms * ARGV[7] before any grant.
+-- That floor comes from the clock, not from the AOF, so it stays above every fence handed out
+-- before a restart even when the AOF tail holding those grants (or an earlier raise) was lost,
+-- provided fewer than ARGV[7] fences per ms were granted on average since the previous raise.
 local prefix, holder, n, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local audit, maxlen, epoch = ARGV[5] == "1", ARGV[6], tonumber(ARGV[7])
+local audit, maxlen, per_ms = ARGV[5] == "1", ARGV[6], tonumber(ARGV[7])
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function log(...)
@@ -19,11 +24,14 @@ local bumped = 0
 local run_id = string.match(redis.call("INFO", "server"), "run_id:(%x+)")
 local known = redis.call("GET", KEYS[5])
 if known ~= run_id then
-  if known then
-    redis.call("INCRBY", KEYS[4], epoch)
+  local counter = tonumber(redis.call("GET", KEYS[4]) or "0")
+  local floor = now * per_ms
+  if floor > counter then
+    redis.call("SET", KEYS[4], string.format("%d", floor))
     bumped = 1
-    log("ev", "fence_epoch", "from_run", known, "to_run", run_id)
   end
+  log("ev", "fence_epoch", "from_run", known or "", "to_run", run_id,
+    "from_fence", string.format("%d", counter), "to_fence", string.format("%d", math.max(floor, counter)))
   redis.call("SET", KEYS[5], run_id)
 end
 -- Failed tasks whose backoff has passed go back to pending.
@@ -66,8 +74,7 @@ for i = 1, #popped, 2 do
   else
     fence = fence + 1
     local att = tonumber(h[2] or "0") + 1
-    redis.call("HSET", tk, "state", "leased", "att", att, "fence", fence, "holder", holder,
-      "dl", deadline)
+    redis.call("HSET", tk, "state", "leased", "att", att, "fence", fence, "holder", holder)
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
     if #zargs >= 2000 then redis.call("ZADD", KEYS[3], unpack(zargs)); zargs = {} end

@@ -27,15 +27,15 @@ for i = 5, #ARGV, 5 do
     end
   else
     if action == "ok" then
-      redis.call("HSET", tk, "state", "succeeded", "fin", fin, "holder", "")
+      redis.call("HSET", tk, "state", "succeeded", "fin", fin)
       done.succeeded = done.succeeded + 1
     elseif action == "dead" then
-      redis.call("HSET", tk, "state", "dead", "fin", fin, "err", detail, "holder", "")
+      redis.call("HSET", tk, "state", "dead", "fin", fin, "err", detail)
       done.dead = done.dead + 1
     else
       local bar = string.find(detail, "|", 1, true)
       local delay = tonumber(string.sub(detail, 1, bar - 1))
-      redis.call("HSET", tk, "state", "failed", "err", string.sub(detail, bar + 1), "holder", "")
+      redis.call("HSET", tk, "state", "failed", "err", string.sub(detail, bar + 1))
       redis.call("ZADD", KEYS[2], now + delay, id)
       done.failed = done.failed + 1
     end

@@ -15,8 +15,9 @@ local requeued, dead = 0, 0
 for i = 4, #ARGV, 4 do
   local id, fence, action, fin = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "fence", "dl", "sc", "holder", "fin")
-  if h[1] == "leased" and h[2] == fence and tonumber(h[3]) <= now and not h[6] then
+  local h = redis.call("HMGET", tk, "state", "fence", "sc", "holder", "fin")
+  local dl = tonumber(redis.call("ZSCORE", KEYS[2], id) or "0")
+  if h[1] == "leased" and h[2] == fence and dl > 0 and dl <= now and not h[5] then
     redis.call("ZREM", KEYS[2], id)
     if action == "dead" then
       redis.call("HSET", tk, "state", "dead", "fin", fin, "holder", "",
@@ -24,12 +25,12 @@ for i = 4, #ARGV, 4 do
       dead = dead + 1
     else
       redis.call("HSET", tk, "state", "pending", "holder", "")
-      redis.call("ZADD", KEYS[1], h[4], id)
+      redis.call("ZADD", KEYS[1], h[3], id)
       requeued = requeued + 1
     end
     if audit then
       redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "lease_expired", "id", id,
-        "holder", h[5] or "", "fence", fence, "action", action)
+        "holder", h[4] or "", "fence", fence, "action", action)
     end
     out[#out + 1] = 1
   else

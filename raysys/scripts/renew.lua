@@ -1,7 +1,7 @@
 -- renew.lua: extend leases the holder still owns.
 -- KEYS[1] leases zset   KEYS[2] stats hash
 -- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] ttl ms  ARGV[4..] pairs: id, fence
--- Touches: <prefix>t:<id> (field dl).
+-- Touches: reads <prefix>t:<id>; the deadline lives only in the leases zset.
 -- Returns: {now_ms, deadline_ms or 0 per pair}; 0 means the lease is lost (reaped, re-leased,
 --   finished or cancelled): the holder must stop and must not commit.
 local prefix, holder, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -14,8 +14,7 @@ for i = 4, #ARGV, 2 do
   local h = redis.call("HMGET", tk, "state", "fence", "holder")
   if h[1] == "leased" and h[2] == fence and h[3] == holder then
     local dl = now + ttl
-    redis.call("HSET", tk, "dl", dl)
-    redis.call("ZADD", KEYS[1], dl, id)
+    redis.call("ZADD", KEYS[1], "XX", dl, id)
     out[#out + 1] = dl
     renewed = renewed + 1
   else

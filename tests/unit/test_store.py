@@ -15,7 +15,7 @@ from raysys.envelope import Sealer
 from raysys.errors import NotFound, ValidationError
 from raysys.keyring import Keyring, generate_key
 from raysys.models import Lease, Outcome, TaskSpec, TaskState
-from raysys.store import FENCE_EPOCH, TaskStore
+from raysys.store import FENCES_PER_MS, TaskStore
 
 pytestmark = pytest.mark.unit
 
@@ -67,9 +67,26 @@ def test_retried_submit_call_with_same_bytes_is_idempotent(store: TaskStore) -> 
     prefix = store.keys.prefix
     k = store.keys
     ids = store._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit],
-                     [prefix, "1", 1000, task_id, rec, 0, "noop", ""])
+                     [prefix, "1", 1000, task_id, rec, 0, ""])
     assert [i.decode() for i in ids] == [task_id]
     assert store.counts()["pending"] == 1
+
+
+def test_taken_id_is_reissued_and_nothing_half_written(store: TaskStore,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attacker who guessed the next id and wrote it first cannot hijack the task."""
+    import raysys.store as store_module
+
+    taken = "ab" * 16
+    store.client.hset(store.keys.task(taken), mapping={"rec": b"attacker bytes", "state": "x"})
+    issued = iter([taken, "cd" * 16, "ef" * 16])
+    monkeypatch.setattr(store_module, "new_task_id", lambda: next(issued))
+    (task_id,) = store.submit_many([spec("echo", payload="mine")])
+    assert task_id == "cd" * 16
+    assert store.client.hget(store.keys.task(taken), "rec") == b"attacker bytes"
+    (lease,) = store.acquire("w", 5, 30)
+    assert (lease.task_id, lease.payload) == (task_id, "mine")
+    assert store.counts()["pending"] == 0 and store.stats()["submitted"] == 1
 
 
 # ---- leasing order and fences ---------------------------------------------------------------
@@ -225,6 +242,11 @@ def test_cancel_pending_and_leased_but_not_final(store: TaskStore) -> None:
     assert store.acquire("w", 5, 30) == []
 
 
+def test_malformed_task_id_is_bad_input(store: TaskStore) -> None:
+    with pytest.raises(ValidationError, match="not a task id"):
+        store.status("nope")
+
+
 def test_unknown_task_is_not_found(store: TaskStore) -> None:
     with pytest.raises(NotFound):
         store.status("0" * 32)
@@ -302,12 +324,23 @@ def test_tampered_completion_record_is_reported_not_trusted(store: TaskStore) ->
 
 
 # ---- fences across Redis restarts -------------------------------------------------------------
-def test_new_redis_run_id_moves_fences_up_by_an_epoch(store: TaskStore) -> None:
+def test_first_grant_starts_at_the_server_clock_floor(store: TaskStore) -> None:
+    store.submit(spec())
+    server_ms = int(store.client.time()[0]) * 1000
+    (lease,) = store.acquire("w", 1, 30)
+    assert lease.fence > server_ms * FENCES_PER_MS
+
+
+def test_new_redis_run_id_raises_fences_to_the_clock_floor_even_after_rollback(
+        store: TaskStore) -> None:
+    """A lost AOF tail can roll the counter back; the floor comes from the clock instead."""
     store.submit_many([spec(), spec()])
     (first,) = store.acquire("w", 1, 30)
-    store.client.set(store.keys.run_id, "0" * 40)  # as if the server had restarted
+    store.client.set(store.keys.fence, 5)  # the tail holding our grants was lost ...
+    store.client.set(store.keys.run_id, "0" * 40)  # ... in a restart
+    time.sleep(0.01)
     (second,) = store.acquire("w", 1, 30)
-    assert second.fence >= first.fence + FENCE_EPOCH
+    assert second.fence > first.fence
     assert any(e["ev"] == "fence_epoch" for e in store.audit_tail())
 
 

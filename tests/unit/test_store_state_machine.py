@@ -70,9 +70,7 @@ def make_machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             """Time passes for one lease: its server-side deadline moves into the past."""
             lease = data.draw(st.sampled_from(self.leases))
             if self._is_current(lease):
-                key = self.store.keys.task(lease.task_id)
-                self.store.client.hset(key, "dl", 0)
-                self.store.client.zadd(self.store.keys.leases, {lease.task_id: 0})
+                self.store.client.zadd(self.store.keys.leases, {lease.task_id: 1})
             self.store.reap()
 
         @precondition(lambda self: self.leases)
