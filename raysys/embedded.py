@@ -335,6 +335,8 @@ class EmbeddedRedis:
                 f"another embedded Redis (pid {state[0]}, port {state[1]}) already serves "
                 f"{self.redis_dir}: stop it first"
             )
+        if state is not None and not _pid_alive(state[0]):
+            self._repair_aof()  # the last run did not stop cleanly (kill -9, power loss)
         if self._port is not None:
             self._launch(self._port)
         else:
@@ -359,6 +361,32 @@ class EmbeddedRedis:
             self.redis_dir,
             self.binary,
         )
+
+    def _repair_aof(self) -> None:
+        """Cut a torn AOF back to its last whole transaction before the server loads it.
+
+        Redis 7.0 (``aof-load-truncated yes``) truncates a torn AOF after the last complete
+        command, which can sit inside a script's MULTI block: half a script would be replayed
+        and accepted tasks stranded. ``redis-check-aof --fix`` truncates before that MULTI.
+        Valkey truncates to whole transactions itself (valkey-io/valkey#4342).
+        """
+        manifest = self.redis_dir / "appendonlydir" / "appendonly.aof.manifest"
+        checker = self.binary.parent / "redis-check-aof"
+        if "valkey" in self.binary.name or not manifest.is_file():
+            return
+        if not checker.is_file():
+            log.warning("the embedded Redis stopped uncleanly and %s is missing: a torn AOF "
+                        "may replay half a script", checker)
+            return
+        result = subprocess.run([str(checker), "--fix", str(manifest)], input=b"y\n",
+                                capture_output=True, timeout=120, check=False)
+        output = result.stdout.decode(errors="replace")
+        if "Successfully truncated" in output:
+            log.warning("the embedded Redis stopped uncleanly; its torn AOF tail was cut back to "
+                        "the last whole transaction (%s)", manifest)
+        elif result.returncode != 0:
+            log.warning("redis-check-aof could not check %s: %s", manifest,
+                        output.strip().splitlines()[-1:] or result.returncode)
 
     def _command(self, port: int) -> list[str]:
         # fmt: off

@@ -46,6 +46,11 @@ class Keyspace:
         return self.prefix + "leases"
 
     @property
+    def acquire_log(self) -> str:
+        """Hash: holder -> its last granting acquire call (request id and task ids)."""
+        return self.prefix + "acqlog"
+
+    @property
     def fence(self) -> str:
         return self.prefix + "fence"
 

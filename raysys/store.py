@@ -21,6 +21,7 @@ Contract (DESIGN.md "Guarantees"):
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from collections.abc import Sequence
@@ -140,12 +141,14 @@ class TaskStore:
         k = self.keys
         reply = self._run(
             "acquire",
-            [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit],
+            [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit,
+             k.acquire_log],
             [k.prefix, holder, n, int(ttl_s * 1000), self._audit, AUDIT_MAXLEN,
-             self.fences_per_ms],
+             self.fences_per_ms, os.urandom(8).hex()],  # one request id: a resend replays
         )
-        if int(reply[1]):
-            log.warning("new Redis run_id: fences raised to the server-clock floor before leasing")
+        if int(reply[1]) == 2:
+            log.warning("Redis run_id changed (restart or failover): fences raised to the "
+                        "server-clock floor before leasing")
         leases: list[Lease] = []
         rejected: list[Any] = []
         for i in range(2, len(reply), 5):

@@ -8,17 +8,22 @@
 -- Touches: <prefix>t:<id> hashes, and the KEYS above.
 -- Returns: {now_ms, 1 (accepted) or 0 (rejected: stale fence, not leased) per outcome}.
 -- A rejected commit changes nothing but the fenced_rejected counter and the audit stream.
+-- The same outcome under the same fence, already applied, is acknowledged again (1) and changes
+-- nothing: a client that resends a call whose reply was lost learns the truth.
 local prefix, holder, audit, maxlen = ARGV[1], ARGV[2], ARGV[3] == "1", ARGV[4]
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {now}
 local done, zrem = {succeeded = 0, dead = 0, failed = 0}, {}
 local rejected = 0
+local applied = {ok = "succeeded", dead = "dead", retry = "failed"}
 for i = 5, #ARGV, 5 do
   local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local tk = prefix .. "t:" .. id
   local h = redis.call("HMGET", tk, "state", "fence", "fin")
-  if h[1] ~= "leased" or h[2] ~= fence or h[3] then
+  if h[2] == fence and h[1] == applied[action] then
+    out[#out + 1] = 1
+  elseif h[1] ~= "leased" or h[2] ~= fence or h[3] then
     rejected = rejected + 1
     out[#out + 1] = 0
     if audit then

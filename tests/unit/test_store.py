@@ -193,6 +193,33 @@ def test_unstorable_result_fails_loudly_not_silently(store: TaskStore) -> None:
     assert status.result is None and "not storable" in (status.error or "")
 
 
+def test_resent_commit_after_a_lost_reply_is_acknowledged_not_rejected(store: TaskStore) -> None:
+    """redis-py resends a call whose reply was lost: the commit applied the first time is
+    acknowledged again, changes nothing, and counts no rejection."""
+    task_id = store.submit(spec("echo", payload=1))
+    (lease,) = store.acquire("w", 1, 30)
+    outcome = Outcome(ok=True, result="once")
+    assert store.complete("w", [(lease, outcome)]) == [True]
+    assert store.complete("w", [(lease, outcome)]) == [True]
+    assert store.stats().get("fenced_rejected", 0) == 0
+    assert store.counts()["succeeded"] == 1 and store.status(task_id).result == "once"
+
+
+def test_resent_acquire_returns_the_same_leases_instead_of_stranding_them(
+        store: TaskStore) -> None:
+    store.submit_many([spec(payload=i) for i in range(5)])
+    k = store.keys
+    keys = [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit,
+            k.acquire_log]
+    args = [k.prefix, "w", 3, 30_000, "1", 1000, 1000, "request-1"]
+    first = store._run("acquire", keys, args)
+    again = store._run("acquire", keys, args)  # the same call, resent
+    assert again[2:] == first[2:] and len(first[2:]) == 15
+    assert store.counts()["leased"] == 3 and store.counts()["pending"] == 2
+    fresh = store._run("acquire", keys, [*args[:-1], "request-2"])
+    assert len(fresh[2:]) == 10  # a new call gets the rest
+
+
 # ---- renew and reap -------------------------------------------------------------------------
 def test_renew_extends_and_reports_lost_leases(store: TaskStore) -> None:
     store.submit_many([spec(), spec()])

@@ -80,9 +80,15 @@ def make_machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             current = self._is_current(lease)
             outcome = Outcome(ok=True, result=lease.payload) if ok else Outcome(
                 ok=False, error="x", retryable=retryable)
+            final = ok or not retryable or lease.attempt >= lease.max_attempts
+            expected = "succeeded" if ok else ("dead" if final else "failed")
+            status = self.store.status(lease.task_id)
+            # The same outcome under the same fence, already applied (a resent call), is
+            # acknowledged again without a second commit.
+            repeat = status.fence == lease.fence and status.state.value == expected
             (accepted,) = self.store.complete(self._holder(lease), [(lease, outcome)])
-            assert accepted == current, "only the current fence may commit"
-            if accepted and (ok or not retryable or lease.attempt >= lease.max_attempts):
+            assert accepted == (current or repeat), "only the current fence may commit"
+            if current and final:
                 self.final_commits[lease.task_id] = self.final_commits.get(lease.task_id, 0) + 1
 
         @precondition(lambda self: self.ids)
