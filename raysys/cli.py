@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 from raysys.config import Settings, load_settings
-from raysys.errors import RaysysError, ValidationError
+from raysys.errors import IntegrityError, RaysysError, ValidationError
 from raysys.keyring import ALGORITHMS, Keyring, generate_key, load_keyring_file, write_keyring_file
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
 
@@ -131,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("list", help="key ids, algorithms and status (never secrets)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(handler=cmd_keys_list)
+    k = keys.add_parser("rotate", help="make a new active key (old one: verify-only) and "
+                        "re-sign every record and result under it")
+    k.add_argument("--alg", choices=ALGORITHMS, default=None,
+                   help="algorithm of the new key (default: the current active key's)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(handler=cmd_keys_rotate)
+    k = keys.add_parser("revoke", help="revoke a key once nothing depends on it any more")
+    k.add_argument("kid")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(handler=cmd_keys_revoke)
 
     p = sub.add_parser("doctor", help="check Redis, credentials, TLS, keys; say what is wrong")
     p.add_argument("--json", action="store_true")
@@ -315,6 +325,66 @@ def cmd_keys_new(args: argparse.Namespace, settings: Settings) -> int:
         print(f"added {key.alg} key {key.kid} ({key.status}) to {path}")
         if has_active:
             print("it verifies only until it becomes active (key rotation)", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """File keyring: add a new active key, then re-sign. Variable keyring: re-sign only (the
+    deployment already made the new key active in RAYSYS_SIGNING_KEYS)."""
+    from raysys.rotation import resign_all, rotate_keyring_file
+    from raysys.runtime import keyring_path, keyring_source, open_store
+
+    new_kid: str | None = None
+    old_kid: str | None = None
+    if settings.signing_keys is None:
+        new_key, old_kid = rotate_keyring_file(keyring_path(settings), args.alg)
+        new_kid = new_key.kid
+        print(f"new active key {new_kid} ({new_key.alg}); {old_kid or 'no key'} is now "
+              "verify-only", file=sys.stderr)
+    with open_store(settings, keyring=keyring_source(settings, create=False)) as handle:
+        report = resign_all(handle.store)
+        active = handle.store.sealer.keyring.active.kid
+    doc = {"active": active, "previous": old_kid, **report.to_json()}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(f"active key {active}: re-signed {report.resigned_records} records and "
+              f"{report.resigned_results} results ({report.unverifiable} unverifiable left "
+              "untouched)")
+        if old_kid:
+            print(f"once every node has reloaded the keyring (within 5 s), "
+                  f"`raysys keys revoke {old_kid}` retires the old key", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.rotation import count_signed_by, resign_all, revoke_in_file
+    from raysys.runtime import keyring_path, keyring_source, open_store
+
+    if settings.signing_keys is not None:
+        raise ValidationError("keys come from RAYSYS_SIGNING_KEYS: mark the key revoked there "
+                              "(after `raysys keys rotate` re-signed what it signed)")
+    path = keyring_path(settings)
+    with open_store(settings, keyring=keyring_source(settings, create=False)) as handle:
+        key = handle.store.sealer.keyring.get(args.kid)
+        if key is None:
+            raise ValidationError(f"no key {args.kid} in {path}")
+        if key.status == "active":
+            raise ValidationError(f"key {args.kid} is the active key: run `raysys keys rotate` "
+                                  "first")
+        report = resign_all(handle.store)  # catch what was written since the rotation
+        left = count_signed_by(handle.store, args.kid)
+        if left:
+            raise IntegrityError(
+                f"{left} records or results signed by {args.kid} could not be re-signed "
+                "(changing under load?); run `raysys keys revoke` again", reason="key_in_use")
+        revoke_in_file(path, args.kid)
+    doc = {"revoked": args.kid, **report.to_json()}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(f"revoked {args.kid}; nothing in namespace {settings.namespace} depends on it "
+              f"(re-signed {report.resigned_records} records, {report.resigned_results} results)")
     return 0
 
 

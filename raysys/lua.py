@@ -9,7 +9,7 @@ import redis
 from redis.commands.core import Script
 
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
-                "quarantine", "cas_record")
+                "quarantine", "cas_record", "claim_nonces")
 
 
 def script_source(name: str) -> str:

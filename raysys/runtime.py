@@ -9,7 +9,7 @@ configured Redis a missing keyring is an error (production keys are deployed, no
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +19,8 @@ import redis
 from raysys.config import Settings
 from raysys.embedded import EmbeddedRedis, attach_or_start
 from raysys.envelope import Sealer
-from raysys.keyring import (
-    Keyring,
-    generate_key,
-    load_keyring_file,
-    load_keyring_text,
-    write_keyring_file,
-)
+from raysys.keyring import Keyring, generate_key, write_keyring_file
+from raysys.keysource import KeyringSource
 from raysys.redis_conn import connect_redis, server_policy_warnings
 from raysys.store import TaskStore
 
@@ -38,16 +33,20 @@ def keyring_path(settings: Settings) -> Path:
 
 def load_keyring(settings: Settings, *, create: bool | None = None) -> Keyring:
     """The keyring the settings name. ``create`` defaults to: only for the embedded default."""
+    return keyring_source(settings, create=create)()
+
+
+def keyring_source(settings: Settings, *, create: bool | None = None) -> KeyringSource:
+    """A reloading source for the settings' keyring (file), or a fixed one (variable)."""
     if settings.signing_keys is not None:
-        return load_keyring_text(settings.signing_keys.get_secret_value(),
-                                 source="RAYSYS_SIGNING_KEYS")
+        return KeyringSource(text=settings.signing_keys.get_secret_value())
     path = keyring_path(settings)
     if create is None:
         create = not settings.redis_configured and settings.signing_key_file is None
     if create and not path.exists():
         write_keyring_file(path, Keyring([generate_key()]))
         log.warning("created a new signing keyring at %s (keep it; back it up)", path)
-    return load_keyring_file(path)
+    return KeyringSource(path)
 
 
 @dataclass
@@ -66,7 +65,8 @@ class StoreHandle:
 
 
 @contextmanager
-def open_store(settings: Settings, *, namespace: str | None = None, keyring: Keyring | None = None,
+def open_store(settings: Settings, *, namespace: str | None = None,
+               keyring: Keyring | Callable[[], Keyring] | None = None,
                audit: bool = True, appendfsync: str = "always") -> Iterator[StoreHandle]:
     """Connect to the configured Redis, or attach to / start the embedded one, and build a store."""
     server: EmbeddedRedis | None = None
@@ -76,8 +76,8 @@ def open_store(settings: Settings, *, namespace: str | None = None, keyring: Key
     try:
         client = connect_redis(settings, url)
         server_policy_warnings(client)  # logs loudly itself when the policy can evict
-        ring = keyring if keyring is not None else load_keyring(settings)
-        store = TaskStore(client, Sealer(ring), namespace or settings.namespace, audit=audit)
+        source = keyring if keyring is not None else keyring_source(settings)
+        store = TaskStore(client, Sealer(source), namespace or settings.namespace, audit=audit)
         handle = StoreHandle(store, client, server, embedded=not settings.redis_configured)
     except BaseException:
         if server is not None:

@@ -335,26 +335,43 @@ class TaskStore:
     def fence_value(self) -> int:
         return int(self.client.get(self.keys.fence) or 0)
 
-    def replace_record(self, task_id: str, transform: Any, *, max_tries: int = 10) -> bool:
-        """Optimistically rewrite a queued task's record: ``transform(old_bytes) -> new_bytes``.
+    def replace_record(self, task_id: str, transform: Any, *, field: str = "rec",
+                       states: str = "pending,failed", max_tries: int = 10) -> bool:
+        """Optimistically rewrite one task's signed bytes: ``transform(old) -> new or None``.
 
-        Retries when the record changed between read and write, counting each retry in the
-        ``conflict_retries`` stat. False if the task is no longer queued (leased or final).
+        ``field`` is ``rec`` (the task record) or ``fin`` (the completion record); ``states``
+        the comma-separated states in which the rewrite is allowed (``*``: any but
+        quarantined). Retries when the bytes changed between read and write, counting each
+        retry in the ``conflict_retries`` stat. False if the state does not allow it or
+        ``transform`` returned None (nothing to change).
         """
         tk = self.keys.task(task_id)
         for _ in range(max_tries):
-            old = self.client.hget(tk, "rec")
-            if old is None:
+            old, state = self.client.hmget(tk, [field, "state"])
+            if state is None:
                 raise NotFound(f"no task {task_id} in namespace {self.namespace}")
-            new = transform(old)
-            if int(self._run("cas_record", [self.keys.stats],
-                             [self.keys.prefix, task_id, old, new])):
+            if old is None:
+                return False
+            new = transform(_bytes(old))
+            if new is None:
+                return False
+            if self.compare_and_set(field, states, [(task_id, _bytes(old), new)]) == [True]:
                 return True
             state = self.client.hget(tk, "state")
-            if state not in (b"pending", b"failed"):
+            if state is None or (states != "*" and _text(state) not in states.split(",")):
                 return False
             self.count_conflict_retries()
         raise RaysysError(f"task {task_id}: record kept changing; gave up after {max_tries} tries")
+
+    def compare_and_set(self, field: str, states: str,
+                        triples: Sequence[tuple[str, bytes, bytes]]) -> list[bool]:
+        """Batch compare-and-set of one hash field; True where the old bytes were still there."""
+        if not triples:
+            return []
+        args: list[Any] = [self.keys.prefix, field, states]
+        for task_id, old, new in triples:
+            args += [task_id, old, new]
+        return [bool(int(x)) for x in self._run("cas_record", [self.keys.stats], args)]
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         log.debug("redis script %s keys=%d args=%d", name, len(keys), len(args))

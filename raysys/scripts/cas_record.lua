@@ -1,11 +1,23 @@
--- cas_record.lua: replace a task's signed record if it is still exactly the bytes read.
--- (The optimistic path behind re-signing queued records; the caller retries on conflict.)
+-- cas_record.lua: replace signed bytes in task hashes where they are still exactly as read.
+-- (The optimistic path behind re-signing records and results; callers retry on conflict.)
 -- KEYS[1] stats hash
--- ARGV[1] key prefix  ARGV[2] id  ARGV[3] expected record bytes  ARGV[4] new record bytes
--- Touches: <prefix>t:<id> (field rec).
--- Returns: 1 replaced, 0 conflict (record changed, task gone, or no longer queued).
-local tk = ARGV[1] .. "t:" .. ARGV[2]
-local h = redis.call("HMGET", tk, "rec", "state")
-if h[1] ~= ARGV[3] or (h[2] ~= "pending" and h[2] ~= "failed") then return 0 end
-redis.call("HSET", tk, "rec", ARGV[4])
-return 1
+-- ARGV[1] key prefix  ARGV[2] hash field ("rec" or "fin")
+-- ARGV[3] states allowed, comma-separated ("*" = any state but quarantined)
+-- ARGV[4..] triples: id, expected bytes, new bytes
+-- Touches: <prefix>t:<id> (the one field).
+-- Returns: per triple 1 replaced, 0 conflict (bytes changed, task gone, or state not allowed).
+local prefix, field, allowed = ARGV[1], ARGV[2], "," .. ARGV[3] .. ","
+local out = {}
+for i = 4, #ARGV, 3 do
+  local tk = prefix .. "t:" .. ARGV[i]
+  local h = redis.call("HMGET", tk, field, "state")
+  local state_ok = h[2] and h[2] ~= "quarantined" and
+    (allowed == ",*," or string.find(allowed, "," .. h[2] .. ",", 1, true) ~= nil)
+  if h[1] == ARGV[i + 1] and state_ok then
+    redis.call("HSET", tk, field, ARGV[i + 2])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out

@@ -692,3 +692,33 @@ def test_bad_bench_rate_is_a_usage_error(cli: Cli) -> None:
     for run in runs:
         assert run.returncode == 2 and "--rate" in run.stderr
         assert "Traceback" not in run.output and not run.started_pids()
+
+
+# ---- key rotation -------------------------------------------------------------------------------
+def test_keys_rotate_then_revoke_keeps_queued_work_runnable(
+    cli: Cli, redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    # given: a private keyring and queued tasks signed by its first key
+    path = cli.root / "rotating.json"
+    ring = cli.with_env(RAYSYS_REDIS_URL=redis_server.url, RAYSYS_SIGNING_KEY_FILE=str(path))
+    old_kid = ring.run("keys", "new", "--json").json()["kid"]
+    ids = [ring.run("submit", "echo", "--payload", str(i), "--json").json()["id"]
+           for i in range(3)]
+
+    # when: the key is rotated, then the old key revoked
+    rotated = ring.run("keys", "rotate", "--json").json()
+    revoked = ring.run("keys", "revoke", old_kid, "--json").json()
+
+    # then: everything was re-signed under the new key, the old one is revoked ...
+    assert rotated["previous"] == old_kid and rotated["active"] != old_kid
+    assert rotated["resigned_records"] == 3 and rotated["unverifiable"] == 0
+    assert revoked["revoked"] == old_kid
+    keys = {k["kid"]: k["status"] for k in ring.run("keys", "list", "--json").json()["keys"]}
+    assert keys == {old_kid: "revoked", rotated["active"]: "active"}
+    # ... and the queued tasks still verify (status reads their records)
+    for task_id in ids:
+        doc = ring.run("status", task_id, "--json").json()
+        assert doc["state"] == "pending" and doc["kind"] == "echo" and doc["error"] is None
+
+    # and: the active key cannot be revoked
+    assert "rotate" in ring.run("keys", "revoke", rotated["active"]).error_line(3)

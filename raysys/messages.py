@@ -1,0 +1,108 @@
+"""Signed messages between actors: short validity, a nonce, and replay protection in Redis.
+
+A message is a signed envelope (purpose ``message``) that adds ``sender``, ``recipient``,
+``type`` and ``exp`` (expiry, ms since the epoch). :meth:`Messenger.open_many` accepts a
+message only if its signature verifies, it is addressed to this party, it has not expired by
+Redis server time (allowing ``skew_s``), and its (key id, nonce) was never seen before. The
+seen-nonce records live in Redis under the namespace with an expiry just past the message's,
+so they survive a Redis restart (AOF) and a replay is rejected before and after one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raysys.envelope import Sealer
+from raysys.errors import IntegrityError, ValidationError
+from raysys.lua import Scripts
+from raysys.store import TaskStore
+
+MESSAGE = "message"
+DEFAULT_VALIDITY_S = 30.0
+DEFAULT_SKEW_S = 5.0
+MAX_VALIDITY_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A verified, first-seen, unexpired message addressed to us."""
+
+    sender: str
+    recipient: str
+    type: str
+    body: Any
+    kid: str
+    nonce: str
+    issued_at: float
+    expires_ms: int
+
+
+class Messenger:
+    """Seals messages from ``party`` and opens messages addressed to it."""
+
+    def __init__(self, store: TaskStore, party: str, *, validity_s: float = DEFAULT_VALIDITY_S,
+                 skew_s: float = DEFAULT_SKEW_S) -> None:
+        if not 0 < validity_s <= MAX_VALIDITY_S:
+            raise ValidationError(f"message validity must be in (0, {MAX_VALIDITY_S:g}] s")
+        self.party = party
+        self.sealer: Sealer = store.sealer
+        self.validity_s = validity_s
+        self.skew_ms = int(skew_s * 1000)
+        self._prefix = store.keys.prefix
+        self._scripts = Scripts(store.client)
+
+    def seal(self, recipient: str, type_: str, body: object) -> bytes:
+        expires_ms = int((time.time() + self.validity_s) * 1000)
+        return self.sealer.seal(MESSAGE, body, extra={
+            "sender": self.party, "recipient": recipient, "type": type_, "exp": expires_ms})
+
+    def open(self, data: bytes) -> Message:
+        """Accept one message or raise IntegrityError (reason: bad_signature, replay, ...)."""
+        result = self.open_many([data])[0]
+        if isinstance(result, IntegrityError):
+            raise result
+        return result
+
+    def open_many(self, items: Sequence[bytes]) -> list[Message | IntegrityError]:
+        """Verify a batch; claim all nonces in one Redis call. Order follows ``items``."""
+        results: list[Message | IntegrityError] = []
+        claims: list[Any] = [self._prefix, self.skew_ms]
+        pending: list[int] = []
+        for index, data in enumerate(items):
+            try:
+                message = self._verify(data)
+            except IntegrityError as exc:
+                results.append(exc)
+                continue
+            results.append(message)
+            claims += [f"{message.kid}:{message.nonce}", message.expires_ms]
+            pending.append(index)
+        if pending:
+            verdicts = self._scripts.run("claim_nonces", [], claims)
+            for index, verdict in zip(pending, verdicts, strict=True):
+                if int(verdict) == 0:
+                    results[index] = IntegrityError("message replayed: its nonce was seen before",
+                                                    reason="replay")
+                elif int(verdict) < 0:
+                    results[index] = IntegrityError("message expired", reason="expired")
+        return results
+
+    def _verify(self, data: bytes) -> Message:
+        opened = self.sealer.open(data, MESSAGE)
+        extra = opened.extra
+        try:
+            sender, recipient = str(extra["sender"]), str(extra["recipient"])
+            type_, expires_ms = str(extra["type"]), int(extra["exp"])
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError("message lacks sender, recipient, type or expiry",
+                                 reason="malformed") from None
+        if recipient != self.party:
+            raise IntegrityError(f"message for {recipient!r} delivered to {self.party!r}",
+                                 reason="wrong_recipient")
+        if not opened.nonce:
+            raise IntegrityError("message has no nonce", reason="malformed")
+        return Message(sender, recipient, type_, opened.body, opened.kid, opened.nonce,
+                       opened.iat, expires_ms)
