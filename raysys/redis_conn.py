@@ -65,6 +65,12 @@ def connect_redis(
     }
     if use_tls:
         common.update(_tls_options(settings))
+        if settings.redis_ssl_cert_reqs == "none":  # allowed by RAYSYS_INSECURE_DEV: say so
+            log.warning(
+                "REDIS_SSL_CERT_REQS=none (RAYSYS_INSECURE_DEV): the Redis server's certificate "
+                "is not checked, so anyone on the network path can impersonate it; "
+                "development only"
+            )
 
     if url is not None:
         parsed = urlparse(url)
