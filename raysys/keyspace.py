@@ -6,6 +6,7 @@ per-task keys from the prefix) stay valid there. Nothing else in raysys spells a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -77,6 +78,20 @@ class Keyspace:
         """Stream (capped): transitions and rejections."""
         return self.prefix + "audit"
 
+    def snapshot(self, snapshot_id: str) -> str:
+        """Hash: one stored snapshot (``m`` signed manifest, ``n`` chunk count, data chunks)."""
+        return f"{self.prefix}snap:{snapshot_id}"
+
+    @property
+    def snapshots(self) -> str:
+        """Sorted set: stored snapshot ids scored by their server creation time (ms)."""
+        return self.prefix + "snaps"
+
     def pattern(self) -> str:
-        """SCAN pattern matching every key of the namespace."""
-        return self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+        """SCAN pattern matching every key of the namespace (glob characters escaped)."""
+        return glob_escape(self.prefix) + "*"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis glob pattern (SCAN MATCH, KEYS)."""
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", text)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import redis
 
+from raysys.keyspace import glob_escape
+
 FINAL = ("succeeded", "dead", "cancelled", "quarantined")
 
 
@@ -74,8 +76,7 @@ class CommitLedger:
                             by_state["cancelled"], by_state["quarantined"], lost, duplicates)
 
     def clear(self) -> None:
-        for key in self.client.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}")
-                                         + "*"):
+        for key in self.client.scan_iter(match=glob_escape(self.prefix) + "*"):
             self.client.delete(key)
 
 

@@ -28,6 +28,7 @@ from raysys.keyring import (
     load_keyring_file,
     write_keyring_file,
 )
+from raysys.keyspace import glob_escape
 from raysys.store import COMPLETION, RECORD, TaskStore
 
 log = logging.getLogger("raysys.rotation")
@@ -127,7 +128,7 @@ def count_signed_by(store: TaskStore, kid: str) -> int:
 def _task_batches(store: TaskStore) -> Iterator[list[str]]:
     prefix = store.keys.task("")
     batch: list[str] = []
-    pattern = prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+    pattern = glob_escape(prefix) + "*"
     for key in store.client.scan_iter(match=pattern, count=SCAN_BATCH):
         batch.append(_text(key)[len(prefix):])
         if len(batch) >= SCAN_BATCH:

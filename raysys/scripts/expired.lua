@@ -9,7 +9,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {now}
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, limit)
 for _, id in ipairs(ids) do
-  local h = redis.call("HMGET", prefix .. "t:" .. id, "fence", "att", "holder", "rec")
+  local h = redis.call("HMGET", prefix .. "t:" .. id, "fence", "att", "holder")
   out[#out + 1] = id
   out[#out + 1] = h[1] or "0"
   out[#out + 1] = h[2] or "0"

@@ -1,0 +1,537 @@
+"""Snapshots: a signed, consistent point-in-time copy of one namespace, and its restore.
+
+``SnapshotManager(store).save()`` copies every key under the namespace prefix in one Lua script
+(``snapshot_read.lua``: a full SCAN plus DUMP and PTTL of each key, so nothing changes between
+the first key and the last) and signs a manifest with the store's keyring (envelope purpose
+``snapshot``): namespace, id, server time, key and task counts, counts by state, the fence
+counter, and the sha256 and length of the data. ``restore`` checks the manifest signature and
+then the data digest before it writes anything; one script (``snapshot_write.lua``) then
+RESTOREs every key into the empty namespace, all or nothing.
+
+Where snapshots live: in Redis inside the namespace they copy, in the same hash slot,
+
+* ``{raysys:<ns>}:snap:<id>``: hash, ``m`` = the signed manifest, ``n`` = number of data chunks,
+  ``0``, ``1``, ... = the data in chunks of at most ``CHUNK_BYTES``;
+* ``{raysys:<ns>}:snaps``: sorted set, snapshot id scored by its server creation time (ms);
+
+and, with ``out``, in one file (mode 0600, replaced atomically)::
+
+    RAYSYS-SNAPSHOT 1\\n<signed manifest envelope>\\n<data: exactly data_bytes bytes>
+
+A snapshot never contains snapshot keys. Dropping or flushing the namespace drops its stored
+snapshots too: the file is the backup; the copies in Redis undo mistakes (a bad deploy, deleted
+tasks) on a Redis that is still there. Restore by id reads the snapshot from the store's own
+namespace, so it works once the other keys are gone (the snapshot keys may stay).
+
+A snapshot restores only into the namespace it was taken from: task and completion records are
+signed for their namespace, so anywhere else they would be quarantined. Restore needs an empty
+namespace (its snapshot keys, fence counter and run id aside); the fence counter continues at
+max(current, the snapshot's), and the run id is dropped so the next grant raises fences to the
+server-clock floor: above every fence handed out, even after the snapshot was taken. Leases in
+flight at snapshot time come back with their deadlines; the reaper takes them back once expired.
+
+Data: per key, ordered by name, ``>I`` name length, the name after the prefix, ``>q`` PTTL in ms
+(-1: none), ``>I`` payload length, the DUMP payload. A DUMP restores only into a server that
+reads its RDB version (same or newer); the manifest names the server it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from raysys.config import Settings
+from raysys.envelope import Opened
+from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
+from raysys.lua import script_source
+from raysys.models import TaskState
+from raysys.store import AUDIT_MAXLEN, TaskStore
+
+log = logging.getLogger("raysys.snapshots")
+
+SNAPSHOT = "snapshot"  # envelope purpose of a manifest
+FORMAT = 1
+FILE_MAGIC = b"RAYSYS-SNAPSHOT 1\n"
+CHUNK_BYTES = 4 << 20
+SCAN_COUNT = 1000
+BLOCK_S_PER_TASK = 17e-6  # measured: Redis is blocked about this long per task by save
+BLOCK_WARN_S = 2.0
+SNAPSHOT_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
+_SNAPSHOT_ID = re.compile(SNAPSHOT_ID_PATTERN)
+_U32, _I64 = struct.Struct(">I"), struct.Struct(">q")
+Entry = tuple[bytes, int, bytes]  # key name after the prefix, PTTL ms (-1: none), DUMP payload
+
+
+class NamespaceNotEmpty(ValidationError):
+    """Restore refused: the namespace already holds keys (exit 3). Nothing was written."""
+
+    def __init__(self, message: str, *, tasks: int, others: int) -> None:
+        super().__init__(message)
+        self.tasks = tasks
+        self.others = others
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """What a verified manifest says. ``signed_by`` is the key id that signed it."""
+
+    id: str
+    namespace: str
+    created_ms: int
+    keys: int
+    tasks: int
+    counts: dict[str, int]
+    fence: int
+    sha256: str
+    data_bytes: int
+    raysys_version: str
+    server: str
+    signed_by: str
+
+    @property
+    def created(self) -> str:
+        """Server creation time, ISO 8601 UTC (millisecond precision)."""
+        return datetime.fromtimestamp(self.created_ms / 1000, UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    """A finished restore: what came back, and where the fence counter now stands."""
+
+    snapshot: SnapshotInfo
+    source: str  # "redis" or the file's path
+    restored_keys: int
+    fence: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot.to_json(), "source": self.source,
+                "restored_keys": self.restored_keys, "fence": self.fence}
+
+
+InfoList = list[SnapshotInfo]  # aliases: inside SnapshotManager, `list` names its method
+EntryList = list[Entry]
+
+
+class SnapshotManager:
+    """Save, list and restore snapshots of one store's namespace."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+        self.client: redis.Redis = store.client
+        self.prefix = store.keys.prefix
+        self.index = store.keys.snapshots
+        self._pattern = store.keys.pattern()
+        self._read = self.client.register_script(script_source("snapshot_read"))
+        self._write = self.client.register_script(script_source("snapshot_write"))
+
+    def key(self, snapshot_id: str) -> str:
+        """Hash holding one stored snapshot: ``m`` manifest, ``n`` chunk count, data chunks."""
+        return self.store.keys.snapshot(snapshot_id)
+
+    # ---- save ---------------------------------------------------------------------------
+    def save(self, out: Path | str | None = None, *, keep: bool = True) -> SnapshotInfo:
+        """Copy the namespace at one instant; store it in Redis (``keep``) and/or in ``out``."""
+        if not keep and out is None:
+            raise ValidationError("a snapshot kept nowhere: give a file or keep it in Redis")
+        k = self.store.keys
+        blocked = sum(self.store.counts().values()) * BLOCK_S_PER_TASK
+        if blocked > BLOCK_WARN_S:
+            log.warning("snapshot of namespace %s blocks Redis for about %.0f s (past 5 s, other "
+                        "clients get BUSY replies until it ends)", self.store.namespace, blocked)
+        started = time.perf_counter()
+        reply = self._read(keys=[k.counts, k.fence], args=[self.prefix, self._pattern, SCAN_COUNT])
+        copied = time.perf_counter()
+        created_ms, fence, flat_counts = int(reply[0]), int(reply[1]), reply[2]
+        entries = sorted((bytes(reply[i]), int(reply[i + 1]), bytes(reply[i + 2]))
+                         for i in range(3, len(reply), 3))
+        data = encode_entries(entries)
+        counts = {_text(flat_counts[i]): int(flat_counts[i + 1])
+                  for i in range(0, len(flat_counts), 2)}
+        body = {
+            "format": FORMAT,
+            "id": new_snapshot_id(),
+            "namespace": self.store.namespace,
+            "created_ms": created_ms,
+            "keys": len(entries),
+            "tasks": sum(1 for name, _, _ in entries if name.startswith(b"t:")),
+            "counts": {state.value: counts.get(state.value, 0) for state in TaskState},
+            "fence": fence,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "data_bytes": len(data),
+            "raysys_version": _raysys_version(),
+            "server": self._server_version(),
+        }
+        manifest = self.store.sealer.seal(SNAPSHOT, body)
+        info = _info(self.store.sealer.open(manifest, SNAPSHOT))
+        if out is not None:
+            write_snapshot_file(Path(out), manifest, data)
+        if keep:
+            self._keep(info, manifest, data)
+        log.info("snapshot %s saved: %d keys, %d tasks, %d bytes; Redis blocked %.3f s, "
+                 "total %.3f s", info.id, info.keys, info.tasks, info.data_bytes,
+                 copied - started, time.perf_counter() - started)
+        return info
+
+    def _keep(self, info: SnapshotInfo, manifest: bytes, data: bytes) -> None:
+        chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+        fields: dict[str, bytes | int] = {"m": manifest, "n": len(chunks)}
+        fields.update({str(i): chunk for i, chunk in enumerate(chunks)})
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key(info.id), mapping=fields)  # type: ignore[arg-type]
+        pipe.zadd(self.index, {info.id: info.created_ms})
+        if self.store.audit_enabled:
+            pipe.xadd(self.store.keys.audit, {"ev": "snapshot_saved", "snapshot": info.id,
+                                              "keys": info.keys},
+                      maxlen=AUDIT_MAXLEN, approximate=True)
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:
+            raise RaysysError(f"Redis refused to store snapshot {info.id} "
+                              f"({info.data_bytes} bytes): {exc}") from None
+
+    def _server_version(self) -> str:
+        server = self.client.info("server")
+        if "valkey_version" in server:
+            return f"valkey {server['valkey_version']}"
+        return f"{server.get('server_name') or 'redis'} {server.get('redis_version', '?')}"
+
+    # ---- list and load ------------------------------------------------------------------
+    def list(self) -> InfoList:
+        """The snapshots stored in Redis, oldest first; each manifest verified (failures logged)."""
+        ids = [_text(i) for i in self.client.zrange(self.index, 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for snapshot_id in ids:
+            pipe.hget(self.key(snapshot_id), "m")
+        out: InfoList = []
+        for snapshot_id, manifest in zip(ids, pipe.execute(), strict=True):
+            try:
+                out.append(self._verify_manifest(manifest, snapshot_id))
+            except IntegrityError as exc:
+                log.error("stored snapshot %s failed verification (%s): %s", snapshot_id,
+                          exc.reason, exc)
+        return out
+
+    def delete(self, snapshot_id: str) -> bool:
+        """Drop a stored snapshot; False if there was none."""
+        _check_id(snapshot_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.key(snapshot_id))
+        pipe.zrem(self.index, snapshot_id)
+        return bool(pipe.execute()[0])
+
+    def load(self, source: str | Path) -> tuple[SnapshotInfo, EntryList]:
+        """Read and verify a snapshot (manifest signature, then data digest); write nothing.
+
+        ``source`` is a snapshot id (a ``str`` matching :data:`SNAPSHOT_ID_PATTERN`: stored in
+        this namespace) or a file path (a ``Path``, or any other string).
+        """
+        if isinstance(source, str) and _SNAPSHOT_ID.match(source):
+            manifest, data = self._read_stored(source)
+            return self._verify(manifest, data, source)
+        path = Path(source)
+        manifest, data = read_snapshot_file(path)
+        return self._verify(manifest, data, None)
+
+    def _read_stored(self, snapshot_id: str) -> tuple[bytes, bytes]:
+        manifest, n = self.client.hmget(self.key(snapshot_id), ["m", "n"])
+        if manifest is None:
+            raise NotFound(f"no snapshot {snapshot_id} in namespace {self.store.namespace}")
+        try:
+            fields = [str(i) for i in range(int(n or 0))]
+        except ValueError:
+            raise IntegrityError(f"stored snapshot {snapshot_id} is malformed",
+                                 reason="malformed") from None
+        chunks = self.client.hmget(self.key(snapshot_id), fields) if fields else []
+        if any(chunk is None for chunk in chunks):
+            raise IntegrityError(f"stored snapshot {snapshot_id} lacks data chunks",
+                                 reason="malformed")
+        return _bytes(manifest), b"".join(_bytes(chunk) for chunk in chunks)
+
+    def _verify_manifest(self, manifest: bytes | None, snapshot_id: str | None) -> SnapshotInfo:
+        if manifest is None:
+            raise IntegrityError("snapshot has no manifest", reason="malformed")
+        info = _info(self.store.sealer.open(bytes(manifest), SNAPSHOT))
+        if snapshot_id is not None and info.id != snapshot_id:
+            raise IntegrityError(f"manifest of snapshot {info.id} stored as {snapshot_id}",
+                                 reason="copied_record")
+        return info
+
+    def _verify(self, manifest: bytes, data: bytes, snapshot_id: str | None
+                ) -> tuple[SnapshotInfo, EntryList]:
+        info = self._verify_manifest(manifest, snapshot_id)
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) != info.data_bytes or not hmac.compare_digest(digest, info.sha256):
+            raise IntegrityError(f"snapshot {info.id}: data does not match the signed digest "
+                                 "(changed or truncated)", reason="digest_mismatch")
+        entries = decode_entries(data)
+        if len(entries) != info.keys:
+            raise IntegrityError(f"snapshot {info.id}: {len(entries)} keys, manifest says "
+                                 f"{info.keys}", reason="malformed")
+        return info, entries
+
+    # ---- restore ------------------------------------------------------------------------
+    def restore(self, source: str | Path) -> RestoreReport:
+        """Verify a snapshot (id or file, as in :meth:`load`), then restore it, all or nothing.
+
+        Raises IntegrityError (nothing written) if the manifest or data fails verification,
+        ValidationError for another namespace's snapshot, NamespaceNotEmpty when keys exist.
+        """
+        info, entries = self.load(source)
+        if info.namespace != self.store.namespace:
+            raise ValidationError(
+                f"snapshot {info.id} is of namespace {info.namespace!r}, not "
+                f"{self.store.namespace!r}: its records are signed for that namespace only")
+        self._require_empty()  # early and cheap; the script checks again, atomically
+        k = self.store.keys
+        args: list[Any] = [self.prefix, self._pattern, SCAN_COUNT, info.fence, info.id,
+                           "1" if self.store.audit_enabled else "0", AUDIT_MAXLEN]
+        for name, pttl, payload in entries:
+            args += [name, max(pttl, 1) if pttl >= 0 else 0, payload]
+        started = time.perf_counter()
+        reply = self._write(keys=[k.fence, k.run_id, k.audit], args=args)
+        status = int(reply[0])
+        if status == 0:
+            raise _not_empty(self.store.namespace, int(reply[1]), int(reply[2]),
+                             [_text(s) for s in reply[3:]])
+        if status < 0:
+            raise ValidationError(
+                f"Redis refused key {_text(reply[1])!r} of snapshot {info.id}: {_text(reply[2])}; "
+                f"nothing was restored (the snapshot comes from {info.server}, this server is "
+                f"{self._server_version()}: a DUMP restores only into the same or a newer one)")
+        where = "redis" if isinstance(source, str) and _SNAPSHOT_ID.match(source) else str(source)
+        report = RestoreReport(info, where, int(reply[1]), int(reply[2]))
+        log.warning("restored snapshot %s from %s into namespace %s: %d keys, %d tasks, in "
+                    "%.3f s; fences continue above %d", info.id, where, info.namespace,
+                    report.restored_keys, info.tasks, time.perf_counter() - started, report.fence)
+        return report
+
+    def _require_empty(self) -> None:
+        ignored = {self.store.keys.fence, self.store.keys.run_id, self.index}
+        tasks, others, sample = 0, 0, list[str]()
+        for raw in self.client.scan_iter(match=self._pattern, count=SCAN_COUNT):
+            key = _text(raw)
+            if key in ignored or key.startswith(self.prefix + "snap:"):
+                continue
+            name = key[len(self.prefix):]
+            if name.startswith("t:"):
+                tasks += 1
+            else:
+                others += 1
+            if len(sample) < 3:
+                sample.append(name)
+        if tasks or others:
+            raise _not_empty(self.store.namespace, tasks, others, sample)
+
+
+
+# ---- data and file formats ----------------------------------------------------------------
+def new_snapshot_id() -> str:
+    """``<UTC time>-<random>``, e.g. ``20250101T120000Z-0a1b2c3d``: sorts by time."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def encode_entries(entries: Sequence[Entry]) -> bytes:
+    parts: list[bytes] = []
+    for name, pttl, payload in entries:
+        parts += [_U32.pack(len(name)), name, _I64.pack(pttl), _U32.pack(len(payload)), payload]
+    return b"".join(parts)
+
+
+def decode_entries(data: bytes) -> list[Entry]:
+    """Inverse of :func:`encode_entries`; IntegrityError on any framing error."""
+    entries: list[Entry] = []
+    view, pos, end = memoryview(data), 0, len(data)
+    try:
+        while pos < end:
+            (n,) = _U32.unpack_from(view, pos)
+            name = bytes(view[pos + 4:pos + 4 + n])
+            pos += 4 + n
+            (pttl,) = _I64.unpack_from(view, pos)
+            (m,) = _U32.unpack_from(view, pos + 8)
+            payload = bytes(view[pos + 12:pos + 12 + m])
+            pos += 12 + m
+            if len(name) != n or len(payload) != m or not name:
+                raise struct.error("truncated entry")
+            entries.append((name, pttl, payload))
+    except struct.error:
+        raise IntegrityError("snapshot data is malformed", reason="malformed") from None
+    return entries
+
+
+def write_snapshot_file(path: Path, manifest: bytes, data: bytes) -> None:
+    """Write ``path`` atomically (temporary file, fsync, rename), mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(FILE_MAGIC + manifest + b"\n")
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_snapshot_file(path: Path) -> tuple[bytes, bytes]:
+    """(manifest, data) of a snapshot file, unverified; IntegrityError if it is not one."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no snapshot file {path}") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read snapshot file {path}: {exc.strerror}") from None
+    if not raw.startswith(FILE_MAGIC):
+        raise IntegrityError(f"{path} is not a raysys snapshot file (bad header)",
+                             reason="malformed")
+    end = raw.find(b"\n", len(FILE_MAGIC))
+    if end < 0:
+        raise IntegrityError(f"{path}: snapshot manifest is not terminated", reason="malformed")
+    return raw[len(FILE_MAGIC):end], raw[end + 1:]
+
+
+# ---- helpers ------------------------------------------------------------------------------
+_FIELDS: dict[str, type] = {
+    "format": int, "id": str, "namespace": str, "created_ms": int, "keys": int, "tasks": int,
+    "counts": dict, "fence": int, "sha256": str, "data_bytes": int, "raysys_version": str,
+    "server": str,
+}
+
+
+def _info(opened: Opened) -> SnapshotInfo:
+    body = opened.body
+    if not isinstance(body, dict) or any(not isinstance(body.get(f), t) for f, t in
+                                         _FIELDS.items()):
+        raise IntegrityError("snapshot manifest lacks required fields", reason="malformed")
+    if body["format"] != FORMAT:
+        raise IntegrityError(f"unsupported snapshot format {body['format']}", reason="malformed")
+    if not _SNAPSHOT_ID.match(body["id"]):
+        raise IntegrityError("snapshot manifest names a malformed id", reason="malformed")
+    counts = {str(k): int(v) for k, v in body["counts"].items()}
+    return SnapshotInfo(body["id"], body["namespace"], body["created_ms"], body["keys"],
+                        body["tasks"], counts, body["fence"], body["sha256"], body["data_bytes"],
+                        body["raysys_version"], body["server"], opened.kid)
+
+
+def _not_empty(namespace: str, tasks: int, others: int, sample: list[str]) -> NamespaceNotEmpty:
+    return NamespaceNotEmpty(
+        f"namespace {namespace} is not empty: it holds {tasks} task(s) and {others} other "
+        f"key(s) (e.g. {', '.join(sample)}); restore needs an empty namespace: delete its keys "
+        "first (stored snapshots may stay)", tasks=tasks, others=others)
+
+
+def _check_id(snapshot_id: str) -> None:
+    if not _SNAPSHOT_ID.match(snapshot_id):
+        raise ValidationError(f"{snapshot_id!r} is not a snapshot id (like 20250101T120000Z-"
+                              "0a1b2c3d)")
+
+
+def _raysys_version() -> str:
+    try:
+        return metadata.version("raysys")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _bytes(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _text(value: Any) -> str:
+    """Key names come from Redis, where anyone with access may write: never fail decoding."""
+    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value)
+
+
+# ---- command line: `raysys snapshot save | list | restore` ----------------------------------
+def add_snapshot_command(subparsers: Any) -> None:
+    """Register ``snapshot save [--out FILE] | list | restore (ID | FILE)``, each with --json."""
+    p = subparsers.add_parser("snapshot", help="save, list and restore signed snapshots")
+    actions = p.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    s = actions.add_parser("save", help="copy the namespace at one instant; keep it in Redis")
+    s.add_argument("--out", type=Path, help="also write it to this file (mode 0600)")
+    s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    s.set_defaults(handler=cmd_snapshot_save)
+    s = actions.add_parser("list", help="snapshots stored in Redis, verified, oldest first")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_snapshot_list)
+    s = actions.add_parser("restore", help="verify, then restore into an empty namespace")
+    s.add_argument("source", metavar="ID|FILE", help="a stored snapshot's id, or a file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_snapshot_restore)
+
+
+def cmd_snapshot_save(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.runtime import open_store
+
+    with open_store(settings) as handle:
+        info = SnapshotManager(handle.store).save(out=args.out)
+    if args.json:
+        print(json.dumps({**info.to_json(), "file": str(args.out) if args.out else None}))
+    else:
+        where = f"kept in Redis and written to {args.out}" if args.out else "kept in Redis"
+        print(f"snapshot {info.id}: {info.tasks} tasks ({_states(info.counts)}), {info.keys} "
+              f"keys, {info.data_bytes} bytes, fence {info.fence}; {where}")
+    return 0
+
+
+def cmd_snapshot_list(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.runtime import open_store
+
+    with open_store(settings) as handle:
+        infos = SnapshotManager(handle.store).list()
+        namespace = handle.store.namespace
+    if args.json:
+        print(json.dumps({"snapshots": [info.to_json() for info in infos]}))
+    elif not infos:
+        print(f"no snapshots stored in namespace {namespace}")
+    else:
+        for info in infos:
+            print(f"{info.id}  {info.created}  {info.tasks:>8} tasks  {info.keys:>8} keys  "
+                  f"{info.data_bytes:>12} bytes  ({_states(info.counts)})")
+    return 0
+
+
+def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.runtime import open_store
+
+    with open_store(settings) as handle:
+        report = SnapshotManager(handle.store).restore(args.source)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        info = report.snapshot
+        print(f"restored snapshot {info.id} ({info.created}) from {report.source}: {info.tasks} "
+              f"tasks ({_states(info.counts)}), {report.restored_keys} keys; fences continue "
+              f"above {report.fence}")
+    return 0
+
+
+def _states(counts: dict[str, int]) -> str:
+    return ", ".join(f"{state} {n}" for state, n in counts.items() if n) or "none"
