@@ -722,3 +722,30 @@ def test_keys_rotate_then_revoke_keeps_queued_work_runnable(
 
     # and: the active key cannot be revoked
     assert "rotate" in ring.run("keys", "revoke", rotated["active"]).error_line(3)
+
+
+# ---- snapshots ----------------------------------------------------------------------------------
+def test_snapshot_file_survives_flushall_and_a_changed_byte_is_refused(
+    configured: Cli, redis_client: redis.Redis
+) -> None:
+    # given: a task and a snapshot saved to a file
+    task_id = configured.run("submit", "echo", "--payload", '"keep me"', "--json").json()["id"]
+    out = configured.root / "backup.snap"
+    saved = configured.run("snapshot", "save", "--out", str(out), "--json").json()
+    assert saved["tasks"] == 1 and out.stat().st_mode & 0o777 == 0o600
+
+    # when: a copy with one changed byte is restored into the emptied Redis
+    redis_client.flushall()
+    tampered = configured.root / "tampered.snap"
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered.write_bytes(bytes(data))
+    refused = configured.run("snapshot", "restore", str(tampered))
+
+    # then: refused as an integrity failure, nothing written ...
+    assert "raysys: error:" in refused.error_line(6)
+    assert redis_client.dbsize() == 0
+
+    # ... and the genuine file brings the task back
+    configured.run("snapshot", "restore", str(out), "--json").json()
+    assert configured.run("status", task_id, "--json").json()["state"] == "pending"
