@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,8 +29,7 @@ MAX_ENVELOPE_BYTES = 1 << 20  # 1 MiB: payload limit plus headroom
 _STANDARD = frozenset({"v", "kid", "alg", "purpose", "iat", "nonce", "body"})
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
+class Opened(NamedTuple):
     """A verified envelope. ``body`` is the parsed JSON body; ``extra`` holds message fields."""
 
     kid: str

@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
@@ -147,9 +147,12 @@ def record_body(task_id: str, spec: TaskSpec, namespace: str) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A verified task handed to one holder under one fencing token."""
+class Lease(NamedTuple):
+    """A verified task handed to one holder under one fencing token.
+
+    (A NamedTuple, not a frozen dataclass: one is built per task on the hot path, and a frozen
+    dataclass pays an ``object.__setattr__`` per field.)
+    """
 
     task_id: str
     fence: int
@@ -194,8 +197,7 @@ class TaskStatus:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a holder reports for one lease: success with a result, or failure with an error."""
 
     ok: bool
