@@ -34,7 +34,7 @@ from raysys.config import Settings, load_settings
 from raysys.errors import IntegrityError, RaysysError, ValidationError
 from raysys.keyring import ALGORITHMS, Keyring, generate_key, load_keyring_file, write_keyring_file
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
-from raysys.snapshots import add_snapshot_command
+from raysys.snapshot_cli import add_snapshot_command
 
 log = logging.getLogger("raysys.cli")
 EXIT_INTERNAL = 70

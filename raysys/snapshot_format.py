@@ -1,0 +1,97 @@
+"""The snapshot data and file formats (no Redis here).
+
+Data: for each key, in name order, the name length (u32), the name after the namespace prefix,
+its PTTL in ms (i64, -1: none), the DUMP payload length (u32) and the payload.
+File: ``RAYSYS-SNAPSHOT 1`` and a newline, the signed manifest and a newline, then the data;
+mode 0600, written atomically. Reading checks framing only; :mod:`raysys.snapshots` verifies
+the signature and the digest.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from raysys.errors import IntegrityError, NotFound, ValidationError
+
+FILE_MAGIC = b"RAYSYS-SNAPSHOT 1\n"
+Entry = tuple[bytes, int, bytes]  # key name after the prefix, PTTL ms (-1: none), DUMP payload
+_U32, _I64 = struct.Struct(">I"), struct.Struct(">q")
+
+
+def new_snapshot_id() -> str:
+    """``<UTC time>-<random>``, e.g. ``20250101T120000Z-0a1b2c3d``: sorts by time."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def encode_entries(entries: Sequence[Entry]) -> bytes:
+    parts: list[bytes] = []
+    for name, pttl, payload in entries:
+        parts += [_U32.pack(len(name)), name, _I64.pack(pttl), _U32.pack(len(payload)), payload]
+    return b"".join(parts)
+
+
+def decode_entries(data: bytes) -> list[Entry]:
+    """Inverse of :func:`encode_entries`; IntegrityError on any framing error."""
+    entries: list[Entry] = []
+    view, pos, end = memoryview(data), 0, len(data)
+    try:
+        while pos < end:
+            (n,) = _U32.unpack_from(view, pos)
+            name = bytes(view[pos + 4:pos + 4 + n])
+            pos += 4 + n
+            (pttl,) = _I64.unpack_from(view, pos)
+            (m,) = _U32.unpack_from(view, pos + 8)
+            payload = bytes(view[pos + 12:pos + 12 + m])
+            pos += 12 + m
+            if len(name) != n or len(payload) != m or not name:
+                raise struct.error("truncated entry")
+            entries.append((name, pttl, payload))
+    except struct.error:
+        raise IntegrityError("snapshot data is malformed", reason="malformed") from None
+    return entries
+
+
+def write_snapshot_file(path: Path, manifest: bytes, data: bytes) -> None:
+    """Write ``path`` atomically (temporary file, fsync, rename), mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(FILE_MAGIC + manifest + b"\n")
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_snapshot_file(path: Path) -> tuple[bytes, bytes]:
+    """(manifest, data) of a snapshot file, unverified; IntegrityError if it is not one."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no snapshot file {path}") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read snapshot file {path}: {exc.strerror}") from None
+    if not raw.startswith(FILE_MAGIC):
+        raise IntegrityError(f"{path} is not a raysys snapshot file (bad header)",
+                             reason="malformed")
+    end = raw.find(b"\n", len(FILE_MAGIC))
+    if end < 0:
+        raise IntegrityError(f"{path}: snapshot manifest is not terminated", reason="malformed")
+    return raw[len(FILE_MAGIC):end], raw[end + 1:]
+
+
