@@ -62,6 +62,12 @@ class Sealer:
     def keyring(self) -> Keyring:
         return self._keyring()
 
+    def refresh(self) -> None:
+        """Re-read a reloading keyring source now (e.g. on a record under an unknown key)."""
+        reload = getattr(self._keyring, "reload", None)
+        if callable(reload):
+            reload()
+
     def seal(self, purpose: str, body: object, *, extra: dict[str, Any] | None = None,
              now: float | None = None) -> bytes:
         """Return the signed bytes for ``body``. Raises ValidationError for non-JSON bodies."""

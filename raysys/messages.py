@@ -1,15 +1,17 @@
 """Signed messages between actors: short validity, a nonce, and replay protection in Redis.
 
-A message is a signed envelope (purpose ``message``) that adds ``sender``, ``recipient``,
-``type`` and ``exp`` (expiry, ms since the epoch). :meth:`Messenger.open_many` accepts a
-message only if its signature verifies, it is addressed to this party, it has not expired by
-Redis server time (allowing ``skew_s``), and its (key id, nonce) was never seen before. The
+A message is a signed envelope (purpose ``message``) that adds ``ns``, ``sender``,
+``recipient``, ``type`` and ``exp`` (expiry, ms since the epoch). :meth:`Messenger.open_many`
+accepts a message only if its signature verifies, it belongs to this namespace and is
+addressed to this party, it has not expired by Redis server time (allowing ``skew_s``) nor
+claims a validity longer than ``MAX_VALIDITY_S``, and its (key id, nonce) was never seen. The
 seen-nonce records live in Redis under the namespace with an expiry just past the message's,
 so they survive a Redis restart (AOF) and a replay is rejected before and after one.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,12 +54,15 @@ class Messenger:
         self.validity_s = validity_s
         self.skew_ms = int(skew_s * 1000)
         self._prefix = store.keys.prefix
+        self._stats = store.keys.stats
+        self.namespace = store.namespace
         self._scripts = Scripts(store.client)
 
     def seal(self, recipient: str, type_: str, body: object) -> bytes:
         expires_ms = int((time.time() + self.validity_s) * 1000)
         return self.sealer.seal(MESSAGE, body, extra={
-            "sender": self.party, "recipient": recipient, "type": type_, "exp": expires_ms})
+            "ns": self.namespace, "sender": self.party, "recipient": recipient, "type": type_,
+            "exp": expires_ms})
 
     def open(self, data: bytes) -> Message:
         """Accept one message or raise IntegrityError (reason: bad_signature, replay, ...)."""
@@ -69,7 +74,8 @@ class Messenger:
     def open_many(self, items: Sequence[bytes]) -> list[Message | IntegrityError]:
         """Verify a batch; claim all nonces in one Redis call. Order follows ``items``."""
         results: list[Message | IntegrityError] = []
-        claims: list[Any] = [self._prefix, self.skew_ms]
+        claims: list[Any] = [self._prefix, self.skew_ms, int(MAX_VALIDITY_S * 1000),
+                             os.urandom(8).hex()]  # one request id: a resend is no replay
         pending: list[int] = []
         for index, data in enumerate(items):
             try:
@@ -81,7 +87,7 @@ class Messenger:
             claims += [f"{message.kid}:{message.nonce}", message.expires_ms]
             pending.append(index)
         if pending:
-            verdicts = self._scripts.run("claim_nonces", [], claims)
+            verdicts = self._scripts.run("claim_nonces", [self._stats], claims)
             for index, verdict in zip(pending, verdicts, strict=True):
                 if int(verdict) == 0:
                     results[index] = IntegrityError("message replayed: its nonce was seen before",
@@ -99,6 +105,9 @@ class Messenger:
         except (KeyError, TypeError, ValueError):
             raise IntegrityError("message lacks sender, recipient, type or expiry",
                                  reason="malformed") from None
+        if extra.get("ns") != self.namespace:
+            raise IntegrityError(f"message for namespace {extra.get('ns')!r} delivered in "
+                                 f"{self.namespace!r}", reason="wrong_namespace")
         if recipient != self.party:
             raise IntegrityError(f"message for {recipient!r} delivered to {self.party!r}",
                                  reason="wrong_recipient")

@@ -43,13 +43,15 @@ class SweepReport:
     scanned: int = 0
     resigned_records: int = 0
     resigned_results: int = 0
+    resigned_snapshots: int = 0
     unverifiable: int = 0
     conflicts: int = 0
     by_key: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"scanned": self.scanned, "resigned_records": self.resigned_records,
-                "resigned_results": self.resigned_results, "unverifiable": self.unverifiable,
+                "resigned_results": self.resigned_results,
+                "resigned_snapshots": self.resigned_snapshots, "unverifiable": self.unverifiable,
                 "conflicts_retried": self.conflicts, "by_key": self.by_key}
 
 
@@ -108,14 +110,41 @@ def resign_all(store: TaskStore) -> SweepReport:
                         report.resigned_records += 1
                     else:
                         report.resigned_results += 1
+    _resign_snapshots(store, active, report)
     log.debug("re-signed %d records and %d results under %s (%d unverifiable left as they were)",
              report.resigned_records, report.resigned_results, active, report.unverifiable)
     return report
 
 
+def _resign_snapshots(store: TaskStore, active: str, report: SweepReport) -> None:
+    """Re-sign the manifests of snapshots stored in Redis (files on disk keep their key: keep
+    that key verify-only, not revoked, while such backups matter, or save new ones)."""
+    from raysys.lua import Scripts
+    from raysys.snapshots import SNAPSHOT
+
+    scripts = Scripts(store.client)
+    for key, manifest in _stored_manifests(store):
+        kid = _kid_of(manifest)
+        if kid is None or kid == active:
+            continue
+        report.by_key[kid] = report.by_key.get(kid, 0) + 1
+        try:
+            body = store.sealer.open(manifest, SNAPSHOT).body
+        except IntegrityError:
+            report.unverifiable += 1
+            continue
+        if int(scripts.run("cas_manifest", [key], [manifest, store.sealer.seal(SNAPSHOT, body)])):
+            report.resigned_snapshots += 1
+        else:
+            report.conflicts += 1
+
+
 def count_signed_by(store: TaskStore, kid: str) -> int:
-    """How many verifiable records or results of the namespace still carry ``kid``."""
-    total = 0
+    """How many verifiable records, results or stored snapshot manifests still carry ``kid``."""
+    from raysys.snapshots import SNAPSHOT
+
+    total = sum(1 for _, manifest in _stored_manifests(store)
+                if _kid_of(manifest) == kid and _opens(store, manifest, SNAPSHOT))
     for task_ids in _task_batches(store):
         for task_id, values in zip(task_ids, _read(store, task_ids), strict=True):
             for fld, purpose in (("rec", RECORD), ("fin", COMPLETION)):
@@ -161,6 +190,24 @@ def _resign(store: TaskStore, task_id: str, data: bytes, purpose: str) -> bytes 
     if not isinstance(body, dict) or body.get("id") != task_id or body.get("ns") != store.namespace:
         return None
     return store.sealer.seal(purpose, body)
+
+
+def _stored_manifests(store: TaskStore) -> list[tuple[str, bytes]]:
+    """(snapshot hash key, manifest bytes) of every snapshot stored in the namespace."""
+    out: list[tuple[str, bytes]] = []
+    for snapshot_id in store.client.zrange(store.keys.snapshots, 0, -1):
+        key = store.keys.snapshot(_text(snapshot_id))  # type: ignore[arg-type]
+        manifest = store.client.hget(key, "m")
+        if isinstance(manifest, bytes):
+            out.append((key, manifest))
+    return out
+
+
+def _opens(store: TaskStore, data: bytes | None, purpose: str) -> bool:
+    try:
+        return data is not None and store.sealer.open(data, purpose) is not None
+    except IntegrityError:
+        return False
 
 
 def _verifies(store: TaskStore, task_id: str, data: bytes | None, purpose: str) -> bool:

@@ -53,6 +53,8 @@ RECORD = "task"
 COMPLETION = "completion"
 FENCES_PER_MS = 1000  # fence floor scale: assumes < 1,000 grants per ms (1e6/s) on average
 AUDIT_MAXLEN = 100_000
+MAX_KEY_DEFERRALS = 50  # leases of a record under an unknown key before it is quarantined
+REAP_PAGES = 50  # pages of expired leases one reap() call takes back
 MAX_RESULT_ERROR_CHARS = 2_000
 
 
@@ -71,8 +73,11 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class ReapReport:
+    """What one reap did; ``dead_leases`` are (task id, fence) it made final (for ledgers)."""
+
     requeued: int
     dead: int
+    dead_leases: tuple[tuple[str, int], ...] = ()
 
 
 class TaskStore:
@@ -120,7 +125,14 @@ class TaskStore:
                 task_id = new_task_id()
                 record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
                 args += [task_id, record, spec.priority, spec.idempotency_key or ""]
-            reply = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit], args)
+            try:
+                reply = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit],
+                                  args)
+            except redis.ResponseError as exc:
+                if "ERR_CORRUPT" not in str(exc):
+                    raise
+                raise IntegrityError(f"submit refused, nothing stored: {exc}",
+                                     reason="corrupt_key") from None
             for index, value in zip(todo, reply, strict=True):
                 ids[index] = _text(value)
             todo = [index for index in todo if not ids[index]]
@@ -151,20 +163,33 @@ class TaskStore:
                         "server-clock floor before leasing")
         leases: list[Lease] = []
         rejected: list[Any] = []
+        refreshed = False
         for i in range(2, len(reply), 5):
             task_id, fence, attempt, deadline = _text(reply[i]), int(reply[i + 1]), int(
                 reply[i + 2]), int(reply[i + 3])
             try:
-                leases.append(self._verify_record(task_id, fence, attempt, deadline, reply[i + 4]))
+                try:
+                    lease = self._verify_record(task_id, fence, attempt, deadline, reply[i + 4])
+                except IntegrityError as exc:
+                    if exc.reason != "unknown_key" or refreshed:
+                        raise
+                    self.sealer.refresh()  # a rotation may have just reached this node
+                    refreshed = True
+                    lease = self._verify_record(task_id, fence, attempt, deadline, reply[i + 4])
+                leases.append(lease)
             except IntegrityError as exc:
-                log.error("task %s rejected: %s", task_id, exc)
-                rejected += [task_id, fence, exc.reason]
+                # A key this node does not know yet is deferred (rotation still propagating);
+                # anything else failed verification for good.
+                action = "defer" if exc.reason == "unknown_key" else "quarantine"
+                log.error("task %s %s: %s", task_id,
+                          "deferred" if action == "defer" else "rejected", exc)
+                rejected += [task_id, fence, exc.reason, action]
         quarantined: list[tuple[str, int]] = []
         if rejected:
-            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit],
-                             [k.prefix, AUDIT_MAXLEN, *rejected])
-            quarantined = [(rejected[i * 3], rejected[i * 3 + 1])
-                           for i, ok in enumerate(done) if int(ok)]
+            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit, k.pending],
+                             [k.prefix, AUDIT_MAXLEN, MAX_KEY_DEFERRALS, *rejected])
+            quarantined = [(rejected[i * 4], rejected[i * 4 + 1])
+                           for i, verdict in enumerate(done) if int(verdict) == 1]
         return leases, quarantined
 
     def _verify_record(self, task_id: str, fence: int, attempt: int, deadline: int,
@@ -202,10 +227,15 @@ class TaskStore:
         args: list[Any] = [self.keys.prefix, holder, self._audit, AUDIT_MAXLEN]
         for lease, outcome in items:
             if outcome.ok:
-                fin = self._final_record(lease.task_id, TaskState.SUCCEEDED, lease.attempt,
-                                         lease.fence, result=outcome.result)
-                args += [lease.task_id, lease.fence, "ok", fin, ""]
-                continue
+                try:
+                    fin = self.sealer.seal(COMPLETION, self._final_body(
+                        lease.task_id, TaskState.SUCCEEDED, lease.attempt, lease.fence,
+                        result=outcome.result))
+                    args += [lease.task_id, lease.fence, "ok", fin, ""]
+                    continue
+                except ValidationError as exc:  # the same result would fail every time
+                    outcome = Outcome(ok=False, error=f"result not storable: {exc}",
+                                      retryable=False)
             error = (outcome.error or "failed")[:MAX_RESULT_ERROR_CHARS]
             if outcome.retryable and lease.attempt < lease.max_attempts:
                 delay = self.retry.delay_ms(lease.attempt)
@@ -218,47 +248,67 @@ class TaskStore:
         reply = self._run("complete", [k.leases, k.delayed, k.counts, k.stats, k.audit], args)
         return [bool(int(x)) for x in reply[1:]]
 
-    def _final_record(self, task_id: str, state: TaskState, attempts: int, fence: int,
-                      result: Any = None, error: str | None = None) -> bytes:
-        body = {"id": task_id, "ns": self.namespace, "state": state.value, "result": result,
+    def _final_body(self, task_id: str, state: TaskState, attempts: int, fence: int,
+                    result: Any = None, error: str | None = None) -> dict[str, Any]:
+        return {"id": task_id, "ns": self.namespace, "state": state.value, "result": result,
                 "error": error, "attempts": attempts, "fence": fence}
-        try:
-            return self.sealer.seal(COMPLETION, body)
-        except ValidationError as exc:
-            # A handler returned something we cannot store: the attempt fails, loudly.
-            body["result"], body["error"] = None, f"result not storable: {exc}"
-            return self.sealer.seal(COMPLETION, body)
+
+    def _final_record(self, task_id: str, state: TaskState, attempts: int, fence: int,
+                      error: str | None = None) -> bytes:
+        """A signed completion record without a result (dead, cancelled)."""
+        return self.sealer.seal(COMPLETION, self._final_body(task_id, state, attempts, fence,
+                                                             error=error))
 
     # ---- reaping ------------------------------------------------------------------------
     def reap(self, limit: int = 1000) -> ReapReport:
-        """Take back leases expired by server time: requeue, or ``dead`` on the last attempt."""
+        """Take back leases expired by server time: requeue, or ``dead`` on the last attempt.
+
+        Takes pages of ``limit`` until none is left (at most ``REAP_PAGES``), so a dead node's
+        whole batch returns in one pass. A record that does not verify is requeued, never made
+        dead here: the acquirer judges it, and quarantines, counts and audits it.
+        """
+        requeued, dead = 0, 0
+        dead_leases: list[tuple[str, int]] = []
+        for _ in range(REAP_PAGES):
+            page, scanned = self._reap_page(limit)
+            requeued += page.requeued
+            dead += page.dead
+            dead_leases += page.dead_leases
+            if scanned < limit:  # a short page: nothing expired is left
+                break
+        report = ReapReport(requeued, dead, tuple(dead_leases))
+        if requeued or dead:
+            log.info("reaped %d expired leases (%d requeued, %d dead)", requeued + dead,
+                     requeued, dead)
+        return report
+
+    def _reap_page(self, limit: int) -> tuple[ReapReport, int]:
+        """One page of expired leases: what was taken back, and how many entries were seen."""
         k = self.keys
         reply = self._run("expired", [k.leases], [k.prefix, limit])
         if len(reply) <= 1:
-            return ReapReport(0, 0)
+            return ReapReport(0, 0), 0
         args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
         maxima = self._max_attempts([_text(reply[i]) for i in range(1, len(reply), 4)])
-        actions: list[str] = []
+        entries: list[tuple[str, int, str]] = []
         for i in range(1, len(reply), 4):
             task_id, fence, attempts = _text(reply[i]), int(reply[i + 1]), int(reply[i + 2])
-            if attempts >= maxima.get(task_id, 1):
+            limit_for_task = maxima.get(task_id)
+            if limit_for_task is not None and attempts >= limit_for_task:
                 fin = self._final_record(task_id, TaskState.DEAD, attempts, fence,
                                          error="lease expired on the last attempt")
                 args += [task_id, fence, "dead", fin]
-                actions.append("dead")
+                entries.append((task_id, fence, "dead"))
             else:
                 args += [task_id, fence, "requeue", ""]
-                actions.append("requeue")
+                entries.append((task_id, fence, "requeue"))
         done = self._run("expire", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
-        taken = [a for a, ok in zip(actions, done[1:], strict=True) if int(ok)]
-        report = ReapReport(taken.count("requeue"), taken.count("dead"))
-        if taken:
-            log.info("reaped %d expired leases (%d requeued, %d dead)", len(taken),
-                     report.requeued, report.dead)
-        return report
+        taken = [e for e, ok in zip(entries, done[1:], strict=True) if int(ok)]
+        dead = tuple((t, f) for t, f, action in taken if action == "dead")
+        return ReapReport(len(taken) - len(dead), len(dead), dead), len(entries)
 
     def _max_attempts(self, task_ids: list[str]) -> dict[str, int]:
-        """max_attempts from each verified record; an unverifiable record counts as 1 attempt."""
+        """max_attempts from each verified record; unverifiable records are left out."""
         pipe = self.client.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.hget(self.keys.task(task_id), "rec")
@@ -266,9 +316,10 @@ class TaskStore:
         for task_id, data in zip(task_ids, pipe.execute(), strict=True):
             try:
                 body = self.sealer.open(bytes(data), RECORD).body if data else None
-                out[task_id] = int(body["max_attempts"]) if isinstance(body, dict) else 1
+                if isinstance(body, dict) and body.get("id") == task_id:
+                    out[task_id] = int(body["max_attempts"])
             except (IntegrityError, KeyError, TypeError, ValueError):
-                out[task_id] = 1
+                continue
         return out
 
     # ---- control and queries --------------------------------------------------------------

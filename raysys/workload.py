@@ -138,7 +138,11 @@ def run_local(store: TaskStore, ledger: CommitLedger, specs: Sequence[TaskSpec],
                for loop in loops]
     beats = [Heartbeat(f"renew-{loop.holder}", options.ttl_s / 3, loop.renew_held)
              for loop in loops]
-    beats.append(Heartbeat("reaper", options.reaper_interval_s, store.reap))
+    def reap() -> None:  # the reaper's final transitions are commits the ledger must see
+        report = store.reap()
+        ledger.record((task_id, fence, "dead") for task_id, fence in report.dead_leases)
+
+    beats.append(Heartbeat("reaper", options.reaper_interval_s, reap))
     final_before = _final_total(store)
     t_first = time.time()
     for thread in [*threads, *beats]:

@@ -80,8 +80,10 @@ local zargs, granted, granted_ids = {}, 0, {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "att", "fin", "rec")
-  if not h[1] then
+  local h = redis.pcall("HMGET", tk, "state", "att", "fin", "rec")
+  if h.err then  -- not a hash (planted, corrupted): skip it rather than abort half way
+    log("ev", "corrupt_skipped", "id", id)
+  elseif not h[1] then
     log("ev", "orphan_skipped", "id", id)
   elseif h[3] then
     redis.call("HINCRBY", KEYS[7], "replays_blocked", 1)

@@ -20,8 +20,8 @@ local applied = {ok = "succeeded", dead = "dead", retry = "failed"}
 for i = 5, #ARGV, 5 do
   local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "fence", "fin")
-  if h[2] == fence and h[1] == applied[action] then
+  local h = redis.call("HMGET", tk, "state", "fence", "fin", "reaped")
+  if h[2] == fence and h[1] == applied[action] and not h[4] then
     out[#out + 1] = 1
   elseif h[1] ~= "leased" or h[2] ~= fence or h[3] then
     rejected = rejected + 1

@@ -5,6 +5,10 @@
 -- ARGV[4..] per lease, 4 values: id, fence, action ("requeue" | "dead"), signed final record
 -- Touches: <prefix>t:<id> hashes, and the KEYS above.
 -- Returns: {now_ms, 1 (taken back) or 0 (no longer expired under that fence) per lease}.
+-- An entry in the leases set whose task is not leased at all is stale: it is removed, so stale
+-- entries can never fill the reaper's page and hide real expired leases. A task this script
+-- marks dead is flagged "reaped": a late commit by its old holder is then refused, not
+-- acknowledged as a resend.
 -- A lease is taken back only if it is still leased under the same fence and its deadline has
 -- passed by server time, so a renewal or commit racing the reaper wins cleanly.
 local prefix, audit, maxlen = ARGV[1], ARGV[2] == "1", ARGV[3]
@@ -20,7 +24,7 @@ for i = 4, #ARGV, 4 do
   if h[1] == "leased" and h[2] == fence and dl > 0 and dl <= now and not h[5] then
     redis.call("ZREM", KEYS[2], id)
     if action == "dead" then
-      redis.call("HSET", tk, "state", "dead", "fin", fin, "holder", "",
+      redis.call("HSET", tk, "state", "dead", "fin", fin, "holder", "", "reaped", "1",
         "err", "lease expired on the last attempt")
       dead = dead + 1
     else
@@ -34,6 +38,7 @@ for i = 4, #ARGV, 4 do
     end
     out[#out + 1] = 1
   else
+    if h[1] ~= "leased" then redis.call("ZREM", KEYS[2], id) end
     out[#out + 1] = 0
   end
 end

@@ -1,30 +1,49 @@
--- quarantine.lua: set aside leased tasks whose records failed verification. Never executed.
+-- quarantine.lua: set aside leased tasks whose records failed verification (never executed),
+-- or defer those signed by a key this node does not know yet (a rotation still propagating).
 -- KEYS[1] leases zset  KEYS[2] counts hash  KEYS[3] stats hash  KEYS[4] audit stream
--- ARGV[1] key prefix  ARGV[2] audit max length
--- ARGV[3..] per task, 3 values: id, fence, reason code (e.g. bad_signature, copied_record)
--- Touches: <prefix>t:<id> hashes, and the KEYS above. Rejections are always audited.
--- Returns: {1 (quarantined) or 0 (not leased under that fence) per task}.
-local prefix, maxlen = ARGV[1], ARGV[2]
-local out, k = {}, 0
-for i = 3, #ARGV, 3 do
-  local id, fence, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+-- KEYS[5] pending zset
+-- ARGV[1] key prefix  ARGV[2] audit max length  ARGV[3] deferrals allowed per task
+-- ARGV[4..] per task, 4 values: id, fence, reason code (bad_signature, copied_record, ...),
+--   action ("quarantine" | "defer")
+-- Touches: <prefix>t:<id> hashes (state, att, err, defer), and the KEYS above.
+-- Returns: per task 1 (quarantined), 2 (deferred: back to pending, the attempt not counted),
+--   0 (no longer leased under that fence: nothing done, e.g. a resent call).
+-- A deferral past ARGV[3] quarantines instead, so a record under a bogus key id cannot cycle.
+local prefix, maxlen, max_defer = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out, quarantined, deferred = {}, 0, 0
+for i = 4, #ARGV, 4 do
+  local id, fence, reason, action = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "fence")
-  redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "rejected", "id", id,
-    "reason", reason, "fence", fence)
+  local h = redis.call("HMGET", tk, "state", "fence", "att", "sc")
   if h[1] == "leased" and h[2] == fence then
-    redis.call("HSET", tk, "state", "quarantined", "err", "record failed verification: " .. reason,
-      "holder", "")
     redis.call("ZREM", KEYS[1], id)
-    k = k + 1
-    out[#out + 1] = 1
+    if action == "defer" and redis.call("HINCRBY", tk, "defer", 1) <= max_defer then
+      redis.call("HSET", tk, "state", "pending", "att", math.max(tonumber(h[3] or "1") - 1, 0))
+      redis.call("ZADD", KEYS[5], h[4], id)
+      redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "deferred", "id", id,
+        "reason", reason, "fence", fence)
+      deferred = deferred + 1
+      out[#out + 1] = 2
+    else
+      redis.call("HSET", tk, "state", "quarantined", "err",
+        "record failed verification: " .. reason)
+      redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "rejected", "id", id,
+        "reason", reason, "fence", fence)
+      quarantined = quarantined + 1
+      out[#out + 1] = 1
+    end
   else
     out[#out + 1] = 0
   end
 end
-redis.call("HINCRBY", KEYS[3], "signature_failures", (#ARGV - 2) / 3)
-if k > 0 then
-  redis.call("HINCRBY", KEYS[2], "leased", -k)
-  redis.call("HINCRBY", KEYS[2], "quarantined", k)
+if quarantined > 0 then
+  redis.call("HINCRBY", KEYS[3], "signature_failures", quarantined)
+  redis.call("HINCRBY", KEYS[2], "leased", -quarantined)
+  redis.call("HINCRBY", KEYS[2], "quarantined", quarantined)
+end
+if deferred > 0 then
+  redis.call("HINCRBY", KEYS[3], "deferred_unknown_key", deferred)
+  redis.call("HINCRBY", KEYS[2], "leased", -deferred)
+  redis.call("HINCRBY", KEYS[2], "pending", deferred)
 end
 return out

@@ -10,13 +10,26 @@
 --   that task: the caller re-issues it under a fresh id).
 local prefix, audit, maxlen = ARGV[1], ARGV[2] == "1", ARGV[3]
 local n = (#ARGV - 3) / 4
+-- Read-only pass first: a key of the wrong type (planted, corrupted) must fail the call before
+-- anything is written, never half way through (Lua errors do not roll back earlier writes).
+local known = {}
+for i = 0, n - 1 do
+  local idem = ARGV[4 + i * 4 + 3]
+  if idem ~= "" then
+    local prev = redis.pcall("GET", prefix .. "idem:" .. idem)
+    if type(prev) == "table" and prev.err then
+      return redis.error_reply("ERR_CORRUPT idempotency key " .. idem .. " is not a string")
+    end
+    known[i] = prev
+  end
+end
 local seq = redis.call("INCRBY", KEYS[2], n) - n
 local out, zargs, created = {}, {}, 0
 for i = 0, n - 1 do
   local b = 4 + i * 4
   local id, rec, idem = ARGV[b], ARGV[b + 1], ARGV[b + 3]
-  local prev = false
-  if idem ~= "" then prev = redis.call("GET", prefix .. "idem:" .. idem) end
+  local prev = known[i] or false
+  if idem ~= "" and not prev then prev = redis.call("GET", prefix .. "idem:" .. idem) end
   if prev then
     out[i + 1] = prev
   else

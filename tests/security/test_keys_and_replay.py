@@ -206,3 +206,71 @@ def test_replay_is_rejected_after_redis_is_killed_and_restarted(
         Messenger(store, "b").open(data)
     assert err.value.reason == "replay"
     assert client.keys("*nonce*"), "the nonce record is in Redis"
+
+
+def test_a_resent_claim_does_not_turn_a_genuine_message_into_a_replay(
+        redis_client: redis.Redis, sealer: Sealer) -> None:
+    """redis-py resends a call whose reply was lost: the same request id claims again."""
+    store = new_store(redis_client, sealer.keyring)
+    data = Messenger(store, "a").seal("b", "x", 1)
+    opened = Messenger(store, "b")._verify(data)
+    from raysys.lua import Scripts
+
+    args = [store.keys.prefix, 5000, 3_600_000, "request-1",
+            f"{opened.kid}:{opened.nonce}", opened.expires_ms]
+    scripts = Scripts(redis_client)
+    assert scripts.run("claim_nonces", [store.keys.stats], args) == [1]
+    assert scripts.run("claim_nonces", [store.keys.stats], args) == [1]  # the resend
+    assert scripts.run("claim_nonces", [store.keys.stats], [*args[:3], "request-2",
+                                                            *args[4:]]) == [0]  # a replay
+
+
+def test_a_message_from_another_namespace_is_rejected(redis_client: redis.Redis,
+                                                      sealer: Sealer) -> None:
+    """Two namespaces sharing a keyring and party names: prod's grant must not run in staging."""
+    prod = new_store(redis_client, sealer.keyring, namespace="prod" + uuid.uuid4().hex[:6])
+    staging = new_store(redis_client, sealer.keyring, namespace="stag" + uuid.uuid4().hex[:6])
+    data = Messenger(prod, "distributor-1").seal("worker-1", "assign", {"tasks": []})
+    with pytest.raises(IntegrityError) as err:
+        Messenger(staging, "worker-1").open(data)
+    assert err.value.reason == "wrong_namespace"
+
+
+def test_an_expiry_beyond_the_longest_validity_is_refused(redis_client: redis.Redis,
+                                                          sealer: Sealer) -> None:
+    """A sender clock a year fast must not mint year-long messages (and year-long nonces)."""
+    store = new_store(redis_client, sealer.keyring)
+    sender = Messenger(store, "a")
+    data = sealer.seal("message", 1, extra={
+        "ns": store.namespace, "sender": "a", "recipient": "b", "type": "x",
+        "exp": int((time.time() + 365 * 86400) * 1000)})
+    with pytest.raises(IntegrityError) as err:
+        Messenger(store, "b").open(data)
+    assert err.value.reason == "expired"
+    assert sender.party == "a"
+
+
+def test_stored_snapshots_stay_restorable_after_rotation_and_revocation(
+        redis_client: redis.Redis, keyfile: Path) -> None:
+    from raysys.snapshots import SnapshotManager
+
+    # given: a snapshot stored in Redis under the first key
+    source = KeyringSource(keyfile, interval_s=0.0)
+    store = new_store(redis_client, source)
+    task_id = store.submit(TaskSpec.build(kind="echo", payload="backed up"))
+    info = SnapshotManager(store).save()
+    old_kid = source().active.kid
+
+    # when: the key is rotated and revoked
+    rotate_keyring_file(keyfile)
+    report = resign_all(store)
+    assert report.resigned_snapshots == 1
+    assert count_signed_by(store, old_kid) == 0
+    revoke_in_file(keyfile, old_kid)
+
+    # then: the stored snapshot still verifies and restores
+    redis_client.delete(store.keys.task(task_id), store.keys.pending, store.keys.counts,
+                        store.keys.seq, store.keys.stats, store.keys.audit, store.keys.fence,
+                        store.keys.run_id)
+    SnapshotManager(store).restore(info.id)
+    assert store.status(task_id).state == TaskState.PENDING

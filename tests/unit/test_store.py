@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from raysys.envelope import Sealer
-from raysys.errors import NotFound, ValidationError
+from raysys.errors import IntegrityError, NotFound, ValidationError
 from raysys.keyring import Keyring, generate_key
 from raysys.models import Lease, Outcome, TaskSpec, TaskState
 from raysys.store import FENCES_PER_MS, TaskStore
@@ -70,6 +70,27 @@ def test_retried_submit_call_with_same_bytes_is_idempotent(store: TaskStore) -> 
                      [prefix, "1", 1000, task_id, rec, 0, ""])
     assert [i.decode() for i in ids] == [task_id]
     assert store.counts()["pending"] == 1
+
+
+def test_a_planted_wrong_type_key_refuses_the_batch_before_writing(store: TaskStore) -> None:
+    """An attacker plants a hash where an idempotency key's string would be."""
+    store.client.hset(store.keys.idempotency("late-in-batch"), "x", "y")
+    specs = [spec(payload=i) for i in range(5)] + [spec(idempotency_key="late-in-batch")]
+    with pytest.raises(IntegrityError, match="nothing stored"):
+        store.submit_many(specs)
+    assert store.counts()["pending"] == 0 and store.client.zcard(store.keys.pending) == 0
+    assert not list(store.client.scan_iter(match=store.keys.pattern().replace("*", "t:*")))
+
+
+def test_a_planted_non_hash_in_the_queue_is_skipped_not_fatal(store: TaskStore) -> None:
+    store.submit_many([spec(priority=1), spec(priority=1)])
+    junk = "ee" * 16
+    store.client.set(store.keys.task(junk), "not a hash")
+    store.client.zadd(store.keys.pending, {junk: -10 * 1099511627776})  # first in line
+    leases = store.acquire("w", 5, 30)
+    assert len(leases) == 2
+    assert store.counts()["leased"] == 2 and store.client.zcard(store.keys.leases) == 2
+    assert any(e["ev"] == "corrupt_skipped" for e in store.audit_tail())
 
 
 def test_taken_id_is_reissued_and_nothing_half_written(store: TaskStore,
@@ -185,11 +206,12 @@ def test_non_retryable_failure_is_dead_at_once(store: TaskStore) -> None:
     assert store.status(task_id).state == TaskState.DEAD
 
 
-def test_unstorable_result_fails_loudly_not_silently(store: TaskStore) -> None:
-    task_id = store.submit(spec())
+def test_unstorable_result_is_a_failed_attempt_not_a_null_success(store: TaskStore) -> None:
+    task_id = store.submit(spec(max_attempts=3))
     (lease,) = store.acquire("w", 1, 30)
-    store.complete("w", [(lease, Outcome(ok=True, result={1, 2}))])  # a set is not JSON
+    assert store.complete("w", [(lease, Outcome(ok=True, result={1, 2}))]) == [True]  # a set
     status = store.status(task_id)
+    assert status.state == TaskState.DEAD  # the same result would fail every attempt
     assert status.result is None and "not storable" in (status.error or "")
 
 
@@ -246,12 +268,48 @@ def test_expired_lease_is_reclaimed_and_runs_again(store: TaskStore) -> None:
     assert again.task_id == task_id and again.attempt == 2 and again.fence > lease.fence
 
 
-def test_expiry_on_the_last_attempt_is_dead(store: TaskStore) -> None:
+def test_expiry_on_the_last_attempt_is_dead_and_reported(store: TaskStore) -> None:
     task_id = store.submit(spec(max_attempts=1))
-    store.acquire("dead-worker", 1, 0.1)
-    wait_until(lambda: store.reap().dead == 1)
+    (lease,) = store.acquire("dead-worker", 1, 0.1)
+    reports = []
+    wait_until(lambda: bool(reports.append(store.reap()) or reports[-1].dead == 1))
+    assert reports[-1].dead_leases == ((task_id, lease.fence),)
     assert store.status(task_id).state == TaskState.DEAD
     assert store.acquire("w", 1, 30) == []
+    # the old holder's late commit of the same outcome is refused, not acknowledged
+    late = Outcome(ok=False, error="late", retryable=False)
+    assert store.complete("dead-worker", [(lease, late)]) == [False]
+
+
+def test_reaper_takes_back_more_than_one_page(store: TaskStore) -> None:
+    store.submit_many([spec() for _ in range(25)])
+    store.acquire("dead-worker", 25, 0.1)
+    time.sleep(0.2)
+    assert store.reap(limit=10).requeued == 25
+
+
+def test_stale_lease_entries_cannot_hide_expired_leases(store: TaskStore) -> None:
+    """Junk in the leases set (an attacker, corruption) is cleared, not reaped forever."""
+    store.client.zadd(store.keys.leases, {f"{i:032x}": 1 for i in range(5)})
+    task_id = store.submit(spec())
+    store.acquire("dead-worker", 1, 0.1)
+    time.sleep(0.2)
+    assert store.reap(limit=3).requeued == 1
+    assert store.status(task_id).state == TaskState.PENDING
+    assert store.client.zcard(store.keys.leases) == 0
+
+
+def test_reaper_never_kills_a_task_whose_record_was_tampered_while_leased(
+        store: TaskStore) -> None:
+    task_id = store.submit(spec(max_attempts=1))
+    store.acquire("w", 1, 0.1)
+    key = store.keys.task(task_id)
+    store.client.hset(key, "rec", store.client.hget(key, "rec")[:-3] + b"99}")
+    time.sleep(0.2)
+    assert store.reap().requeued == 1  # no dead verdict from an unverifiable record ...
+    assert store.acquire("w", 1, 30) == []  # ... the acquirer quarantines and audits it
+    assert store.status(task_id).state == TaskState.QUARANTINED
+    assert store.stats()["signature_failures"] == 1
 
 
 # ---- cancel -------------------------------------------------------------------------------
@@ -282,15 +340,50 @@ def test_unknown_task_is_not_found(store: TaskStore) -> None:
 
 
 # ---- integrity (threat model: attacker writes Redis, holds no key) ---------------------------
+def test_record_under_a_key_not_yet_known_here_is_deferred_not_quarantined(
+        make_store) -> None:  # type: ignore[no-untyped-def]
+    """A rotation still propagating: the new key signed a record this node cannot check yet."""
+    new_key = generate_key()
+    ahead = make_store(sealer=Sealer(Keyring([new_key])))
+    behind = TaskStore(ahead.client, Sealer(Keyring([generate_key()])), ahead.namespace,
+                       retry=ahead.retry)
+    task_id = ahead.submit(spec("echo", payload="wait for me", max_attempts=1))
+    assert behind.acquire("w", 5, 30) == []
+    status = ahead.status(task_id)
+    assert (status.state, status.attempts) == (TaskState.PENDING, 0)  # no attempt spent
+    assert ahead.stats()["deferred_unknown_key"] == 1
+    (lease,) = ahead.acquire("w", 5, 30)  # a node that knows the key runs it
+    assert lease.payload == "wait for me"
+
+
+def test_a_bogus_key_id_cannot_cycle_forever(make_store) -> None:  # type: ignore[no-untyped-def]
+    from raysys.store import MAX_KEY_DEFERRALS
+
+    stranger = make_store(sealer=Sealer(Keyring([generate_key()])))
+    task_id = stranger.submit(spec())
+    here = TaskStore(stranger.client, Sealer(Keyring([generate_key()])), stranger.namespace)
+    for _ in range(MAX_KEY_DEFERRALS + 1):
+        here.acquire("w", 1, 30)
+    assert here.client.hget(here.keys.task(task_id), "state") == b"quarantined"
+def acquire_until_settled(store: TaskStore) -> list[Lease]:
+    """Acquire as often as a record under an unknown key may be deferred, plus one."""
+    from raysys.store import MAX_KEY_DEFERRALS
+
+    handed_out: list[Lease] = []
+    for _ in range(MAX_KEY_DEFERRALS + 1):
+        handed_out += store.acquire("w", 5, 30)
+    return handed_out
+
+
 @pytest.mark.parametrize("offset", [0, 5, 40, -1, -10])
 def test_any_changed_byte_is_rejected_audited_and_never_handed_out(store: TaskStore,
                                                                    offset: int) -> None:
     task_id = store.submit(spec("echo", payload={"cmd": "safe"}))
     key = store.keys.task(task_id)
     rec = bytearray(store.client.hget(key, "rec"))
-    rec[offset] = (rec[offset] + 1) % 256
+    rec[offset] = (rec[offset] + 1) % 256  # offset 5 changes the key id: deferred, then out
     store.client.hset(key, "rec", bytes(rec))
-    assert store.acquire("w", 5, 30) == []
+    assert acquire_until_settled(store) == []
     assert store.status(task_id).state == TaskState.QUARANTINED
     assert store.stats()["signature_failures"] == 1
     assert store.counts()["quarantined"] == 1
@@ -323,8 +416,7 @@ def test_forged_record_signed_with_another_key_is_rejected(store: TaskStore) -> 
     forged_id = attacker.submit(spec("echo", payload="evil"))
     store.client.hset(store.keys.task(task_id), "rec",
                       store.client.hget(store.keys.task(forged_id), "rec"))
-    leases = store.acquire("w", 5, 30)
-    assert leases == []
+    assert acquire_until_settled(store) == []
     assert store.counts()["quarantined"] == 2
 
 

@@ -85,7 +85,9 @@ def make_machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
             status = self.store.status(lease.task_id)
             # The same outcome under the same fence, already applied (a resent call), is
             # acknowledged again without a second commit.
-            repeat = status.fence == lease.fence and status.state.value == expected
+            reaped = self.store.client.hget(self.store.keys.task(lease.task_id), "reaped")
+            repeat = (status.fence == lease.fence and status.state.value == expected
+                      and reaped is None)  # a reaper's verdict is no commit to acknowledge
             (accepted,) = self.store.complete(self._holder(lease), [(lease, outcome)])
             assert accepted == (current or repeat), "only the current fence may commit"
             if current and final:
