@@ -151,7 +151,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_doctor)
     add_certs_command(sub)
     add_snapshot_command(sub)
+    _add_cluster_commands(sub)
     return parser
+
+
+def _add_cluster_commands(sub: Any) -> None:
+    """``up``, ``down``, ``drain``, ``workers``: the named actors on a running Ray cluster."""
+    p = sub.add_parser("up", help="start the named actors on a running Ray cluster")
+    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument("--workers", type=_positive, default=2)
+    p.add_argument("--batch", type=_positive, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_up)
+    p = sub.add_parser("down", help="stop the actors (Redis keeps every task)")
+    p.add_argument("--address", default="auto")
+    p.add_argument("--drain", action="store_true", help="let leased work finish first")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(handler=cmd_down)
+    p = sub.add_parser("drain", help="let workers finish their leased work and take no more")
+    p.add_argument("--address", default="auto")
+    p.add_argument("--worker", help="one worker id (default: the whole pool)")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(handler=cmd_drain)
+    p = sub.add_parser("workers", help="the worker pool: heartbeats, load, liveness")
+    p.add_argument("--address", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_workers)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.client import up
+
+    client = up(args.address, workers=args.workers, batch=args.batch)
+    try:
+        doc = {"namespace": client.namespace, "workers": [w["id"] for w in client.workers()]}
+    finally:
+        client.shutdown()  # disconnects only: the detached actors keep running
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(f"raysys is up in namespace {doc['namespace']}: {len(doc['workers'])} workers")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.client import connect
+
+    client = connect(args.address, settings=settings)
+    try:
+        client.down(drain=args.drain, timeout=args.timeout)
+    finally:
+        client.shutdown()
+    print(f"raysys actors of namespace {client.namespace} stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.client import connect
+
+    client = connect(args.address, settings=settings)
+    try:
+        done = client.drain(args.timeout, worker=args.worker)
+    finally:
+        client.shutdown()
+    if not done:
+        print("raysys: error: drain timed out with work still leased", file=sys.stderr)
+        return EXIT_UNACCOUNTED
+    print("drained")
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.client import connect
+
+    client = connect(args.address, settings=settings)
+    try:
+        workers = client.workers()
+    finally:
+        client.shutdown()
+    if args.json:
+        print(json.dumps({"workers": workers}))
+    else:
+        for w in workers:
+            print(f"{w['id']}  {'live' if w['live'] else 'stale'}  queued {w['queued']}  "
+                  f"running {w['running']}  capacity {w['capacity']}  pid {w['pid']}"
+                  f"{'  draining' if w['draining'] else ''}")
+    return 0
 
 
 # ---- commands ---------------------------------------------------------------------------------

@@ -47,6 +47,16 @@ class Keyspace:
         return self.prefix + "leases"
 
     @property
+    def workers(self) -> str:
+        """Hash: worker id -> JSON heartbeat (server ms, pid, node, load, capacity, draining)."""
+        return self.prefix + "workers"
+
+    @property
+    def control(self) -> str:
+        """Hash: pool flags that outlive actors: ``paused``, ``drain:<worker id>``."""
+        return self.prefix + "control"
+
+    @property
     def acquire_log(self) -> str:
         """Hash: holder -> its last granting acquire call (request id and task ids)."""
         return self.prefix + "acqlog"

@@ -55,8 +55,19 @@ class WorkerLoop:
             self.ledger.record((tid, fence, "quarantined") for tid, fence in quarantined)
         if not leases:
             return 0
+        self.process(leases)
+        return len(leases)
+
+    def hold(self, leases: list[Lease]) -> None:
+        """Track leases granted elsewhere (a distributor) so ``renew_held`` keeps them alive."""
         with self._held_lock:
             self._held.update((lease.task_id, lease) for lease in leases)
+
+    def process(self, leases: list[Lease]) -> None:
+        """Run and commit leases held by this loop's holder (acquired here or handed over)."""
+        if not leases:
+            return
+        self.hold(leases)
         self.counters.inflight = len(leases)
         results: list[tuple[Lease, Outcome]] = []
         try:
@@ -71,7 +82,6 @@ class WorkerLoop:
                     self._held.pop(lease.task_id, None)
             self.counters.inflight = 0
         self.counters.batches += 1
-        return len(leases)
 
     def commit(self, results: list[tuple[Lease, Outcome]]) -> None:
         accepted = self.store.complete(self.holder, results)

@@ -749,3 +749,17 @@ def test_snapshot_file_survives_flushall_and_a_changed_byte_is_refused(
     # ... and the genuine file brings the task back
     configured.run("snapshot", "restore", str(out), "--json").json()
     assert configured.run("status", task_id, "--json").json()["state"] == "pending"
+
+
+# ---- Ray unreachable ----------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["workers", "down", "drain"])
+def test_an_unreachable_ray_cluster_is_one_line_and_exit_5_not_a_hang(cli: Cli,
+                                                                      command: str) -> None:
+    # given: nothing listens on the address, and no local cluster's address file exists
+    port = free_port()
+    closed = cli.with_env(RAY_TMPDIR=str(cli.root / "no-ray"), RAY_ADDRESS=None)
+
+    # when / then: Ray's own retries (minutes) are not waited for
+    assert "no Ray cluster answers" in closed.run(command, "--address",
+                                                  f"127.0.0.1:{port}").error_line(5)
+    assert "no running Ray cluster" in closed.run(command).error_line(5)

@@ -1,0 +1,101 @@
+"""The Coordinator actor: the submission path, the reaper, and status/progress queries.
+
+Fault-tolerance contract:
+
+* Keeps in Redis: everything. Submissions go through ``TaskStore.submit_many`` (the one write
+  path): a call returns only after the signed records are stored. The reaper (``store.reap``
+  every ``RAYSYS_REAPER_INTERVAL_S``) is stateless: any incarnation finishes what another began.
+* A restart re-runs ``__init__`` (reaper restarts; nothing to recover). A ``submit_many`` cut off
+  by the crash either stored its whole batch or nothing (one Lua script); the caller cannot tell
+  which, so it resubmits only with idempotency keys. ``status``/``statuses``/``counts``/
+  ``workers``/``cancel`` are idempotent and safe to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from raysys.actors.context import ActorConfig, open_core
+from raysys.actors.registry import Registry
+from raysys.errors import NotFound
+from raysys.ledger import CommitLedger
+from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, TaskStatus
+from raysys.worker_loop import Heartbeat
+
+log = logging.getLogger("raysys.actors.coordinator")
+
+
+class Coordinator:
+    def __init__(self, config: ActorConfig, *, reaper: bool = True) -> None:
+        self.config = config
+        self.core = open_core(config)
+        self.store = self.core.store
+        self.registry = Registry(self.core.client, config.namespace)
+        self.ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
+        self.ttl_s = self.core.settings.lease_ttl_s
+        self._reaper = Heartbeat("reaper", self.core.settings.reaper_interval_s, self.store.reap)
+        if reaper:
+            self._reaper.start()
+
+    def submit_many(self, specs: Sequence[dict[str, Any] | TaskSpec]) -> list[str]:
+        """Validate and store tasks (all or nothing per 10,000); ids in order."""
+        # Re-validated here: an unpickled TaskSpec skipped its validators on the way in.
+        built = [TaskSpec.build(**(s.model_dump() if isinstance(s, TaskSpec) else s))
+                 for s in specs]
+        ids: list[str] = []
+        for offset in range(0, len(built), MAX_BATCH):
+            ids += self.store.submit_many(built[offset:offset + MAX_BATCH])
+        return ids
+
+    def status(self, task_id: str) -> TaskStatus:
+        return self.store.status(task_id)
+
+    def statuses(self, task_ids: Sequence[str]) -> list[TaskStatus | None]:
+        """Status of each id (None where unknown), same order."""
+        out: list[TaskStatus | None] = []
+        for task_id in task_ids:
+            try:
+                out.append(self.store.status(task_id))
+            except NotFound:
+                out.append(None)
+        return out
+
+    def cancel(self, task_id: str) -> TaskState:
+        before = self.store.cancel(task_id)
+        if self.ledger is not None and before not in FINAL_STATES:
+            self.ledger.record([(task_id, 0, TaskState.CANCELLED.value)])
+        return before
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    def stats(self) -> dict[str, int]:
+        return self.store.stats()
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.registry.workers(max_age_ms=int(self.ttl_s * 1000))
+
+    def reap(self) -> tuple[int, int]:
+        report = self.store.reap()
+        return report.requeued, report.dead
+
+    def actor_config(self) -> ActorConfig:
+        """How this deployment's actors are configured (``connect`` starts workers with it)."""
+        return self.config
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def ping(self) -> str:
+        return "pong"
+
+    def reset_pool(self) -> None:
+        """Forget every heartbeat and the paused/drain flags (``raysys down``)."""
+        self.registry.clear()
+
+    def stop(self) -> None:
+        self._reaper.stop()
+        self.core.close()

@@ -1,0 +1,151 @@
+"""The one place that applies ``ray.remote``: names, namespaces and options of the actors.
+
+Actors: ``raysys-coordinator``, ``raysys-distributor``, ``raysys-worker-<i>``, all in the Ray
+namespace equal to ``RAYSYS_NAMESPACE``, detached, found again with ``get_if_exists``, restarted
+without limit (``max_restarts=-1``). Settings reach them as an :class:`ActorConfig` (no
+secrets: ``ActorConfig`` refuses them); never through ``runtime_env`` ``env_vars``.
+
+``max_task_retries``: the Coordinator 0 (``submit_many`` is not idempotent; the client retries
+the idempotent reads itself), the Worker 0 (a lost ``assign`` costs one lease TTL, and a resend
+would be rejected as a replay anyway), the Distributor -1 (its methods are idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from raysys.actors.context import ActorConfig
+from raysys.actors.coordinator import Coordinator
+from raysys.actors.distributor import Distributor
+from raysys.actors.worker import Worker
+
+log = logging.getLogger("raysys.actors.factory")
+
+COORDINATOR = "raysys-coordinator"
+DISTRIBUTOR = "raysys-distributor"
+WORKER_PREFIX = "raysys-worker-"
+CALL_TIMEOUT_S = 5.0
+LOAD_TIMEOUT_S = 1.0
+
+_COMMON: dict[str, Any] = {"lifetime": "detached", "get_if_exists": True, "max_restarts": -1,
+                           "num_cpus": 0}
+
+
+def worker_name(index: int) -> str:
+    return f"{WORKER_PREFIX}{index}"
+
+
+def worker_id(namespace: str, index: int) -> str:
+    """The lease holder id of worker ``index`` (stable across restarts)."""
+    return f"{namespace}-worker-{index}"
+
+
+def start_coordinator(config: ActorConfig) -> Any:
+    cls = ray.remote(Coordinator)
+    return cls.options(name=COORDINATOR, namespace=config.namespace, max_task_retries=0,
+                       max_concurrency=16, **_COMMON).remote(config)
+
+
+def start_distributor(config: ActorConfig) -> Any:
+    cls = ray.remote(Distributor)
+    return cls.options(name=DISTRIBUTOR, namespace=config.namespace, max_task_retries=-1,
+                       max_concurrency=4, **_COMMON).remote(config, RayWorkerPort(config.namespace))
+
+
+def start_worker(config: ActorConfig, index: int) -> Any:
+    cls = ray.remote(Worker)
+    return cls.options(name=worker_name(index), namespace=config.namespace, max_task_retries=0,
+                       max_concurrency=8, **_COMMON).remote(worker_id(config.namespace, index),
+                                                            config)
+
+
+def get_actor(name: str, namespace: str) -> Any:
+    return ray.get_actor(name, namespace=namespace)
+
+
+def worker_handles(namespace: str) -> dict[int, Any]:
+    """Every live named worker actor of the namespace, by index."""
+    out: dict[int, Any] = {}
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name = str(entry.get("name", ""))
+        if entry.get("namespace") != namespace or not name.startswith(WORKER_PREFIX):
+            continue
+        try:
+            out[int(name[len(WORKER_PREFIX):])] = get_actor(name, namespace)
+        except ValueError:  # not a number, or gone since the listing
+            continue
+    return out
+
+
+class RayWorkerPort:
+    """Reaches worker actors by holder id (``<namespace>-worker-<i>``) through Ray."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handles: dict[str, Any] = {}
+
+    def _handle(self, holder: str) -> Any:
+        handle = self._handles.get(holder)
+        if handle is None:
+            index = int(holder.rsplit("-", 1)[1])
+            handle = get_actor(worker_name(index), self.namespace)
+            self._handles[holder] = handle
+        return handle
+
+    def loads(self, worker_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        refs = {}
+        for holder in worker_ids:
+            try:
+                refs[holder] = self._handle(holder).load.remote()
+            except Exception:  # not registered (yet / any more): skip it this round
+                self._handles.pop(holder, None)
+        if not refs:
+            return {}
+        # One short wait for all: a stopped (SIGSTOP) or slow worker must not stall hand-out
+        # to the others; its heartbeat goes stale within the TTL and it leaves the live set.
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=LOAD_TIMEOUT_S)
+        ready_set = set(ready)
+        out: dict[str, dict[str, Any]] = {}
+        for holder, ref in refs.items():
+            if ref not in ready_set:
+                continue
+            try:
+                out[holder] = ray.get(ref, timeout=0)
+            except Exception:  # restarting or dead: skip it this round
+                continue
+        return out
+
+    def assign(self, worker_id: str, envelope: bytes) -> int:
+        return int(ray.get(self._handle(worker_id).assign.remote(envelope),
+                           timeout=CALL_TIMEOUT_S))
+
+
+def _find(name: str, namespace: str) -> Any | None:
+    try:
+        return get_actor(name, namespace)
+    except ValueError:
+        return None
+
+
+def kill_all(namespace: str, *, graceful: bool = True) -> None:
+    """Stop and remove every raysys actor of the namespace (no restart); Redis keeps the tasks."""
+    coordinator = _find(COORDINATOR, namespace)
+    distributor = _find(DISTRIBUTOR, namespace)
+    workers = list(worker_handles(namespace).values())
+    handles = [h for h in (distributor, *workers, coordinator) if h is not None]
+    if graceful:
+        if coordinator is not None:
+            try:  # a later `up` must not inherit a paused pool or stale heartbeats
+                ray.get(coordinator.reset_pool.remote(), timeout=CALL_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("could not reset the pool flags: %s", exc)
+        try:
+            ray.get([h.stop.remote() for h in handles], timeout=CALL_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("some actors did not stop cleanly: %s", exc)
+    for handle in handles:
+        ray.kill(handle, no_restart=True)

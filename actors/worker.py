@@ -1,0 +1,180 @@
+"""The Worker actor: runs leases the Distributor hands it, renews them, commits under fences.
+
+Fault-tolerance contract:
+
+* Keeps in Redis: every lease it holds (holder = its worker id, fence, deadline by server time),
+  every commit (through ``TaskStore.complete``, fenced), its heartbeat (``workers`` hash) and
+  its drain flag (``control`` hash). In memory only: the queue of leases handed to it and not yet
+  finished, and counters.
+* A restart (kill -9, node loss) re-runs ``__init__`` with the same worker id: the queue is gone,
+  nobody renews those leases, they expire after the lease TTL and the Coordinator's reaper
+  returns them to the queue; the fence rejects any late commit of the old incarnation. Nothing
+  is lost and nothing is committed twice; a task may run again (at-least-once execution).
+* ``assign`` accepts a message only once (signed, addressed to this worker, unexpired, nonce
+  never seen): a retried or replayed delivery is rejected, so it is safe to retry. ``load``,
+  ``info``, ``pid`` are read-only; ``drain``/``undrain`` are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from typing import Any
+
+from raysys.actors.context import ActorConfig, open_core
+from raysys.actors.registry import Registry
+from raysys.errors import IntegrityError
+from raysys.handlers import Executor, import_handler_modules
+from raysys.ledger import CommitLedger
+from raysys.messages import Messenger
+from raysys.models import Lease
+from raysys.worker_loop import Heartbeat, WorkerLoop
+
+log = logging.getLogger("raysys.actors.worker")
+
+ASSIGN = "assign"
+
+
+def lease_to_json(lease: Lease) -> dict[str, Any]:
+    return {"task_id": lease.task_id, "fence": lease.fence, "attempt": lease.attempt,
+            "deadline_ms": lease.deadline_ms, "kind": lease.kind, "payload": lease.payload,
+            "priority": lease.priority, "max_attempts": lease.max_attempts,
+            "timeout_s": lease.timeout_s, "idempotency_key": lease.idempotency_key}
+
+
+def lease_from_json(doc: dict[str, Any]) -> Lease:
+    key = doc["idempotency_key"]
+    return Lease(str(doc["task_id"]), int(doc["fence"]), int(doc["attempt"]),
+                 int(doc["deadline_ms"]), str(doc["kind"]), doc["payload"], int(doc["priority"]),
+                 int(doc["max_attempts"]), float(doc["timeout_s"]),
+                 None if key is None else str(key))
+
+
+class Worker:
+    """Executes assigned leases in a background thread; heartbeats and renews every TTL/3."""
+
+    def __init__(self, worker_id: str, config: ActorConfig) -> None:
+        self.worker_id = worker_id
+        self.config = config
+        self.core = open_core(config)
+        settings = self.core.settings
+        import_handler_modules(settings.handler_modules())
+        store = self.core.store
+        self.registry = Registry(self.core.client, config.namespace)
+        self.messenger = Messenger(store, worker_id)
+        self.distributor_id = settings.distributor_id
+        ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
+        self.loop = WorkerLoop(store, worker_id, batch=config.batch, ttl_s=settings.lease_ttl_s,
+                               ledger=ledger, executor=Executor())
+        self._queue: queue.Queue[list[Lease]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._running = 0
+        self._rejected_messages = 0
+        self._draining = self.registry.draining(worker_id)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{worker_id}-run", daemon=True)
+        self._thread.start()
+        self._beat_thread = Heartbeat(f"{worker_id}-beat", max(settings.lease_ttl_s / 3, 0.05),
+                                      self._beat)
+        self._beat_thread.start()
+        self._beat()
+        log.info("worker %s up (pid %d)", worker_id, os.getpid())
+
+    # ---- called by the Distributor ------------------------------------------------------------
+    def assign(self, envelope: bytes) -> int:
+        """Queue the leases of one signed assignment; return how many (0: message rejected)."""
+        try:
+            message = self.messenger.open(envelope)
+            if message.type != ASSIGN or message.sender != self.distributor_id:
+                raise IntegrityError(f"unexpected {message.type!r} from {message.sender!r}",
+                                     reason="unexpected_message")
+            leases = [lease_from_json(doc) for doc in message.body["leases"]]
+        except (IntegrityError, KeyError, TypeError, ValueError) as exc:
+            with self._lock:
+                self._rejected_messages += 1
+            log.error("worker %s rejected an assignment: %s", self.worker_id, exc)
+            return 0
+        self.loop.hold(leases)  # renewed from now on, while queued too
+        with self._lock:
+            self._queued += len(leases)
+        self._queue.put(leases)
+        return len(leases)
+
+    def load(self) -> dict[str, Any]:
+        with self._lock:
+            return {"worker_id": self.worker_id, "queued": self._queued,
+                    "running": self._running, "capacity": self.config.capacity,
+                    "draining": self._draining}
+
+    # ---- control ------------------------------------------------------------------------------
+    def pid(self) -> int:
+        return os.getpid()
+
+    def info(self) -> dict[str, Any]:
+        counters = self.loop.counters
+        return {**self.load(), "pid": os.getpid(), "node": socket.gethostname(),
+                "completed": counters.completed, "commits_rejected": counters.rejected,
+                "messages_rejected": self._rejected_messages, "held": len(self.loop.held())}
+
+    def drain(self, timeout_s: float = 60.0) -> bool:
+        """Take no new work; return True once everything handed over is finished."""
+        self.registry.set_draining(self.worker_id, True)
+        with self._lock:
+            self._draining = True
+        self._beat()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._queued == 0 and self._running == 0:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def undrain(self) -> None:
+        self.registry.set_draining(self.worker_id, False)
+        with self._lock:
+            self._draining = False
+        self._beat()
+
+    def stop(self) -> None:
+        """Stop the threads (before ``ray.kill``); unfinished leases expire and are requeued."""
+        self._stop.set()
+        self._beat_thread.stop()
+        self._thread.join(timeout=5)
+        self.registry.forget(self.worker_id)
+        self.loop.executor.shutdown()
+        self.core.close()
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                leases = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self._lock:
+                self._queued -= len(leases)
+                self._running = len(leases)
+            try:
+                self.loop.process(leases)
+            except Exception:  # Redis blip at commit: the leases expire and are requeued
+                log.exception("worker %s: batch of %d failed", self.worker_id, len(leases))
+            finally:
+                with self._lock:
+                    self._running = 0
+
+    def _beat(self) -> None:
+        if self._stop.is_set():
+            return
+        lost = self.loop.renew_held()
+        if lost:
+            log.warning("worker %s lost %d leases (expired before renewal)", self.worker_id, lost)
+        draining = self.registry.draining(self.worker_id)
+        with self._lock:
+            self._draining = draining
+        self.registry.beat(self.worker_id, {**self.info(), "capacity": self.config.capacity})

@@ -1,0 +1,99 @@
+"""Integration fixtures: one local Ray cluster per session plus one real embedded Redis.
+
+The session gets its own ``HOME`` (Ray writes ``~/.ray/auth_token`` on a fresh ``ray.init``)
+and its own short Ray temp dir, so it never attaches to, or disturbs, another cluster on the
+machine. Ray is started without an address: private random ports, never Redis's 6379. Each test
+gets a fresh raysys namespace (its own Ray namespace and Redis key prefix) through
+``raysys_start``; the actors are removed and the keys dropped when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from raysys.client import Client, start
+from raysys.embedded import attach_or_start
+from raysys.keyspace import Keyspace, glob_escape
+from raysys.ledger import CommitLedger, LedgerReport
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    home = tmp_path_factory.mktemp("home")
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)  # the cluster's processes inherit it at ray.init
+    temp = Path(tempfile.mkdtemp(prefix="rsit-"))  # short: Ray's socket paths must fit 107 B
+    ray.init(num_cpus=4, include_dashboard=False, namespace="raysys-it", log_to_driver=False,
+             _temp_dir=str(temp))
+    try:
+        yield None
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's embedded Redis (and keyring) directory; the server stops at the end."""
+    path = tmp_path_factory.mktemp("raysys-data")
+    _, server = attach_or_start(path, appendfsync="everysec")
+    yield path
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture
+def redis_conn(data_dir: Path) -> Iterator[redis.Redis]:
+    url, _ = attach_or_start(data_dir)
+    client = redis.Redis.from_url(url)
+    yield client
+    client.close()
+
+
+StartFn = Callable[..., Client]
+
+
+@pytest.fixture
+def raysys_start(ray_cluster: None, data_dir: Path,
+                 redis_conn: redis.Redis) -> Iterator[StartFn]:
+    """``raysys_start(workers=N, **overrides)``: actors in a fresh namespace, removed afterwards."""
+    clients: list[Client] = []
+
+    def make(workers: int = 2, **overrides: Any) -> Client:
+        namespace = overrides.pop("namespace", f"it-{uuid.uuid4().hex[:10]}")
+        client = start(workers=workers, data_dir=data_dir, namespace=namespace, ledger=True,
+                       **overrides)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.shutdown()
+        for pattern in (Keyspace(client.namespace).pattern(),
+                        glob_escape(f"{{raysys-ledger:{client.namespace}}}:") + "*"):
+            for key in redis_conn.scan_iter(match=pattern, count=1000):
+                redis_conn.delete(key)
+
+
+@pytest.fixture
+def ledger_report(redis_conn: redis.Redis) -> Callable[[Client, list[str]], LedgerReport]:
+    """The independent commit ledger's account of ``ids`` (lost, duplicate commits, ...)."""
+
+    def report(client: Client, ids: list[str]) -> LedgerReport:
+        return CommitLedger(redis_conn, client.namespace).report(ids)
+
+    return report

@@ -1,0 +1,216 @@
+"""The actor system end to end on a real local Ray cluster and a real Redis.
+
+Every run is checked against the independent commit ledger: ``lost`` and
+``duplicate_commits`` must be 0 whatever was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import ray
+
+from raysys.client import Client, connect
+from raysys.errors import ConfigurationError, NotFound, RayUnavailable, ValidationError
+from raysys.ledger import LedgerReport
+from raysys.models import FINAL_STATES, TaskSpec, TaskState
+from raysys.workload import demo_specs
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+Report = Callable[[Client, list[str]], LedgerReport]
+FAST_TTL: dict[str, Any] = {"lease_ttl_s": 2.0, "reaper_interval_s": 0.5}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def final_count(client: Client) -> int:
+    counts = client.counts()
+    return sum(counts[state.value] for state in FINAL_STATES)
+
+
+def sleep_specs(n: int, seconds: float) -> list[TaskSpec]:
+    return [TaskSpec.build(kind="sleep", payload={"seconds": seconds}) for _ in range(n)]
+
+
+def test_end_to_end_mixed_workload(raysys_start: Callable[..., Client],
+                                   ledger_report: Report) -> None:
+    # given a pool of two workers
+    client = raysys_start(workers=2)
+    specs = demo_specs(500)
+    # when 500 mixed tasks (echo, noop, flaky, fail) are submitted
+    ids = client.submit_specs(specs)
+    results = client.wait(ids, timeout=60)
+    # then every task is final, in the order of ids, and the ledger accounts for each once
+    assert [r.id for r in results] == ids
+    states = Counter(r.state for r in results)
+    expected_dead = sum(1 for s in specs if s.kind == "fail")
+    assert states == {TaskState.SUCCEEDED: 500 - expected_dead, TaskState.DEAD: expected_dead}
+    counts = client.counts()
+    assert counts["succeeded"] == 500 - expected_dead and counts["dead"] == expected_dead
+    assert counts["pending"] == counts["leased"] == counts["failed"] == 0
+    report = ledger_report(client, ids)
+    assert (report.lost, report.duplicate_commits, report.tasks) == (0, 0, 500)
+    for spec, result in zip(specs, results, strict=True):
+        if spec.kind == "echo":
+            assert result.result == spec.payload and result.error is None
+        elif spec.kind == "flaky":
+            assert result.attempts == 2 and result.result == spec.payload
+        elif spec.kind == "fail":
+            assert result.attempts == 2 and "fails on purpose" in (result.error or "")
+    live = [w for w in client.workers() if w["live"]]
+    assert len(live) == 2
+
+
+def test_client_calls_and_errors(raysys_start: Callable[..., Client]) -> None:
+    # given a pool with no workers, so submitted tasks stay pending
+    client = raysys_start(workers=0)
+    first = client.submit("echo", {"x": 1}, priority=5, idempotency_key="once")
+    # when the same idempotency key is submitted again, then the same task comes back
+    assert client.submit("echo", {"x": 1}, priority=5, idempotency_key="once") == first
+    status = client.status(first)
+    assert (status.state, status.priority, status.kind) == (TaskState.PENDING, 5, "echo")
+    # cancel takes a pending task to its final state
+    assert client.cancel(first) == TaskState.PENDING
+    assert client.wait([first], timeout=5)[0].state == TaskState.CANCELLED
+    # bad input is a typed error raised before anything is sent
+    with pytest.raises(ValidationError):
+        client.submit("no spaces allowed", None)
+    # an error raised inside the actor arrives as itself, not wrapped by Ray
+    with pytest.raises(NotFound):
+        client.status("0" * 32)
+    # wait with a timeout returns the current (non-final) statuses
+    pending = client.submit_many("noop", [1, 2])
+    assert {r.state for r in client.wait(pending, timeout=0.2)} == {TaskState.PENDING}
+    # connect() finds the same actors by namespace; an empty namespace is a clear error
+    other = connect(namespace=client.namespace)
+    assert other.counts()["pending"] == 2
+    with pytest.raises(RayUnavailable):
+        connect(namespace="it-nobody-here")
+    # draining one worker names it by worker id
+    with pytest.raises(RayUnavailable):
+        client.drain(worker=f"{client.namespace}-worker-0")
+    with pytest.raises(ConfigurationError):
+        client.drain(worker="worker-0")
+
+
+def test_priority_order_of_leases(raysys_start: Callable[..., Client],
+                                  ledger_report: Report) -> None:
+    # given 300 tasks of mixed priorities queued before any worker exists
+    client = raysys_start(workers=0, batch=20)
+    rng = random.Random(3)
+    specs = [TaskSpec.build(kind="noop", payload=i, priority=rng.randint(-2, 5))
+             for i in range(300)]
+    ids = client.submit_specs(specs)
+    assert client.counts()["pending"] == 300
+    # when workers start
+    client.scale(2)
+    results = client.wait(ids, timeout=60)
+    assert all(r.state == TaskState.SUCCEEDED for r in results)
+    # then leases (fences) were granted by priority, FIFO within one priority
+    by_fence = sorted(zip(results, range(300), strict=True), key=lambda rs: rs[0].fence)
+    order = [(-r.priority, seq) for r, seq in by_fence]
+    assert order == sorted(order)
+    assert len({r.fence for r in results}) == 300
+    report = ledger_report(client, ids)
+    assert (report.lost, report.duplicate_commits) == (0, 0)
+
+
+def test_kill_9_worker_mid_run(raysys_start: Callable[..., Client],
+                               ledger_report: Report) -> None:
+    # given two workers, a 2 s lease TTL and a run of 300 short sleeps
+    client = raysys_start(workers=2, batch=20, **FAST_TTL)
+    ids = client.submit_specs(sleep_specs(300, 0.01))
+    victim = client.worker(0)
+    old_pid = ray.get(victim.pid.remote(), timeout=30)
+    wait_until(lambda: final_count(client) >= 40, 30, "the run to get going")
+    wait_until(lambda: ray.get(victim.info.remote(), timeout=10)["held"] > 0, 30,
+               "worker 0 to hold leases")
+    # when worker 0's process is killed with SIGKILL mid-run, holding leases
+    os.kill(old_pid, signal.SIGKILL)
+    # then Ray restarts it, the reaper returns its leases after the TTL, and the run completes
+    results = client.wait(ids, timeout=90)
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 300}
+    report = ledger_report(client, ids)
+    assert (report.lost, report.duplicate_commits) == (0, 0)
+    assert client.stats().get("expired", 0) > 0  # its leases came back through the reaper
+    new_pid = ray.get(victim.pid.remote(), timeout=30)
+    assert new_pid != old_pid
+
+
+def test_kill_distributor_then_coordinator(raysys_start: Callable[..., Client],
+                                           ledger_report: Report) -> None:
+    # given a run of 300 short sleeps on two workers
+    client = raysys_start(workers=2, batch=20, **FAST_TTL)
+    ids = client.submit_specs(sleep_specs(300, 0.01))
+    distributor_pid = ray.get(client.distributor.pid.remote(), timeout=30)
+    coordinator_pid = ray.get(client.coordinator.pid.remote(), timeout=30)
+    wait_until(lambda: final_count(client) >= 40, 30, "the run to get going")
+    # when the distributor is killed (Ray restarts it) ...
+    ray.kill(client.distributor, no_restart=False)
+    done = final_count(client)
+    wait_until(lambda: final_count(client) >= done + 40, 60, "progress after the distributor")
+    # ... and then the coordinator
+    ray.kill(client.coordinator, no_restart=False)
+    # then both come back and the run completes with every task accounted for once
+    results = client.wait(ids, timeout=90)
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 300}
+    report = ledger_report(client, ids)
+    assert (report.lost, report.duplicate_commits) == (0, 0)
+    assert ray.get(client.distributor.pid.remote(), timeout=30) != distributor_pid
+    assert ray.get(client.coordinator.pid.remote(), timeout=30) != coordinator_pid
+
+
+def test_drain_then_resume(raysys_start: Callable[..., Client], ledger_report: Report) -> None:
+    # given a run of 300 short sleeps in progress
+    client = raysys_start(workers=2, batch=10)
+    ids = client.submit_specs(sleep_specs(300, 0.01))
+    wait_until(lambda: final_count(client) >= 30, 30, "the run to get going")
+    # when the pool drains
+    assert client.drain(timeout=30) is True
+    # then no worker holds a lease: every task is final or back in the queue, and nothing moves
+    counts = client.counts()
+    assert counts["leased"] == 0
+    assert counts["pending"] + sum(counts[s.value] for s in FINAL_STATES) == 300
+    assert counts["pending"] > 0, "the drain came too late to prove anything"
+    time.sleep(0.5)
+    assert client.counts() == counts
+    report = ledger_report(client, ids)
+    assert report.duplicate_commits == 0 and report.lost == counts["pending"]
+    assert all(w["draining"] for w in client.workers())
+    # and after resume the run completes
+    client.resume()
+    results = client.wait(ids, timeout=60)
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 300}
+    report = ledger_report(client, ids)
+    assert (report.lost, report.duplicate_commits) == (0, 0)
+
+
+def test_long_task_keeps_its_lease_and_timeouts_fail(raysys_start: Callable[..., Client],
+                                                     ledger_report: Report) -> None:
+    # given a 1 s lease TTL and one worker
+    client = raysys_start(workers=1, batch=5, lease_ttl_s=1.0, reaper_interval_s=0.2)
+    # when a task runs 2.5 times longer than the TTL, and another overruns its own timeout
+    long_ids = client.submit_many("sleep", [{"seconds": 2.5}])
+    late = client.submit("sleep", {"seconds": 5}, timeout_s=0.3, max_attempts=1)
+    results = client.wait([*long_ids, late], timeout=30)
+    # then heartbeats renewed the long one's lease: one attempt, never reaped
+    assert (results[0].state, results[0].attempts) == (TaskState.SUCCEEDED, 1)
+    assert client.stats().get("expired", 0) == 0
+    # and the overrun is a failed attempt that names the timeout
+    assert results[1].state == TaskState.DEAD and "timed out" in (results[1].error or "")
+    report = ledger_report(client, [*long_ids, late])
+    assert (report.lost, report.duplicate_commits) == (0, 0)

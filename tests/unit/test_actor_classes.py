@@ -1,0 +1,138 @@
+"""The actor classes as plain Python objects: no Ray, a real embedded Redis.
+
+The Distributor reaches the Worker through a fake port that calls it directly, so the
+hand-over protocol (signed, addressed, replay-protected messages), backpressure and the pool
+flags are checked without a cluster.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raysys.actors import ActorConfig, Coordinator, Distributor, Worker
+from raysys.embedded import attach_or_start
+from raysys.errors import ConfigurationError
+from raysys.keyring import Keyring, generate_key, write_keyring_file
+from raysys.ledger import CommitLedger
+from raysys.messages import Messenger
+from raysys.models import FINAL_STATES, TaskState
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+
+
+class DirectPort:
+    """Delivers to Worker objects in this process and remembers every envelope."""
+
+    def __init__(self, workers: dict[str, Worker]) -> None:
+        self.workers = workers
+        self.sent: list[tuple[str, bytes]] = []
+        self.load_override: dict[str, Any] | None = None
+
+    def loads(self, worker_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {w: dict(self.load_override or self.workers[w].load())
+                for w in worker_ids if w in self.workers}
+
+    def assign(self, worker_id: str, envelope: bytes) -> int:
+        self.sent.append((worker_id, envelope))
+        return self.workers[worker_id].assign(envelope)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Iterator[ActorConfig]:
+    _, server = attach_or_start(tmp_path, appendfsync="everysec")
+    keyfile = tmp_path / "keys.json"
+    write_keyring_file(keyfile, Keyring([generate_key()]))
+    yield ActorConfig(f"u{uuid.uuid4().hex[:8]}",
+                      {"data_dir": str(tmp_path), "signing_key_file": str(keyfile),
+                       "lease_ttl_s": 5.0},
+                      batch=5, capacity=10, ledger=True)
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture
+def pool(config: ActorConfig) -> Iterator[tuple[Coordinator, Distributor, Worker, DirectPort]]:
+    coordinator = Coordinator(config, reaper=False)
+    worker = Worker(f"{config.namespace}-worker-0", config)
+    port = DirectPort({worker.worker_id: worker})
+    distributor = Distributor(config, port, autostart=False)
+    yield coordinator, distributor, worker, port
+    worker.stop()
+    distributor.stop()
+    coordinator.stop()
+
+
+def run_until_final(coordinator: Coordinator, distributor: Distributor, ids: list[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        distributor.cycle()
+        states = [s.state for s in coordinator.statuses(ids) if s is not None]
+        if len(states) == len(ids) and all(s in FINAL_STATES for s in states):
+            return
+        time.sleep(0.02)
+    raise AssertionError("tasks did not finish")
+
+
+def test_hand_over_runs_every_task_once(pool: Any, config: ActorConfig) -> None:
+    coordinator, distributor, _, port = pool
+    ids = coordinator.submit_many([{"kind": "echo", "payload": i} for i in range(23)])
+    run_until_final(coordinator, distributor, ids)
+    assert [s.result for s in coordinator.statuses(ids)] == list(range(23))
+    report = CommitLedger(coordinator.core.client, config.namespace).report(ids)
+    assert (report.lost, report.duplicate_commits, report.succeeded) == (0, 0, 23)
+    assert all(len(chunk) > 0 for _, chunk in port.sent)
+
+
+def test_replayed_or_misaddressed_assignment_is_rejected(pool: Any, config: ActorConfig) -> None:
+    coordinator, distributor, worker, port = pool
+    ids = coordinator.submit_many([{"kind": "noop"}])
+    run_until_final(coordinator, distributor, ids)
+    holder, envelope = port.sent[0]
+    # a replay of a delivered message is refused (its nonce was seen)
+    assert worker.assign(envelope) == 0
+    # a message for another worker is refused
+    other = Messenger(distributor.store, distributor.party).seal("someone-else", "assign",
+                                                                 {"leases": []})
+    assert worker.assign(other) == 0
+    # a message from a party that is not the distributor is refused
+    forged = Messenger(distributor.store, "not-the-distributor").seal(holder, "assign",
+                                                                      {"leases": []})
+    assert worker.assign(forged) == 0
+    # bytes that are not a signed envelope are refused
+    assert worker.assign(envelope.replace(b"noop", b"echo")) == 0
+    assert worker.info()["messages_rejected"] == 4
+
+
+def test_backpressure_pause_and_drain_hand_out_nothing(pool: Any) -> None:
+    coordinator, distributor, worker, port = pool
+    coordinator.submit_many([{"kind": "noop"} for _ in range(5)])
+    port.load_override = {"capacity": 10, "queued": 6, "running": 4, "draining": False}
+    assert distributor.cycle() == 0  # the only worker is full
+    port.load_override = None
+    distributor.pause()
+    assert distributor.cycle() == 0 and distributor.info()["paused"] is True
+    distributor.resume()
+    assert worker.drain(timeout_s=1) is True
+    assert distributor.cycle() == 0  # the only worker drains
+    worker.undrain()
+    assert distributor.cycle() == 5
+    assert coordinator.counts()["pending"] == 0
+
+
+def test_cancel_and_registry(pool: Any) -> None:
+    coordinator, _, worker, _ = pool
+    [task_id] = coordinator.submit_many([{"kind": "noop"}])
+    assert coordinator.cancel(task_id) == TaskState.PENDING
+    assert coordinator.status(task_id).state == TaskState.CANCELLED
+    assert [w["id"] for w in coordinator.workers()] == [worker.worker_id]
+
+
+def test_secrets_never_become_actor_arguments() -> None:
+    with pytest.raises(ConfigurationError, match="redis_password"):
+        ActorConfig("ns", {"redis_password": "x" * 40})
