@@ -1,6 +1,7 @@
 """raysys: run tasks on a Ray cluster so that none is lost and none is committed twice."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from raysys.errors import (
     ConfigurationError,
@@ -16,6 +17,24 @@ from raysys.errors import (
 )
 from raysys.handlers import TaskContext, task
 from raysys.models import TaskSpec, TaskState, TaskStatus
+
+if TYPE_CHECKING:
+    from raysys.client import Client
+
+
+def start(workers: int = 2, **options: Any) -> "Client":
+    """Run raysys on this machine (embedded Redis, local Ray, the actors); see raysys.client."""
+    from raysys.client import start as _start
+
+    return _start(workers, **options)
+
+
+def connect(address: str = "auto", namespace: str | None = None, **options: Any) -> "Client":
+    """Attach to actors a `raysys up` left running on a Ray cluster; see raysys.client."""
+    from raysys.client import connect as _connect
+
+    return _connect(address, namespace, **options)
+
 
 __version__ = "0.1.0"
 __all__ = [
@@ -34,6 +53,8 @@ __all__ = [
     "TaskStatus",
     "ValidationError",
     "__version__",
+    "connect",
+    "start",
     "task",
 ]
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from raysys.client import Client, start
+import raysys
+from raysys.client import Client
 from raysys.embedded import attach_or_start
 from raysys.keyspace import Keyspace, glob_escape
 from raysys.ledger import CommitLedger, LedgerReport
@@ -75,7 +76,7 @@ def raysys_start(ray_cluster: None, data_dir: Path,
 
     def make(workers: int = 2, **overrides: Any) -> Client:
         namespace = overrides.pop("namespace", f"it-{uuid.uuid4().hex[:10]}")
-        client = start(workers=workers, data_dir=data_dir, namespace=namespace, ledger=True,
+        client = raysys.start(workers, data_dir=data_dir, namespace=namespace, ledger=True,
                        **overrides)
         clients.append(client)
         return client
