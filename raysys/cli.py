@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from raysys.certs import add_certs_command
+from raysys.cluster_cli import add_cluster_commands, positive_int
 from raysys.config import Settings, load_settings
 from raysys.errors import IntegrityError, RaysysError, ValidationError
 from raysys.keyring import ALGORITHMS, Keyring, generate_key, load_keyring_file, write_keyring_file
@@ -93,16 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run a mixed workload end to end on an embedded Redis")
-    p.add_argument("--tasks", type=_positive, default=2000)
-    p.add_argument("--workers", type=_positive, default=2)
+    p.add_argument("--tasks", type=positive_int, default=2000)
+    p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("bench", help="measure tasks/s and latency for noop tasks")
-    p.add_argument("--tasks", type=_positive, default=20_000)
-    p.add_argument("--workers", type=_positive, default=2)
+    p.add_argument("--tasks", type=positive_int, default=20_000)
+    p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--rate", type=_positive_float, default=None, help="offered load, tasks/s")
-    p.add_argument("--batch", type=_positive, default=250)
+    p.add_argument("--batch", type=positive_int, default=250)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench)
 
@@ -151,92 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_doctor)
     add_certs_command(sub)
     add_snapshot_command(sub)
-    _add_cluster_commands(sub)
+    add_cluster_commands(sub)
     return parser
-
-
-def _add_cluster_commands(sub: Any) -> None:
-    """``up``, ``down``, ``drain``, ``workers``: the named actors on a running Ray cluster."""
-    p = sub.add_parser("up", help="start the named actors on a running Ray cluster")
-    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
-    p.add_argument("--workers", type=_positive, default=2)
-    p.add_argument("--batch", type=_positive, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_up)
-    p = sub.add_parser("down", help="stop the actors (Redis keeps every task)")
-    p.add_argument("--address", default="auto")
-    p.add_argument("--drain", action="store_true", help="let leased work finish first")
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.set_defaults(handler=cmd_down)
-    p = sub.add_parser("drain", help="let workers finish their leased work and take no more")
-    p.add_argument("--address", default="auto")
-    p.add_argument("--worker", help="one worker id (default: the whole pool)")
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.set_defaults(handler=cmd_drain)
-    p = sub.add_parser("workers", help="the worker pool: heartbeats, load, liveness")
-    p.add_argument("--address", default="auto")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_workers)
-
-
-def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.client import up
-
-    client = up(args.address, workers=args.workers, batch=args.batch)
-    try:
-        doc = {"namespace": client.namespace, "workers": [w["id"] for w in client.workers()]}
-    finally:
-        client.shutdown()  # disconnects only: the detached actors keep running
-    if args.json:
-        print(json.dumps(doc))
-    else:
-        print(f"raysys is up in namespace {doc['namespace']}: {len(doc['workers'])} workers")
-    return 0
-
-
-def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.client import connect
-
-    client = connect(args.address, settings=settings)
-    try:
-        client.down(drain=args.drain, timeout=args.timeout)
-    finally:
-        client.shutdown()
-    print(f"raysys actors of namespace {client.namespace} stopped", file=sys.stderr)
-    return 0
-
-
-def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.client import connect
-
-    client = connect(args.address, settings=settings)
-    try:
-        done = client.drain(args.timeout, worker=args.worker)
-    finally:
-        client.shutdown()
-    if not done:
-        print("raysys: error: drain timed out with work still leased", file=sys.stderr)
-        return EXIT_UNACCOUNTED
-    print("drained")
-    return 0
-
-
-def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.client import connect
-
-    client = connect(args.address, settings=settings)
-    try:
-        workers = client.workers()
-    finally:
-        client.shutdown()
-    if args.json:
-        print(json.dumps({"workers": workers}))
-    else:
-        for w in workers:
-            print(f"{w['id']}  {'live' if w['live'] else 'stale'}  queued {w['queued']}  "
-                  f"running {w['running']}  capacity {w['capacity']}  pid {w['pid']}"
-                  f"{'  draining' if w['draining'] else ''}")
-    return 0
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -562,16 +479,6 @@ def _logger_muted(name: str) -> Iterator[None]:
         yield
     finally:
         logger.disabled = was
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 @contextmanager

@@ -367,14 +367,8 @@ def start(workers: int = 2, *, batch: int = 50, capacity: int | None = None,
             server.stop()
         raise
     owned = _Owned(server, ray_started, temp if ray_temp_dir is None else None)
-    client = Client(settings.namespace, None, None, config, owned=owned,
-                    ray_connected=ray_started)
-    try:
-        client._deploy(workers)
-    except BaseException:
-        client.shutdown()
-        raise
-    return client
+    return _deployed(Client(settings.namespace, None, None, config, owned=owned,
+                            ray_connected=ray_started), workers)
 
 
 def up(address: str = "auto", workers: int = 2, *, batch: int = 50, capacity: int | None = None,
@@ -385,27 +379,14 @@ def up(address: str = "auto", workers: int = 2, *, batch: int = 50, capacity: in
     Redis configured, the embedded one is started in the data dir and left running (single
     machine only: actors on other nodes cannot reach it).
     """
-    import ray
 
     settings, config, server = _prepare(settings_overrides, batch, capacity, False)
     if server is not None:
         log.warning("started the embedded Redis in %s for the cluster; it keeps running",
                     settings.data_dir)
-    connected = False
-    if not ray.is_initialized():
-        _check_ray_reachable(address)
-        try:
-            ray.init(address=address, namespace=settings.namespace, log_to_driver=False)
-        except ConnectionError as exc:
-            raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
-        connected = True
-    client = Client(settings.namespace, None, None, config, ray_connected=connected)
-    try:
-        client._deploy(workers)
-    except BaseException:
-        client.shutdown()
-        raise
-    return client
+    connected = _join_cluster(address, settings.namespace)
+    return _deployed(Client(settings.namespace, None, None, config, ray_connected=connected),
+                     workers)
 
 
 def connect(address: str = "auto", namespace: str | None = None, *,
@@ -416,14 +397,7 @@ def connect(address: str = "auto", namespace: str | None = None, *,
     factory = _actors_factory()
 
     namespace = namespace or (settings or load_settings()).namespace
-    connected = False
-    if not ray.is_initialized():
-        _check_ray_reachable(address)
-        try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False)
-        except ConnectionError as exc:
-            raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
-        connected = True
+    connected = _join_cluster(address, namespace)
     try:
         coordinator = factory.get_actor(factory.COORDINATOR, namespace)
         distributor = factory.get_actor(factory.DISTRIBUTOR, namespace)
@@ -435,6 +409,30 @@ def connect(address: str = "auto", namespace: str | None = None, *,
     client = Client(namespace, coordinator, distributor, None, ray_connected=connected)
     client.config = client._call(lambda: coordinator.actor_config.remote())
     return client
+
+
+def _deployed(client: Client, workers: int) -> Client:
+    """Start or find the client's actors; on failure release what the client holds."""
+    try:
+        client._deploy(workers)
+    except BaseException:
+        client.shutdown()
+        raise
+    return client
+
+
+def _join_cluster(address: str, namespace: str) -> bool:
+    """``ray.init`` onto an existing cluster unless already connected; True if this call did."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    _check_ray_reachable(address)
+    try:
+        ray.init(address=address, namespace=namespace, log_to_driver=False)
+    except ConnectionError as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    return True
 
 
 def _check_ray_reachable(address: str, timeout_s: float = 3.0) -> None:
