@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from raysys.keyspace import Keyspace
+from raysys.replies import as_text
 
 
 class Registry:
@@ -44,7 +45,7 @@ class Registry:
         out = []
         for key, raw in sorted(self.client.hgetall(self.workers_key).items()):
             doc = json.loads(raw)
-            doc["id"] = key.decode() if isinstance(key, bytes) else str(key)
+            doc["id"] = as_text(key)
             doc["age_ms"] = now - int(doc.get("ts", 0))
             doc["live"] = doc["age_ms"] <= max_age_ms
             out.append(doc)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis
 
 from raysys.keyspace import glob_escape
+from raysys.replies import as_text
 
 FINAL = ("succeeded", "dead", "cancelled", "quarantined")
 
@@ -69,7 +70,7 @@ class CommitLedger:
                 lost += 1
                 continue
             duplicates += n - 1
-            state = _text(finals[key])
+            state = as_text(finals[key])
             by_state[state] = by_state.get(state, 0) + 1
         total = len(dict.fromkeys(submitted))
         return LedgerReport(total, by_state["succeeded"], by_state["dead"],
@@ -78,7 +79,3 @@ class CommitLedger:
     def clear(self) -> None:
         for key in self.client.scan_iter(match=glob_escape(self.prefix) + "*"):
             self.client.delete(key)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

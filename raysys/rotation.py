@@ -29,6 +29,7 @@ from raysys.keyring import (
     write_keyring_file,
 )
 from raysys.keyspace import glob_escape
+from raysys.replies import as_text
 from raysys.store import COMPLETION, RECORD, TaskStore
 
 log = logging.getLogger("raysys.rotation")
@@ -159,7 +160,7 @@ def _task_batches(store: TaskStore) -> Iterator[list[str]]:
     batch: list[str] = []
     pattern = glob_escape(prefix) + "*"
     for key in store.client.scan_iter(match=pattern, count=SCAN_BATCH):
-        batch.append(_text(key)[len(prefix):])
+        batch.append(as_text(key)[len(prefix):])
         if len(batch) >= SCAN_BATCH:
             yield batch
             batch = []
@@ -196,7 +197,7 @@ def _stored_manifests(store: TaskStore) -> list[tuple[str, bytes]]:
     """(snapshot hash key, manifest bytes) of every snapshot stored in the namespace."""
     out: list[tuple[str, bytes]] = []
     for snapshot_id in store.client.zrange(store.keys.snapshots, 0, -1):
-        key = store.keys.snapshot(_text(snapshot_id))  # type: ignore[arg-type]
+        key = store.keys.snapshot(as_text(snapshot_id))
         manifest = store.client.hget(key, "m")
         if isinstance(manifest, bytes):
             out.append((key, manifest))
@@ -212,7 +213,3 @@ def _opens(store: TaskStore, data: bytes | None, purpose: str) -> bool:
 
 def _verifies(store: TaskStore, task_id: str, data: bytes | None, purpose: str) -> bool:
     return data is not None and _resign(store, task_id, data, purpose) is not None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -54,6 +54,7 @@ from raysys.envelope import Opened
 from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
 from raysys.lua import script_source
 from raysys.models import TaskState
+from raysys.replies import as_bytes, as_text
 from raysys.snapshot_format import (
     Entry,
     decode_entries,
@@ -163,7 +164,7 @@ class SnapshotManager:
         entries = sorted((bytes(reply[i]), int(reply[i + 1]), bytes(reply[i + 2]))
                          for i in range(3, len(reply), 3))
         data = encode_entries(entries)
-        counts = {_text(flat_counts[i]): int(flat_counts[i + 1])
+        counts = {as_text(flat_counts[i], errors="replace"): int(flat_counts[i + 1])
                   for i in range(0, len(flat_counts), 2)}
         body = {
             "format": FORMAT,
@@ -216,7 +217,7 @@ class SnapshotManager:
     # ---- list and load ------------------------------------------------------------------
     def list(self) -> InfoList:
         """The snapshots stored in Redis, oldest first; each manifest verified (failures logged)."""
-        ids = [_text(i) for i in self.client.zrange(self.index, 0, -1)]
+        ids = [as_text(i, errors="replace") for i in self.client.zrange(self.index, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for snapshot_id in ids:
             pipe.hget(self.key(snapshot_id), "m")
@@ -263,7 +264,7 @@ class SnapshotManager:
         if any(chunk is None for chunk in chunks):
             raise IntegrityError(f"stored snapshot {snapshot_id} lacks data chunks",
                                  reason="malformed")
-        return _bytes(manifest), b"".join(_bytes(chunk) for chunk in chunks)
+        return as_bytes(manifest), b"".join(as_bytes(chunk) for chunk in chunks)
 
     def _verify_manifest(self, manifest: bytes | None, snapshot_id: str | None) -> SnapshotInfo:
         if manifest is None:
@@ -310,10 +311,11 @@ class SnapshotManager:
         status = int(reply[0])
         if status == 0:
             raise _not_empty(self.store.namespace, int(reply[1]), int(reply[2]),
-                             [_text(s) for s in reply[3:]])
+                             [as_text(s, errors="replace") for s in reply[3:]])
         if status < 0:
+            key, reason = as_text(reply[1], errors="replace"), as_text(reply[2], errors="replace")
             raise ValidationError(
-                f"Redis refused key {_text(reply[1])!r} of snapshot {info.id}: {_text(reply[2])}; "
+                f"Redis refused key {key!r} of snapshot {info.id}: {reason}; "
                 f"nothing was restored (the snapshot comes from {info.server}, this server is "
                 f"{self._server_version()}: a DUMP restores only into the same or a newer one)")
         where = "redis" if isinstance(source, str) and _SNAPSHOT_ID.match(source) else str(source)
@@ -327,7 +329,7 @@ class SnapshotManager:
         ignored = {self.store.keys.fence, self.store.keys.run_id, self.index}
         tasks, others, sample = 0, 0, list[str]()
         for raw in self.client.scan_iter(match=self._pattern, count=SCAN_COUNT):
-            key = _text(raw)
+            key = as_text(raw, errors="replace")
             if key in ignored or key.startswith(self.prefix + "snap:"):
                 continue
             name = key[len(self.prefix):]
@@ -383,12 +385,3 @@ def _raysys_version() -> str:
         return metadata.version("raysys")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _bytes(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
-
-
-def _text(value: Any) -> str:
-    """Key names come from Redis, where anyone with access may write: never fail decoding."""
-    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value)

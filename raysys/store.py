@@ -45,6 +45,7 @@ from raysys.models import (
     new_task_id,
     record_body,
 )
+from raysys.replies import as_bytes, as_text
 
 log = logging.getLogger("raysys.store")
 _TASK_ID = re.compile(TASK_ID_PATTERN)
@@ -134,7 +135,7 @@ class TaskStore:
                 raise IntegrityError(f"submit refused, nothing stored: {exc}",
                                      reason="corrupt_key") from None
             for index, value in zip(todo, reply, strict=True):
-                ids[index] = _text(value)
+                ids[index] = as_text(value)
             todo = [index for index in todo if not ids[index]]
             if not todo:
                 return ids
@@ -165,7 +166,7 @@ class TaskStore:
         rejected: list[Any] = []
         refreshed = False
         for i in range(2, len(reply), 5):
-            task_id, fence, attempt, deadline = _text(reply[i]), int(reply[i + 1]), int(
+            task_id, fence, attempt, deadline = as_text(reply[i]), int(reply[i + 1]), int(
                 reply[i + 2]), int(reply[i + 3])
             try:
                 try:
@@ -289,10 +290,10 @@ class TaskStore:
         if len(reply) <= 1:
             return ReapReport(0, 0), 0
         args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
-        maxima = self._max_attempts([_text(reply[i]) for i in range(1, len(reply), 4)])
+        maxima = self._max_attempts([as_text(reply[i]) for i in range(1, len(reply), 4)])
         entries: list[tuple[str, int, str]] = []
         for i in range(1, len(reply), 4):
-            task_id, fence, attempts = _text(reply[i]), int(reply[i + 1]), int(reply[i + 2])
+            task_id, fence, attempts = as_text(reply[i]), int(reply[i + 1]), int(reply[i + 2])
             limit_for_task = maxima.get(task_id)
             if limit_for_task is not None and attempts >= limit_for_task:
                 fin = self._final_record(task_id, TaskState.DEAD, attempts, fence,
@@ -328,7 +329,7 @@ class TaskStore:
         _check_task_id(task_id)
         k = self.keys
         fin = self._final_record(task_id, TaskState.CANCELLED, 0, 0)
-        before = _text(self._run("cancel", [k.pending, k.delayed, k.leases, k.counts, k.audit],
+        before = as_text(self._run("cancel", [k.pending, k.delayed, k.leases, k.counts, k.audit],
                                  [k.prefix, self._audit, AUDIT_MAXLEN, task_id, fin]))
         if not before:
             raise NotFound(f"no task {task_id} in namespace {self.namespace}")
@@ -343,36 +344,36 @@ class TaskStore:
             raise NotFound(f"no task {task_id} in namespace {self.namespace}")
         state, att, rec, fence, holder, err, fin = values
         result: Any = None
-        error = _text(err) if err else None
+        error = as_text(err) if err else None
         kind, prio = "", 0
         try:
-            body = self.sealer.open(_bytes(rec or b""), RECORD).body
+            body = self.sealer.open(as_bytes(rec or b""), RECORD).body
             kind, prio = str(body["kind"]), int(body["priority"])
         except (IntegrityError, KeyError, TypeError, ValueError):
             error = error or "task record failed verification"
         if fin is not None:
             try:
-                body = self.sealer.open(_bytes(fin), COMPLETION).body
+                body = self.sealer.open(as_bytes(fin), COMPLETION).body
                 if not isinstance(body, dict) or body.get("id") != task_id:
                     raise IntegrityError("completion record names another task",
                                          reason="copied_record")
                 result, error = body.get("result"), body.get("error") or error
             except IntegrityError as exc:
                 error = f"completion record failed verification ({exc.reason})"
-        task_state = TaskState(_text(state))
+        task_state = TaskState(as_text(state))
         return TaskStatus(task_id, task_state, int(att or 0), prio, kind, result, error,
                           int(fence or 0),
-                          _text(holder) if holder and task_state == TaskState.LEASED else None)
+                          as_text(holder) if holder and task_state == TaskState.LEASED else None)
 
     def counts(self) -> dict[str, int]:
         """Tasks per state (every state present, zero included)."""
         raw = self.client.hgetall(self.keys.counts)
-        got = {_text(key): int(value) for key, value in raw.items()}
+        got = {as_text(key): int(value) for key, value in raw.items()}
         return {state.value: got.get(state.value, 0) for state in TaskState}
 
     def stats(self) -> dict[str, int]:
         """Event counters: submitted, granted, renewed, fenced_rejected, retries, expired, ..."""
-        return {_text(key): int(v) for key, v in self.client.hgetall(self.keys.stats).items()}
+        return {as_text(key): int(v) for key, v in self.client.hgetall(self.keys.stats).items()}
 
     def count_conflict_retries(self, n: int = 1) -> None:
         self.client.hincrby(self.keys.stats, "conflict_retries", n)
@@ -380,7 +381,7 @@ class TaskStore:
     def audit_tail(self, count: int = 100) -> list[dict[str, str]]:
         """The newest ``count`` audit entries, oldest first."""
         entries = self.client.xrevrange(self.keys.audit, count=count) or []
-        return [{_text(k): _text(v) for k, v in (fields or {}).items()}
+        return [{as_text(k): as_text(v) for k, v in (fields or {}).items()}
                 for _, fields in reversed(entries)]
 
     def fence_value(self) -> int:
@@ -403,13 +404,13 @@ class TaskStore:
                 raise NotFound(f"no task {task_id} in namespace {self.namespace}")
             if old is None:
                 return False
-            new = transform(_bytes(old))
+            new = transform(as_bytes(old))
             if new is None:
                 return False
-            if self.compare_and_set(field, states, [(task_id, _bytes(old), new)]) == [True]:
+            if self.compare_and_set(field, states, [(task_id, as_bytes(old), new)]) == [True]:
                 return True
             state = self.client.hget(tk, "state")
-            if state is None or (states != "*" and _text(state) not in states.split(",")):
+            if state is None or (states != "*" and as_text(state) not in states.split(",")):
                 return False
             self.count_conflict_retries()
         raise RaysysError(f"task {task_id}: record kept changing; gave up after {max_tries} tries")
@@ -432,11 +433,3 @@ class TaskStore:
 def _check_task_id(task_id: str) -> None:
     if not _TASK_ID.match(task_id):
         raise ValidationError(f"{task_id!r} is not a task id (32 lower-case hex characters)")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
