@@ -401,15 +401,22 @@ def test_snapshot_under_load_is_one_consistent_instant(make_store: StoreFactory,
 
 
 # ---- command line (handlers called directly) ----------------------------------------------
-def test_cli_save_list_restore_with_json(store: TaskStore, sealer: Sealer, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    # given the snapshot command on a parser, and settings naming this Redis and keyring
+def snapshot_cli(store: TaskStore, sealer: Sealer,
+                 tmp_path: Path) -> tuple[argparse.ArgumentParser, Settings]:
+    """The snapshot command on a parser, and settings naming this Redis and keyring."""
     parser = argparse.ArgumentParser(prog="raysys")
     add_snapshot_command(parser.add_subparsers(dest="command", required=True))
     port = store.client.connection_pool.connection_kwargs["port"]
     settings = Settings(redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"),
                         namespace=store.namespace, data_dir=tmp_path,
                         signing_keys=SecretStr(json.dumps(sealer.keyring.to_json())))
+    return parser, settings
+
+
+def test_cli_save_list_restore_with_json(store: TaskStore, sealer: Sealer, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # given the snapshot command on a parser, and settings naming this Redis and keyring
+    parser, settings = snapshot_cli(store, sealer, tmp_path)
     task_id = store.submit(spec("echo", payload={"x": 1}))
 
     def run(*argv: str) -> dict[str, Any]:
@@ -440,12 +447,7 @@ def test_cli_save_list_restore_with_json(store: TaskStore, sealer: Sealer, tmp_p
 
 def test_cli_text_output_names_the_snapshot(store: TaskStore, sealer: Sealer, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="raysys")
-    add_snapshot_command(parser.add_subparsers(dest="command", required=True))
-    port = store.client.connection_pool.connection_kwargs["port"]
-    settings = Settings(redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"),
-                        namespace=store.namespace, data_dir=tmp_path,
-                        signing_keys=SecretStr(json.dumps(sealer.keyring.to_json())))
+    parser, settings = snapshot_cli(store, sealer, tmp_path)
     args = parser.parse_args(["snapshot", "list"])
     assert args.handler(args, settings) == 0
     assert "no snapshots stored in namespace" in capsys.readouterr().out
