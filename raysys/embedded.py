@@ -19,16 +19,13 @@ or start one (under an ``fcntl`` lock, so two processes never start two servers 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import logging
 import os
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -38,8 +35,18 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from raysys.embedded_state import (
+    BINARY_FILE,
+    STATE_FILE,
+    _dir_lock,
+    _make_redis_dir,
+    _read_state,
+    _recorded_binary,
+    _write_state,
+)
 from raysys.errors import ConfigurationError, RaysysError, RedisUnavailable
 from raysys.redis_binary import (
+    HOST,
     _pid_alive,
     _port_is_free,
     find_redis_binary,
@@ -51,19 +58,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raysys.embedded")
 
-HOST = "127.0.0.1"
-REDIS_DEFAULT_PORT = 6379
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
-LOCK_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 20
 APPENDFSYNC_VALUES = ("always", "everysec", "no")
 
 PASSWORD_FILE = "password"
-STATE_FILE = "embedded.json"
-LOCK_FILE = "embedded.lock"
 LOG_FILE = "redis.log"
-BINARY_FILE = "binary"  # the server that last wrote the directory; preferred on later starts
 
 # ok: answers as expected; foreign: answers, but is not the expected process; loading: replaying
 # its AOF; refused: nothing listens; auth: rejects the password; error: anything else (timeout).
@@ -120,61 +121,6 @@ def _probe(
     finally:
         client.close()
     return "ok"
-
-
-@contextlib.contextmanager
-def _dir_lock(redis_dir: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold an exclusive ``fcntl`` lock on ``<redis_dir>/embedded.lock`` (across processes)."""
-    fd = os.open(redis_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                if time.monotonic() > deadline:
-                    raise RedisUnavailable(
-                        f"another process holds {redis_dir / LOCK_FILE} for over {timeout:g} s"
-                    ) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _read_state(redis_dir: Path) -> tuple[int, int] | None:
-    """(pid, port) from ``embedded.json``, or None when absent or unreadable."""
-    try:
-        data = json.loads((redis_dir / STATE_FILE).read_text())
-        pid, port = data["pid"], data["port"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not (isinstance(pid, int) and isinstance(port, int)):
-        return None
-    return pid, port
-
-
-def _write_state(redis_dir: Path, pid: int, port: int) -> None:
-    tmp = redis_dir / f".{STATE_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps({"pid": pid, "port": port}))
-    os.replace(tmp, redis_dir / STATE_FILE)
-
-
-def _recorded_binary(redis_dir: Path) -> Path | None:
-    try:
-        recorded = Path((redis_dir / BINARY_FILE).read_text().strip())
-    except OSError:
-        return None
-    return recorded if recorded.is_file() and os.access(recorded, os.X_OK) else None
-
-
-def _make_redis_dir(data_dir: Path) -> Path:
-    redis_dir = data_dir / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return redis_dir
 
 
 class EmbeddedRedis:
