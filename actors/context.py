@@ -19,6 +19,7 @@ from raysys.config import Settings, load_settings
 from raysys.embedded import EmbeddedRedis, attach_or_start
 from raysys.envelope import Sealer
 from raysys.errors import ConfigurationError
+from raysys.logs import configure as configure_logging
 from raysys.redis_conn import connect_redis
 from raysys.runtime import keyring_source
 from raysys.store import TaskStore
@@ -65,9 +66,14 @@ class Core:
             self.server.stop()
 
 
-def open_core(config: ActorConfig) -> Core:
-    """Connect to the configured Redis, or attach to the embedded one in the data dir."""
+def open_core(config: ActorConfig, role: str) -> Core:
+    """Connect to the configured Redis, or attach to the embedded one in the data dir.
+
+    Also sets up this process's logging: ``LOG_LEVEL``, to stderr (Ray's log files for the
+    actor) and to ``<data dir>/logs/agent_system-<role>-<pid>.log``.
+    """
     settings = config.settings()
+    configure_logging(settings.log_level, role, settings.data_dir / "logs")
     server: EmbeddedRedis | None = None
     url: str | None = None
     if not settings.redis_configured:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from raysys import metrics
 from raysys.actors.context import ActorConfig, open_core
 from raysys.actors.registry import Registry
 from raysys.errors import NotFound
@@ -26,19 +27,24 @@ from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, TaskStat
 from raysys.worker_loop import Heartbeat
 
 log = logging.getLogger("raysys.actors.coordinator")
+MIRROR_INTERVAL_S = 5.0
 
 
 class Coordinator:
     def __init__(self, config: ActorConfig, *, reaper: bool = True) -> None:
         self.config = config
-        self.core = open_core(config)
+        self.core = open_core(config, "coordinator")
         self.store = self.core.store
         self.registry = Registry(self.core.client, config.namespace)
         self.ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
         self.ttl_s = self.core.settings.lease_ttl_s
-        self._reaper = Heartbeat("reaper", self.core.settings.reaper_interval_s, self.store.reap)
+        self._reaper = Heartbeat("reaper", self.core.settings.reaper_interval_s, self.reap)
+        self._mirror: Heartbeat | None = None
+        self._ray_mirror: Any = None  # created on first use: Ray's metrics need the runtime
         if reaper:
             self._reaper.start()
+            self._mirror = Heartbeat("ray-metrics", MIRROR_INTERVAL_S, self.publish_metrics)
+            self._mirror.start()
 
     def submit_many(self, specs: Sequence[dict[str, Any] | TaskSpec]) -> list[str]:
         """Validate and store tasks (all or nothing per 10,000); ids in order."""
@@ -79,8 +85,22 @@ class Coordinator:
         return self.registry.workers(max_age_ms=int(self.ttl_s * 1000))
 
     def reap(self) -> tuple[int, int]:
+        """One reaper pass: (requeued, dead). Dead-by-expiry is a final commit for the ledger."""
         report = self.store.reap()
+        if self.ledger is not None and report.dead_leases:
+            self.ledger.record((tid, fence, "dead") for tid, fence in report.dead_leases)
         return report.requeued, report.dead
+
+    def publish_metrics(self) -> int:
+        """Copy the system-wide metrics into Ray's metrics API (the Ray dashboard)."""
+        from raysys.actors.ray_metrics import RayMetricsMirror
+
+        if self._ray_mirror is None:
+            self._ray_mirror = RayMetricsMirror()
+        snap = metrics.read(self.core.client, self.config.namespace,
+                            worker_max_age_ms=int(self.ttl_s * 1000),
+                            actors={"coordinator": True})
+        return self._ray_mirror.publish(snap)
 
     def actor_config(self) -> ActorConfig:
         """How this deployment's actors are configured (``connect`` starts workers with it)."""
@@ -98,4 +118,6 @@ class Coordinator:
 
     def stop(self) -> None:
         self._reaper.stop()
+        if self._mirror is not None:
+            self._mirror.stop()
         self.core.close()

@@ -48,7 +48,7 @@ class Distributor:
     def __init__(self, config: ActorConfig, port: WorkerPort, *, autostart: bool = True) -> None:
         self.config = config
         self.port = port
-        self.core = open_core(config)
+        self.core = open_core(config, "distributor")
         settings = self.core.settings
         self.store = self.core.store
         self.ttl_s = settings.lease_ttl_s

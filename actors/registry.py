@@ -47,7 +47,7 @@ class Registry:
             doc = json.loads(raw)
             doc["id"] = as_text(key)
             doc["age_ms"] = now - int(doc.get("ts", 0))
-            doc["live"] = doc["age_ms"] <= max_age_ms
+            doc["live"] = doc["alive"] = doc["age_ms"] <= max_age_ms
             out.append(doc)
         return out
 

@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Any
 
+import ray
+
 from raysys.actors.context import ActorConfig, open_core
 from raysys.actors.registry import Registry
 from raysys.errors import IntegrityError
@@ -32,6 +34,7 @@ from raysys.handlers import Executor, import_handler_modules
 from raysys.ledger import CommitLedger
 from raysys.messages import Messenger
 from raysys.models import Lease
+from raysys.redis_conn import pool_state
 from raysys.worker_loop import Heartbeat, WorkerLoop
 
 log = logging.getLogger("raysys.actors.worker")
@@ -60,7 +63,7 @@ class Worker:
     def __init__(self, worker_id: str, config: ActorConfig) -> None:
         self.worker_id = worker_id
         self.config = config
-        self.core = open_core(config)
+        self.core = open_core(config, worker_id)
         settings = self.core.settings
         import_handler_modules(settings.handler_modules())
         store = self.core.store
@@ -76,6 +79,7 @@ class Worker:
         self._running = 0
         self._rejected_messages = 0
         self._draining = self.registry.draining(worker_id)
+        self._node = _node_identity()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{worker_id}-run", daemon=True)
         self._thread.start()
@@ -99,9 +103,16 @@ class Worker:
                 self._rejected_messages += 1
             log.error("worker %s rejected an assignment: %s", self.worker_id, exc)
             return 0
-        self.loop.hold(leases)  # renewed from now on, while queued too
+        log.debug("worker %s accepted %d leases from %s", self.worker_id, len(leases),
+                  message.sender)
         with self._lock:
-            self._queued += len(leases)
+            draining = self._draining
+            if not draining:
+                self._queued += len(leases)
+        if draining:  # raced with drain: straight back to the queue, never started
+            self._hand_back([leases])
+            return 0
+        self.loop.hold(leases)  # renewed from now on, while queued too
         self._queue.put(leases)
         return len(leases)
 
@@ -117,16 +128,34 @@ class Worker:
 
     def info(self) -> dict[str, Any]:
         counters = self.loop.counters
-        return {**self.load(), "pid": os.getpid(), "node": socket.gethostname(),
-                "completed": counters.completed, "commits_rejected": counters.rejected,
-                "messages_rejected": self._rejected_messages, "held": len(self.loop.held())}
+        load = self.load()
+        return {**load, "id": self.worker_id, "pid": os.getpid(), **self._node,
+                "inflight": load["queued"] + load["running"], "completed": counters.completed,
+                "commits_rejected": counters.rejected,
+                "messages_rejected": self._rejected_messages, "held": len(self.loop.held()),
+                "redis_pool": pool_state(self.core.client)}
 
     def drain(self, timeout_s: float = 60.0) -> bool:
-        """Take no new work; return True once everything handed over is finished."""
+        """Take no new work, hand back leases not started; True once the running batch is done.
+
+        Leases still queued here go back to the queue at once (their attempt not counted); the
+        batch being run is finished and committed. On timeout (False) whatever is still held
+        expires after the lease TTL and the reaper requeues it: nothing is lost either way.
+        """
         self.registry.set_draining(self.worker_id, True)
         with self._lock:
             self._draining = True
         self._beat()
+        batches: list[list[Lease]] = []
+        while True:
+            try:
+                batches.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if batches:
+            with self._lock:
+                self._queued -= sum(len(b) for b in batches)
+            self._hand_back(batches)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
@@ -151,6 +180,19 @@ class Worker:
         self.core.close()
 
     # ---- internals ----------------------------------------------------------------------------
+    def _hand_back(self, batches: list[list[Lease]]) -> None:
+        leases = [lease for batch in batches for lease in batch]
+        self.loop.forget([lease.task_id for lease in leases])
+        try:
+            back = self.loop.store.release(self.worker_id,
+                                           [(lease.task_id, lease.fence) for lease in leases])
+        except Exception as exc:  # Redis blip: the leases expire and the reaper requeues them
+            log.warning("worker %s could not hand back %d leases (%s); they expire in %.0f s",
+                        self.worker_id, len(leases), exc, self.loop.ttl_s)
+            return
+        log.info("worker %s handed back %d of %d queued leases", self.worker_id, sum(back),
+                 len(leases))
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -178,3 +220,13 @@ class Worker:
         with self._lock:
             self._draining = draining
         self.registry.beat(self.worker_id, {**self.info(), "capacity": self.config.capacity})
+
+
+def _node_identity() -> dict[str, str]:
+    """Where this worker runs: host name, IP and Ray node id (what ``drain --node`` matches)."""
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        ip = ray.util.get_node_ip_address()
+    except Exception:  # not inside Ray (unit tests)
+        node_id, ip = "", ""
+    return {"node": socket.gethostname(), "node_ip": ip, "node_id": node_id}

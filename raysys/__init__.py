@@ -29,6 +29,13 @@ def start(workers: int = 2, **options: Any) -> "Client":
     return _start(workers, **options)
 
 
+def up(address: str = "auto", workers: int = 2, **options: Any) -> "Client":
+    """Start (or find) the named actors on a running Ray cluster (`raysys up`); see client."""
+    from raysys.client import up as _up
+
+    return _up(address, workers, **options)
+
+
 def connect(address: str = "auto", namespace: str | None = None, **options: Any) -> "Client":
     """Attach to actors a `raysys up` left running on a Ray cluster; see raysys.client."""
     from raysys.client import connect as _connect
@@ -56,6 +63,7 @@ __all__ = [
     "connect",
     "start",
     "task",
+    "up",
 ]
 
 # pyproject maps actors/ and serve/ to raysys.actors and raysys.serve. A source checkout on

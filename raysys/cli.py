@@ -12,17 +12,13 @@ like on Ctrl-C, so an embedded Redis it started is shut down cleanly, never left
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,11 +26,12 @@ from types import FrameType
 from typing import Any
 
 from raysys.certs import add_certs_command
-from raysys.cluster_cli import add_cluster_commands, positive_int
+from raysys.cluster_cli import add_cluster_commands
 from raysys.config import Settings, load_settings
 from raysys.errors import IntegrityError, RaysysError, ValidationError
 from raysys.keyring import ALGORITHMS, Keyring, generate_key, load_keyring_file, write_keyring_file
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
+from raysys.run_cli import add_run_commands
 from raysys.snapshot_cli import add_snapshot_command
 
 log = logging.getLogger("raysys.cli")
@@ -93,19 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="raysys", description="Durable, signed, lease-based task execution on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="run a mixed workload end to end on an embedded Redis")
-    p.add_argument("--tasks", type=positive_int, default=2000)
-    p.add_argument("--workers", type=positive_int, default=2)
-    p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
-    p.set_defaults(handler=cmd_demo)
-
-    p = sub.add_parser("bench", help="measure tasks/s and latency for noop tasks")
-    p.add_argument("--tasks", type=positive_int, default=20_000)
-    p.add_argument("--workers", type=positive_int, default=2)
-    p.add_argument("--rate", type=_positive_float, default=None, help="offered load, tasks/s")
-    p.add_argument("--batch", type=positive_int, default=250)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_bench)
+    add_run_commands(sub, _positive_float)
 
     p = sub.add_parser("submit", help="submit tasks (works with no workers running)")
     p.add_argument("kind")
@@ -157,78 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- commands ---------------------------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.workload import RunOptions, demo_specs
-
-    options = RunOptions(tasks=args.tasks, workers=args.workers)
-    return _run_workload(settings, demo_specs(args.tasks), options, args.json, "demo")
-
-
-def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from raysys.workload import RunOptions, noop_specs
-
-    options = RunOptions(tasks=args.tasks, workers=args.workers, rate=args.rate,
-                         batch=args.batch, audit=True)
-    return _run_workload(settings, noop_specs(args.tasks), options, args.json, "bench")
-
-
-def _run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_json: bool,
-                  what: str) -> int:
-    from raysys.ledger import CommitLedger
-    from raysys.runtime import open_store
-    from raysys.workload import Progress, run_local
-
-    namespace = f"{what}-{uuid.uuid4().hex[:8]}"
-    tmp: str | None = None
-    if not settings.redis_configured:  # self-contained: a private data dir, removed afterwards
-        tmp = tempfile.mkdtemp(prefix=f"raysys-{what}-")
-        settings = settings.model_copy(update={"data_dir": Path(tmp)})
-    keyring = Keyring([generate_key()])  # an ephemeral key: demo records never outlive the run
-    try:
-        with open_store(settings, namespace=namespace, keyring=keyring,
-                        appendfsync=options.fsync) as handle:
-            ledger = CommitLedger(handle.client, namespace)
-            print(f"raysys {what}: {len(specs)} tasks, {options.workers} workers, "
-                  f"{'embedded' if handle.embedded else 'configured'} Redis, namespace "
-                  f"{namespace}", file=sys.stderr)
-            if not handle.embedded:  # its appendfsync is the server's own; we cannot read it
-                options = dataclasses.replace(options, fsync="server-configured")
-            try:
-                report = run_local(handle.store, ledger, specs, options, Progress(len(specs)))
-            finally:  # a configured Redis keeps no trace of the run, even a failed one
-                if settings.redis_configured:
-                    _drop_namespace(handle.client, handle.store.keys.pattern())
-                    ledger.clear()
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    accounted = report["lost"] == 0 and report["duplicate_commits"] == 0
-    if as_json:
-        print(json.dumps(report))
-    else:
-        _print_report(report)
-    if not accounted:
-        print(f"raysys: error: {report['lost']} tasks lost, {report['duplicate_commits']} "
-              "duplicate commits", file=sys.stderr)
-    return 0 if accounted else EXIT_UNACCOUNTED
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    lat = report["latency_ms"]
-    print(f"tasks {report['tasks']}: succeeded {report['succeeded']}, dead {report['dead']}, "
-          f"cancelled {report['cancelled']}, quarantined {report['quarantined']}, "
-          f"lost {report['lost']}, duplicate commits {report['duplicate_commits']}, "
-          f"retries {report['retries']}")
-    print(f"throughput {report['tasks_per_s']:,.0f} tasks/s; submit-to-start latency p50 "
-          f"{lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
-    print("settings " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()))
-
-
-def _drop_namespace(client: Any, pattern: str) -> None:
-    for key in client.scan_iter(match=pattern, count=1000):
-        client.delete(key)
-
-
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from raysys.runtime import open_store
 

@@ -63,6 +63,12 @@ def _actors_factory() -> Any:
     return factory
 
 
+def _serve_app() -> Any:
+    from raysys.serve import app  # type: ignore[import-not-found, unused-ignore]
+
+    return app
+
+
 def _actors_context() -> Any:
     from raysys.actors import context  # type: ignore[import-not-found, unused-ignore]
 
@@ -83,6 +89,7 @@ class Client:
         self._owned = owned
         self._ray_connected = ray_connected
         self._closed = False
+        self._serving = False
 
     # ---- tasks --------------------------------------------------------------------------------
     def submit(self, kind: str, payload: Any = None, priority: int = 0,
@@ -199,26 +206,52 @@ class Client:
         except ValueError:
             raise RayUnavailable(f"no worker {index} in namespace {self.namespace}") from None
 
-    def drain(self, timeout: float = 60.0, *, worker: str | None = None) -> bool:
-        """Let workers finish what they hold and take nothing new; True when all finished.
+    def drain(self, timeout: float = 60.0, *, worker: str | None = None,
+              node: str | None = None) -> bool:
+        """Let workers finish what they run, hand back what they hold queued, take nothing new.
 
-        Without ``worker``, hand-out pauses for the whole pool; afterwards no worker holds a
-        lease (tasks are final or queued). With ``worker`` (a worker id such as
-        ``<namespace>-worker-3``, as ``workers()`` lists), only that one drains (preStop hook).
-        ``resume`` undoes either.
+        True when every drained worker finished in time (on False, whatever is still held
+        expires after the lease TTL and is requeued: nothing is lost). Without ``worker`` or
+        ``node``, hand-out pauses for the whole pool; afterwards no worker holds a lease. With
+        ``worker`` (a worker id such as ``<namespace>-worker-3``, as ``workers()`` lists) only
+        that one drains; with ``node`` (Ray node id, IP or host name) every worker on that node
+        (a preStop hook). ``resume`` undoes either.
         """
         import ray
 
         factory = _actors_factory()
         handles = factory.worker_handles(self.namespace)
-        if worker is not None:
-            index = _worker_index(self.namespace, worker)
-            if index not in handles:
-                raise RayUnavailable(f"no worker {worker!r} in namespace {self.namespace}")
-            return bool(ray.get(handles[index].drain.remote(timeout), timeout=timeout + 30))
+        if worker is not None or node is not None:
+            if worker is not None:
+                index = _worker_index(self.namespace, worker)
+                if index not in handles:
+                    raise RayUnavailable(f"no worker {worker!r} in namespace {self.namespace}")
+                chosen = [handles[index]]
+            else:
+                on_node = {_worker_index(self.namespace, w["id"]) for w in self.workers()
+                           if node in (w.get("node"), w.get("node_ip"), w.get("node_id"))}
+                chosen = [h for i, h in handles.items() if i in on_node]
+                if not chosen:
+                    log.warning("no raysys worker runs on node %s: nothing to drain", node)
+                    return True
+            done = ray.get([h.drain.remote(timeout) for h in chosen], timeout=timeout + 30)
+            return all(bool(d) for d in done)
         self._call(lambda: self.distributor.pause.remote())
         done = ray.get([h.drain.remote(timeout) for h in handles.values()], timeout=timeout + 30)
         return all(bool(d) for d in done)
+
+    def serve(self, host: str, port: int) -> str | None:
+        """Run the HTTP app (``/health``, ``/metrics``, task API) on this cluster; its URL.
+
+        None, with a warning, when the port is taken: the actors keep working without it.
+        """
+        if not _port_free(host, port):
+            log.warning("HTTP app not started: %s:%d is in use (set RAYSYS_HTTP_PORT)", host,
+                        port)
+            return None
+        url: str = _serve_app().deploy(self.config, host=host, port=port)
+        self._serving = True
+        return url
 
     def resume(self) -> None:
         import ray
@@ -235,6 +268,11 @@ class Client:
 
         if drain:
             self.drain(timeout)
+        if not self._owned:  # a cluster that outlives us: remove the HTTP app too
+            try:
+                _serve_app().remove()
+            except Exception as exc:  # Serve never ran here, or is gone already
+                log.debug("no HTTP app to remove: %s", exc)
         factory.kill_all(self.namespace)
 
     def shutdown(self) -> None:
@@ -432,6 +470,15 @@ def _join_cluster(address: str, namespace: str) -> bool:
         ray.init(address=address, namespace=namespace, log_to_driver=False)
     except ConnectionError as exc:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    return True
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
     return True
 
 

@@ -39,7 +39,10 @@ def add_cluster_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_down)
     p = sub.add_parser("drain", help="let workers finish their leased work and take no more")
     p.add_argument("--address", default="auto")
-    p.add_argument("--worker", help="one worker id (default: the whole pool)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--worker", help="one worker id (default: the whole pool)")
+    target.add_argument("--node", help="every worker on one node: its Ray node id, IP or host "
+                        "name (a preStop hook's target)")
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(handler=cmd_drain)
     p = sub.add_parser("workers", help="the worker pool: heartbeats, load, liveness")
@@ -53,13 +56,16 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     client = up(args.address, workers=args.workers, batch=args.batch)
     try:
-        doc = {"namespace": client.namespace, "workers": [w["id"] for w in client.workers()]}
+        url = client.serve(settings.http_host, settings.http_port)
+        doc: dict[str, Any] = {"namespace": client.namespace, "http": url,
+                               "workers": [w["id"] for w in client.workers()]}
     finally:
         client.shutdown()  # disconnects only: the detached actors keep running
     if args.json:
         print(json.dumps(doc))
     else:
-        print(f"raysys is up in namespace {doc['namespace']}: {len(doc['workers'])} workers")
+        print(f"raysys is up in namespace {doc['namespace']}: {len(doc['workers'])} workers; "
+              f"HTTP {url or 'not started'}")
     return 0
 
 
@@ -80,7 +86,7 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
 
     client = connect(args.address, settings=settings)
     try:
-        done = client.drain(args.timeout, worker=args.worker)
+        done = client.drain(args.timeout, worker=args.worker, node=args.node)
     finally:
         client.shutdown()
     if not done:
@@ -102,7 +108,8 @@ def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"workers": workers}))
     else:
         for w in workers:
-            print(f"{w['id']}  {'live' if w['live'] else 'stale'}  queued {w['queued']}  "
-                  f"running {w['running']}  capacity {w['capacity']}  pid {w['pid']}"
+            print(f"{w['id']}  {'live' if w['alive'] else 'stale'}  node {w.get('node', '?')}  "
+                  f"inflight {w.get('inflight', 0)}  completed {w.get('completed', 0)}  "
+                  f"capacity {w['capacity']}  pid {w['pid']}"
                   f"{'  draining' if w['draining'] else ''}")
     return 0

@@ -137,13 +137,16 @@ class Executor:
         ctx = TaskContext(lease.task_id, lease.attempt, lease.fence,
                           lease.effective_idempotency_key)
         timeout = min(lease.timeout_s, handler.timeout_s)
+        began = time.perf_counter()
         if lease.kind in ("noop", "echo"):  # trivial built-ins run inline: no thread hop
-            return _call(handler, lease.payload, ctx)
-        future = self._pool.submit(_call, handler, lease.payload, ctx)
-        try:
-            return future.result(timeout=timeout)
-        except FutureTimeout:
-            return Outcome(ok=False, error=f"timed out after {timeout:g} s")
+            outcome = _call(handler, lease.payload, ctx)
+        else:
+            future = self._pool.submit(_call, handler, lease.payload, ctx)
+            try:
+                outcome = future.result(timeout=timeout)
+            except FutureTimeout:
+                outcome = Outcome(ok=False, error=f"timed out after {timeout:g} s")
+        return outcome._replace(seconds=time.perf_counter() - began)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

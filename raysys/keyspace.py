@@ -84,6 +84,11 @@ class Keyspace:
         return self.prefix + "stats"
 
     @property
+    def histograms(self) -> str:
+        """Hash: histogram buckets ``<metric>:<le>`` (non-cumulative), ``:sum`` and ``:count``."""
+        return self.prefix + "hist"
+
+    @property
     def audit(self) -> str:
         """Stream (capped): transitions and rejections."""
         return self.prefix + "audit"

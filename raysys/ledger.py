@@ -43,10 +43,13 @@ class CommitLedger:
         self.client = client
         self.prefix = f"{{raysys-ledger:{namespace}}}:"
 
-    def record(self, entries: Iterable[tuple[str, int, str]]) -> None:
+    def record(self, entries: Iterable[tuple[str, int, str]],
+               starts: Iterable[tuple[str, float]] = ()) -> None:
         """Record (task id, fence, final state) triples the store acknowledged.
 
         The fence identifies the commit; two entries for one task mean two commits.
+        ``starts``: (task id, wall-clock time its handler first started), kept once per task,
+        for the submit-to-start latency figures.
         """
         pipe = self.client.pipeline(transaction=False)
         n = 0
@@ -54,8 +57,16 @@ class CommitLedger:
             pipe.hincrby(self.prefix + "commits", task_id, 1)
             pipe.hset(self.prefix + "final", task_id, state)
             n += 1
+        for task_id, when in starts:
+            pipe.hsetnx(self.prefix + "starts", task_id, f"{when:.6f}")
+            n += 1
         if n:
             pipe.execute()
+
+    def starts(self) -> dict[str, float]:
+        """Task id -> the wall-clock time its handler first started."""
+        return {as_text(k): float(v)
+                for k, v in self.client.hgetall(self.prefix + "starts").items()}
 
     def report(self, submitted: Sequence[str]) -> LedgerReport:
         """Account for every submitted id: final state, lost, or committed more than once."""

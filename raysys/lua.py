@@ -9,7 +9,7 @@ import redis
 from redis.commands.core import Script
 
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
-                "quarantine", "cas_record", "claim_nonces", "cas_manifest")
+                "quarantine", "cas_record", "claim_nonces", "cas_manifest", "release")
 
 
 def script_source(name: str) -> str:

@@ -11,6 +11,7 @@ so they survive a Redis restart (AOF) and a replay is rejected before and after 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -19,13 +20,19 @@ from typing import Any
 
 from raysys.envelope import Sealer
 from raysys.errors import IntegrityError, ValidationError
+from raysys.histograms import MESSAGE_LATENCY, bucket
 from raysys.lua import Scripts
 from raysys.store import TaskStore
+
+log = logging.getLogger("raysys.messages")
 
 MESSAGE = "message"
 DEFAULT_VALIDITY_S = 30.0
 DEFAULT_SKEW_S = 5.0
 MAX_VALIDITY_S = 3600.0
+# Rejections that count as signature failures (the others: replay, expiry, misaddressing).
+SIGNATURE_REASONS = frozenset({"bad_signature", "unknown_key", "revoked_key",
+                               "algorithm_mismatch", "header_mismatch", "malformed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +62,18 @@ class Messenger:
         self.skew_ms = int(skew_s * 1000)
         self._prefix = store.keys.prefix
         self._stats = store.keys.stats
+        self._histograms = store.keys.histograms
+        self._client = store.client
         self.namespace = store.namespace
         self._scripts = Scripts(store.client)
 
     def seal(self, recipient: str, type_: str, body: object) -> bytes:
         expires_ms = int((time.time() + self.validity_s) * 1000)
-        return self.sealer.seal(MESSAGE, body, extra={
+        data = self.sealer.seal(MESSAGE, body, extra={
             "ns": self.namespace, "sender": self.party, "recipient": recipient, "type": type_,
             "exp": expires_ms})
+        log.debug("send %s -> %s type=%s bytes=%d", self.party, recipient, type_, len(data))
+        return data
 
     def open(self, data: bytes) -> Message:
         """Accept one message or raise IntegrityError (reason: bad_signature, replay, ...)."""
@@ -94,7 +105,28 @@ class Messenger:
                                                     reason="replay")
                 elif int(verdict) < 0:
                     results[index] = IntegrityError("message expired", reason="expired")
+        self._account(results)
         return results
+
+    def _account(self, results: Sequence[Message | IntegrityError]) -> None:
+        """Log each message received; count it, and its latency, in the namespace's metrics."""
+        now = time.time()
+        pipe = self._client.pipeline(transaction=False)
+        for result in results:
+            if isinstance(result, Message):
+                latency = max(now - result.issued_at, 0.0)
+                log.debug("receive %s <- %s type=%s nonce=%s latency_ms=%.2f", self.party,
+                          result.sender, result.type, result.nonce, latency * 1000)
+                pipe.hincrby(self._stats, f"messages:{result.type}:accepted", 1)
+                pipe.hincrby(self._histograms, f"{MESSAGE_LATENCY}:{bucket(latency)}", 1)
+                pipe.hincrby(self._histograms, f"{MESSAGE_LATENCY}:count", 1)
+                pipe.hincrbyfloat(self._histograms, f"{MESSAGE_LATENCY}:sum", latency)
+            else:
+                log.warning("%s rejected a message: %s (%s)", self.party, result, result.reason)
+                pipe.hincrby(self._stats, "messages:unknown:rejected", 1)
+                if result.reason in SIGNATURE_REASONS:
+                    pipe.hincrby(self._stats, "signature_failures", 1)
+        pipe.execute()
 
     def _verify(self, data: bytes) -> Message:
         opened = self.sealer.open(data, MESSAGE)

@@ -204,3 +204,4 @@ class Outcome(NamedTuple):
     result: Any = None
     error: str | None = None
     retryable: bool = True
+    seconds: float = 0.0  # how long the handler ran

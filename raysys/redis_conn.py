@@ -300,3 +300,11 @@ def _url_endpoint(url: str) -> tuple[str, int]:
     if parsed.scheme == "unix":
         return unquote(parsed.path), 0
     return unquote(parsed.hostname or "localhost"), parsed.port or 6379
+
+
+def pool_state(client: redis.Redis) -> dict[str, int]:
+    """Connections of ``client``'s pool: ``in_use`` and ``available`` (for metrics)."""
+    pool = client.connection_pool
+    in_use = getattr(pool, "_in_use_connections", ())
+    available = getattr(pool, "_available_connections", ())
+    return {"in_use": len(in_use), "available": len(available)}

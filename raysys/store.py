@@ -32,6 +32,7 @@ import redis
 
 from raysys.envelope import Sealer
 from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
+from raysys.histograms import bucket as duration_bucket
 from raysys.keyspace import Keyspace
 from raysys.lua import Scripts
 from raysys.models import (
@@ -220,6 +221,20 @@ class TaskStore:
         reply = self._run("renew", [self.keys.leases, self.keys.stats], args)
         return {task_id: int(dl) for (task_id, _), dl in zip(leases, reply[1:], strict=True)}
 
+    def release(self, holder: str, leases: Sequence[tuple[str, int]]) -> list[bool]:
+        """Hand back leases that never started: queued again, the attempt not counted.
+
+        False where the lease is no longer this holder's under that fence (expired, reaped).
+        """
+        if not leases:
+            return []
+        k = self.keys
+        args: list[Any] = [k.prefix, holder, self._audit, AUDIT_MAXLEN]
+        for task_id, fence in leases:
+            args += [task_id, fence]
+        reply = self._run("release", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
+        return [bool(int(x)) for x in reply[1:]]
+
     # ---- commits ------------------------------------------------------------------------
     def complete(self, holder: str, items: Sequence[tuple[Lease, Outcome]]) -> list[bool]:
         """Commit each lease's outcome under its fence; False where the fence was stale."""
@@ -227,12 +242,13 @@ class TaskStore:
             return []
         args: list[Any] = [self.keys.prefix, holder, self._audit, AUDIT_MAXLEN]
         for lease, outcome in items:
+            timing = (f"{outcome.seconds:.6f}", duration_bucket(outcome.seconds))
             if outcome.ok:
                 try:
                     fin = self.sealer.seal(COMPLETION, self._final_body(
                         lease.task_id, TaskState.SUCCEEDED, lease.attempt, lease.fence,
                         result=outcome.result))
-                    args += [lease.task_id, lease.fence, "ok", fin, ""]
+                    args += [lease.task_id, lease.fence, "ok", fin, "", *timing]
                     continue
                 except ValidationError as exc:  # the same result would fail every time
                     outcome = Outcome(ok=False, error=f"result not storable: {exc}",
@@ -240,13 +256,14 @@ class TaskStore:
             error = (outcome.error or "failed")[:MAX_RESULT_ERROR_CHARS]
             if outcome.retryable and lease.attempt < lease.max_attempts:
                 delay = self.retry.delay_ms(lease.attempt)
-                args += [lease.task_id, lease.fence, "retry", "", f"{delay}|{error}"]
+                args += [lease.task_id, lease.fence, "retry", "", f"{delay}|{error}", *timing]
             else:
                 fin = self._final_record(lease.task_id, TaskState.DEAD, lease.attempt,
                                          lease.fence, error=error)
-                args += [lease.task_id, lease.fence, "dead", fin, error]
+                args += [lease.task_id, lease.fence, "dead", fin, error, *timing]
         k = self.keys
-        reply = self._run("complete", [k.leases, k.delayed, k.counts, k.stats, k.audit], args)
+        reply = self._run("complete", [k.leases, k.delayed, k.counts, k.stats, k.audit,
+                                       k.histograms], args)
         return [bool(int(x)) for x in reply[1:]]
 
     def _final_body(self, task_id: str, state: TaskState, attempts: int, fence: int,

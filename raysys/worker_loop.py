@@ -70,12 +70,17 @@ class WorkerLoop:
         self.hold(leases)
         self.counters.inflight = len(leases)
         results: list[tuple[Lease, Outcome]] = []
+        starts: list[tuple[str, float]] = []
         try:
             for lease in leases:
                 if self.on_start is not None:
                     self.on_start(lease)
+                if self.ledger is not None:
+                    starts.append((lease.task_id, time.time()))
+                log.debug("%s runs task %s attempt %d fence %d kind %s", self.holder,
+                          lease.task_id, lease.attempt, lease.fence, lease.kind)
                 results.append((lease, self.executor.run(lease)))
-            self.commit(results)
+            self.commit(results, starts)
         finally:
             with self._held_lock:
                 for lease in leases:
@@ -83,7 +88,8 @@ class WorkerLoop:
             self.counters.inflight = 0
         self.counters.batches += 1
 
-    def commit(self, results: list[tuple[Lease, Outcome]]) -> None:
+    def commit(self, results: list[tuple[Lease, Outcome]],
+               starts: list[tuple[str, float]] | None = None) -> None:
         accepted = self.store.complete(self.holder, results)
         entries = []
         for (lease, outcome), ok in zip(results, accepted, strict=True):
@@ -94,10 +100,12 @@ class WorkerLoop:
                 continue
             self.counters.completed += 1
             final = _final_state(lease, outcome)
+            log.debug("%s committed task %s fence %d -> %s", self.holder, lease.task_id,
+                      lease.fence, final or "failed (will retry)")
             if final is not None:
                 entries.append((lease.task_id, lease.fence, final))
-        if self.ledger is not None and entries:
-            self.ledger.record(entries)
+        if self.ledger is not None and (entries or starts):
+            self.ledger.record(entries, starts or ())
 
     def renew_held(self) -> int:
         """Renew every lease this loop holds; return how many were lost."""
@@ -107,6 +115,12 @@ class WorkerLoop:
             return 0
         result = self.store.renew(self.holder, held, self.ttl_s)
         return sum(1 for deadline in result.values() if deadline == 0)
+
+    def forget(self, task_ids: list[str]) -> None:
+        """Stop renewing these leases (handed back or given up)."""
+        with self._held_lock:
+            for task_id in task_ids:
+                self._held.pop(task_id, None)
 
     def held(self) -> list[Lease]:
         with self._held_lock:

@@ -1,8 +1,9 @@
 """Ray Serve application of raysys, imported as ``raysys.serve``.
 
-Will hold the HTTP app: ``/health``, ``/metrics`` and the task API (``POST /tasks``,
-``GET /tasks/{id}``), finding or starting the named actors through ``raysys.actors``
-(DESIGN.md, "Layers"). Importing this package must stay cheap: no ``ray`` import at module level.
+``raysys.serve.app`` holds the HTTP app: ``/health``, ``/metrics`` and the task API
+(``POST /tasks``, ``GET /tasks/{id}``); its start-up finds or starts the named actors through
+``raysys.actors`` (DESIGN.md, "Layers"), so a RayService alone brings the whole system up.
+Importing this package stays cheap: no ``ray`` import at package level.
 """
 
 LAYER = "serve"

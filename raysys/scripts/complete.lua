@@ -1,11 +1,15 @@
 -- complete.lua: commit the outcomes of a batch of leases, each under its fencing token.
 -- KEYS[1] leases zset  KEYS[2] delayed zset  KEYS[3] counts hash  KEYS[4] stats hash
--- KEYS[5] audit stream
+-- KEYS[5] audit stream  KEYS[6] histograms hash
 -- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] audit on  ARGV[4] audit max length
--- ARGV[5..] per outcome, 5 values: id, fence, action, signed final record ("" for retry),
---   detail (retry: "<delay ms>|<error>", dead: error text, ok: "")
+-- ARGV[5..] per outcome, 7 values: id, fence, action, signed final record ("" for retry),
+--   detail (retry: "<delay ms>|<error>", dead: error text, ok: ""), the handler's run time in
+--   seconds, and the task_duration_seconds bucket ("le" bound) that time falls in
 --   action "ok" -> succeeded, "dead" -> dead (attempts exhausted), "retry" -> failed + backoff
--- Touches: <prefix>t:<id> hashes, and the KEYS above.
+-- Touches: <prefix>t:<id> hashes, and the KEYS above. Metrics, in the same step as the state
+--   change so they count each task once whoever commits: stats "attempt_failures" (every
+--   accepted dead or retry outcome); histogram fields task_duration_seconds:<le> (non-cumulative),
+--   :sum and :count for the attempt that made the task final (ok or dead).
 -- Returns: {now_ms, 1 (accepted) or 0 (rejected: stale fence, not leased) per outcome}.
 -- A rejected commit changes nothing but the fenced_rejected counter and the audit stream.
 -- The same outcome under the same fence, already applied, is acknowledged again (1) and changes
@@ -15,10 +19,11 @@ local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {now}
 local done, zrem = {succeeded = 0, dead = 0, failed = 0}, {}
-local rejected = 0
+local rejected, duration_sum = 0, 0
 local applied = {ok = "succeeded", dead = "dead", retry = "failed"}
-for i = 5, #ARGV, 5 do
+for i = 5, #ARGV, 7 do
   local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local seconds, bucket = tonumber(ARGV[i + 5]), ARGV[i + 6]
   local tk = prefix .. "t:" .. id
   local h = redis.call("HMGET", tk, "state", "fence", "fin", "reaped")
   if h[2] == fence and h[1] == applied[action] and not h[4] then
@@ -44,6 +49,10 @@ for i = 5, #ARGV, 5 do
       redis.call("ZADD", KEYS[2], now + delay, id)
       done.failed = done.failed + 1
     end
+    if action ~= "retry" then
+      redis.call("HINCRBY", KEYS[6], "task_duration_seconds:" .. bucket, 1)
+      duration_sum = duration_sum + seconds
+    end
     zrem[#zrem + 1] = id
     out[#out + 1] = 1
   end
@@ -57,6 +66,13 @@ if #zrem > 0 then
     if k > 0 then redis.call("HINCRBY", KEYS[3], state, k) end
   end
   if done.failed > 0 then redis.call("HINCRBY", KEYS[4], "retries", done.failed) end
+  if done.failed + done.dead > 0 then
+    redis.call("HINCRBY", KEYS[4], "attempt_failures", done.failed + done.dead)
+  end
+  if done.succeeded + done.dead > 0 then
+    redis.call("HINCRBY", KEYS[6], "task_duration_seconds:count", done.succeeded + done.dead)
+    redis.call("HINCRBYFLOAT", KEYS[6], "task_duration_seconds:sum", duration_sum)
+  end
   if audit then
     redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "committed", "holder", holder,
       "succeeded", done.succeeded, "dead", done.dead, "failed", done.failed)

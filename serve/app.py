@@ -1,0 +1,232 @@
+"""The Ray Serve app: ``GET /health``, ``GET /metrics``, ``POST /tasks``, ``GET /tasks/{id}``.
+
+* ``/health`` reports Redis, each actor's liveness, live workers and the reaper's lag as JSON:
+  ``healthy`` or ``degraded`` answer 200, ``unhealthy`` (Redis down, or no Coordinator) 503.
+  It is for monitors and load balancers, not a Kubernetes liveness probe. ``check_health``
+  fails only for a broken replica, never because Redis is down (Serve would replace replicas
+  forever; ``../shared/RAY_NOTES.md``).
+* ``/metrics`` is Prometheus text for the whole system, read from Redis (:mod:`raysys.metrics`).
+* The task API needs ``Authorization: Bearer <RAYSYS_API_TOKEN>`` (401 otherwise, also when the
+  server has no token configured); a bad body is a 422 naming the field. Submissions go through
+  the Coordinator, the one write path.
+
+Start-up (``RaysysAPI.__init__``) finds or starts the Coordinator, the Distributor and the
+workers, so deploying this app alone (a RayService) brings the system up. ``app`` is the
+builder a Serve config names (``import_path: raysys.serve.app:app``); :func:`deploy` is what
+``raysys up`` and ``raysys demo`` call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from typing import Any
+
+import orjson
+import ray
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError as BodyError
+from ray import serve
+
+from raysys import metrics
+from raysys.actors import factory
+from raysys.actors.context import ActorConfig, open_core
+from raysys.actors.registry import Registry
+from raysys.config import load_settings
+from raysys.errors import NotFound, RaysysError
+from raysys.errors import ValidationError as SpecError
+from raysys.models import TaskSpec
+from raysys.serve.api_models import BatchIn, TaskIn
+
+log = logging.getLogger("raysys.serve")
+
+APP_NAME = "raysys"
+DEPLOYMENT = "raysys-api"
+REQUEST_TIMEOUT_S = 30.0
+ACTOR_PING_S = 2.0
+
+api = FastAPI(title="raysys", docs_url=None, redoc_url=None)
+
+
+@serve.deployment(name=DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0},
+                  health_check_period_s=10, health_check_timeout_s=30)
+@serve.ingress(api)
+class RaysysAPI:
+    def __init__(self, config: ActorConfig, workers: int = 2, start_actors: bool = True) -> None:
+        self.config = config
+        self.core = open_core(config, "serve")
+        self.namespace = config.namespace
+        self.registry = Registry(self.core.client, config.namespace)
+        self.ttl_s = self.core.settings.lease_ttl_s
+        self.reaper_interval_s = self.core.settings.reaper_interval_s
+        token = self.core.settings.api_token
+        self._token = token.get_secret_value().encode() if token is not None else None
+        self.agent_id = f"serve-{os.getpid()}"
+        self.started = time.time()
+        if start_actors:
+            _ensure_actors(config, workers)
+        log.info("raysys API up in namespace %s (task API %s)", self.namespace,
+                 "enabled" if self._token else "disabled: no RAYSYS_API_TOKEN")
+
+    def check_health(self) -> None:
+        """A broken replica only: Redis being down shows in /health, never here."""
+        if self.core is None:
+            raise RuntimeError("replica lost its store")
+
+    # ---- health and metrics -------------------------------------------------------------------
+    @api.get("/health")
+    async def health(self) -> JSONResponse:
+        actors = await self._actors_alive()
+        snap = await asyncio.to_thread(self._snapshot, actors)
+        status = "healthy"
+        if not snap.redis_connected or not actors["coordinator"]:
+            status = "unhealthy"
+        elif (not actors["distributor"] or snap.live_workers == 0
+              or snap.reaper_lag_s > 2 * self.reaper_interval_s + 1):
+            status = "degraded"
+        body = {"status": status, "agent_id": self.agent_id,
+                "uptime": round(time.time() - self.started, 1),
+                "redis_connected": snap.redis_connected, "namespace": self.namespace,
+                "actors": actors, "live_workers": snap.live_workers,
+                "reaper_lag_s": round(snap.reaper_lag_s, 3)}
+        return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+
+    @api.get("/metrics")
+    async def metrics_text(self) -> Response:
+        actors = await self._actors_alive()
+        snap = await asyncio.to_thread(self._snapshot, actors)
+        return Response(metrics.render(snap), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- task API -----------------------------------------------------------------------------
+    @api.post("/tasks")
+    async def submit(self, request: Request) -> JSONResponse:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _error(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
+        try:
+            batch = isinstance(body, dict) and "tasks" in body
+            tasks = BatchIn.model_validate(body).tasks if batch else [TaskIn.model_validate(body)]
+            specs = [TaskSpec.build(**t.model_dump()) for t in tasks]
+        except BodyError as exc:
+            return _error(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
+                                for e in exc.errors()])
+        except SpecError as exc:
+            return _error(422, [{"loc": ["body"], "msg": str(exc)}])
+        try:
+            coordinator = factory.get_actor(factory.COORDINATOR, self.namespace)
+            ids = await coordinator.submit_many.remote(specs)
+        except RaysysError as exc:
+            return _error(422 if isinstance(exc, SpecError) else 503, [{"msg": str(exc)}])
+        except Exception as exc:  # actor restarting or gone: the caller may retry
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, SpecError):
+                return _error(422, [{"loc": ["body"], "msg": str(cause)}])
+            log.warning("submission failed: %s", exc)
+            return _error(503, [{"msg": "coordinator unavailable; retry (with an "
+                                        "idempotency_key to be safe)"}])
+        return JSONResponse({"ids": ids} if batch else {"id": ids[0]})
+
+    @api.get("/tasks/{task_id}")
+    async def status(self, task_id: str, request: Request) -> JSONResponse:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            status = await asyncio.to_thread(self.core.store.status, task_id)
+        except NotFound:
+            return _error(404, [{"msg": f"no task {task_id}"}])
+        except SpecError as exc:
+            return _error(422, [{"loc": ["path", "task_id"], "msg": str(exc)}])
+        except RaysysError as exc:
+            return _error(503, [{"msg": str(exc)}])
+        doc = status.to_json()
+        return JSONResponse({k: doc[k] for k in ("id", "state", "result", "error", "attempts")})
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _denied(self, request: Request) -> JSONResponse | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if self._token is None:
+            return _error(401, [{"msg": "the task API is disabled: the server has no "
+                                        "RAYSYS_API_TOKEN"}], auth=True)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 self._token):
+            return _error(401, [{"msg": "missing or wrong bearer token"}], auth=True)
+        return None
+
+    def _snapshot(self, actors: dict[str, bool]) -> metrics.Snapshot:
+        return metrics.read(self.core.client, self.namespace,
+                            worker_max_age_ms=int(self.ttl_s * 1000), actors=actors)
+
+    async def _actors_alive(self) -> dict[str, bool]:
+        names = {"coordinator": factory.COORDINATOR, "distributor": factory.DISTRIBUTOR}
+        out: dict[str, bool] = {}
+        for role, name in names.items():
+            try:
+                handle = factory.get_actor(name, self.namespace)
+                await asyncio.wait_for(_pinged(handle, role), timeout=ACTOR_PING_S)
+                out[role] = True
+            except Exception:
+                out[role] = False
+        return out
+
+
+async def _pinged(handle: Any, role: str) -> None:
+    if role == "coordinator":
+        await handle.ping.remote()
+    else:
+        await handle.info.remote()
+
+
+def _error(status: int, detail: list[dict[str, Any]], *, auth: bool = False) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if auth else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _ensure_actors(config: ActorConfig, workers: int) -> None:
+    """Find or start the named actors (idempotent: get_if_exists)."""
+    coordinator = factory.start_coordinator(config)
+    distributor = factory.start_distributor(config)
+    handles = [factory.start_worker(config, i) for i in range(workers)]
+    ray.get([coordinator.ping.remote(), distributor.info.remote(),
+             *[h.load.remote() for h in handles]], timeout=120)
+
+
+def app(args: dict[str, str] | None = None) -> Any:
+    """Serve application builder (``import_path: raysys.serve.app:app``).
+
+    ``args``: ``workers`` (default 2). Everything else comes from the environment
+    (``RAYSYS_*``/``REDIS_*``), as on every node.
+    """
+    args = dict(args or {})
+    settings = load_settings()
+    overrides: dict[str, Any] = {}
+    if settings.signing_key_file is not None:
+        overrides["signing_key_file"] = str(settings.signing_key_file)
+    config = ActorConfig(settings.namespace, overrides)
+    return RaysysAPI.bind(config, int(args.get("workers", 2)), True)
+
+
+def deploy(config: ActorConfig, *, host: str, port: int, workers: int = 0,
+           start_actors: bool = False) -> str:
+    """Run the app on the connected Ray cluster (``raysys up``/``demo``); its base URL."""
+    serve.start(http_options={"host": host, "port": port,
+                              "request_timeout_s": REQUEST_TIMEOUT_S})
+    serve.run(RaysysAPI.bind(config, workers, start_actors), name=APP_NAME, route_prefix="/",
+              blocking=False)
+    return f"http://{host}:{port}"
+
+
+def remove() -> None:
+    """Remove the app from the cluster (``raysys down``); Serve itself keeps running."""
+    if serve.status().applications.get(APP_NAME) is not None:
+        serve.delete(APP_NAME)
