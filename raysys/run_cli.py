@@ -21,6 +21,7 @@ from typing import Any
 
 from raysys.cluster_cli import positive_int
 from raysys.config import Settings
+from raysys.keyring import Keyring, generate_key, write_keyring_file
 from raysys.models import TaskSpec
 
 EXIT_UNACCOUNTED = 1
@@ -76,6 +77,12 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
     tmp = Path(tempfile.mkdtemp(prefix=f"raysys-{what}-"))
     run_settings = settings.model_copy(update={"data_dir": tmp})
     overrides: dict[str, Any] = {"data_dir": str(tmp), "namespace": namespace}
+    if settings.signing_keys is None and settings.signing_key_file is None:
+        # An ephemeral key for the run (its records never outlive it), as a file the actors read.
+        key_file = tmp / "keys.json"
+        write_keyring_file(key_file, Keyring([generate_key()]))
+        run_settings = run_settings.model_copy(update={"signing_key_file": key_file})
+        overrides["signing_key_file"] = str(key_file)
     try:
         # Redis first: an unreachable or misconfigured one is one clear line, before Ray starts.
         with open_store(run_settings, namespace=namespace, appendfsync=options.fsync) as handle:

@@ -6,12 +6,16 @@ Every run is checked against the independent commit ledger: ``lost`` and
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,19 +135,21 @@ def test_priority_order_of_leases(raysys_start: Callable[..., Client],
 
 def test_kill_9_worker_mid_run(raysys_start: Callable[..., Client],
                                ledger_report: Report) -> None:
-    # given two workers, a 2 s lease TTL and a run of 300 short sleeps
+    # given two workers, a 2 s lease TTL and a run of 2,000 short sleeps
     client = raysys_start(workers=2, batch=20, **FAST_TTL)
-    ids = client.submit_specs(sleep_specs(300, 0.01))
+    ids = client.submit_specs(sleep_specs(2000, 0.005))
     victim = client.worker(0)
     old_pid = ray.get(victim.pid.remote(), timeout=30)
-    wait_until(lambda: final_count(client) >= 40, 30, "the run to get going")
+    wait_until(lambda: final_count(client) >= 500, 60, "25% of the run")
     wait_until(lambda: ray.get(victim.info.remote(), timeout=10)["held"] > 0, 30,
                "worker 0 to hold leases")
-    # when worker 0's process is killed with SIGKILL mid-run, holding leases
+    # when worker 0's process is killed with SIGKILL mid-run (25-75% committed), holding leases
+    at_kill = final_count(client)
+    assert at_kill <= 1500, f"{at_kill} of 2000 done: too late to be mid-run"
     os.kill(old_pid, signal.SIGKILL)
     # then Ray restarts it, the reaper returns its leases after the TTL, and the run completes
-    results = client.wait(ids, timeout=90)
-    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 300}
+    results = client.wait(ids, timeout=120)
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 2000}
     report = ledger_report(client, ids)
     assert (report.lost, report.duplicate_commits) == (0, 0)
     assert client.stats().get("expired", 0) > 0  # its leases came back through the reaper
@@ -153,25 +159,93 @@ def test_kill_9_worker_mid_run(raysys_start: Callable[..., Client],
 
 def test_kill_distributor_then_coordinator(raysys_start: Callable[..., Client],
                                            ledger_report: Report) -> None:
-    # given a run of 300 short sleeps on two workers
+    # given a run of 2,000 short sleeps on two workers
     client = raysys_start(workers=2, batch=20, **FAST_TTL)
-    ids = client.submit_specs(sleep_specs(300, 0.01))
+    ids = client.submit_specs(sleep_specs(2000, 0.005))
     distributor_pid = ray.get(client.distributor.pid.remote(), timeout=30)
     coordinator_pid = ray.get(client.coordinator.pid.remote(), timeout=30)
-    wait_until(lambda: final_count(client) >= 40, 30, "the run to get going")
+    wait_until(lambda: final_count(client) >= 500, 60, "25% of the run")
     # when the distributor is killed (Ray restarts it) ...
     ray.kill(client.distributor, no_restart=False)
     done = final_count(client)
-    wait_until(lambda: final_count(client) >= done + 40, 60, "progress after the distributor")
-    # ... and then the coordinator
+    wait_until(lambda: final_count(client) >= done + 100, 60, "progress after the distributor")
+    # ... and then the coordinator, both mid-run
+    assert final_count(client) <= 1500, "too late to be mid-run"
     ray.kill(client.coordinator, no_restart=False)
     # then both come back and the run completes with every task accounted for once
-    results = client.wait(ids, timeout=90)
-    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 300}
+    results = client.wait(ids, timeout=120)
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 2000}
     report = ledger_report(client, ids)
     assert (report.lost, report.duplicate_commits) == (0, 0)
     assert ray.get(client.distributor.pid.remote(), timeout=30) != distributor_pid
     assert ray.get(client.coordinator.pid.remote(), timeout=30) != coordinator_pid
+
+
+def test_keyed_submit_is_retried_across_a_coordinator_restart(
+        raysys_start: Callable[..., Client]) -> None:
+    # given a running system
+    client = raysys_start(workers=1)
+    # when the coordinator is killed and a keyed submission is made at once
+    ray.kill(client.coordinator, no_restart=False)
+    first = client.submit("echo", {"k": 1}, idempotency_key="survives-restart")
+    # then the client retried until the restarted coordinator stored it, exactly once
+    assert client.submit("echo", {"k": 1}, idempotency_key="survives-restart") == first
+    assert client.wait([first], timeout=30)[0].state == TaskState.SUCCEEDED
+    assert client.stats()["submitted"] == 1
+
+
+def test_drain_hands_back_queued_leases_unspent(raysys_start: Callable[..., Client],
+                                                 ledger_report: Report) -> None:
+    # given one worker holding up to 20 leases in batches of 5, each task 0.1 s
+    client = raysys_start(workers=1, batch=5, capacity=20)
+    ids = client.submit_specs(sleep_specs(60, 0.1))
+    worker = client.worker(0)
+    wait_until(lambda: ray.get(worker.load.remote(), timeout=10)["queued"] >= 5, 30,
+               "leases queued at the worker")
+    # when it drains
+    assert client.drain(timeout=30, worker=f"{client.namespace}-worker-0") is True
+    # then its queued leases went straight back to the queue, not waiting for the TTL
+    counts = client.counts()
+    assert counts["leased"] == 0
+    assert client.stats().get("released", 0) >= 5
+    assert client.stats().get("expired", 0) == 0
+    # and after resume everything runs once, on its first attempt: a hand-back costs none
+    client.resume()
+    results = client.wait(ids, timeout=60)
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 60}
+    assert {r.attempts for r in results} == {1}
+    report = ledger_report(client, ids)
+    assert (report.lost, report.duplicate_commits) == (0, 0)
+
+
+def test_workers_json_and_drain_by_node_from_the_cli(raysys_start: Callable[..., Client],
+                                                     data_dir: Path) -> None:
+    # given two workers, and the CLI pointed at this cluster and namespace
+    client = raysys_start(workers=2)
+    env = {**os.environ, "RAYSYS_NAMESPACE": client.namespace, "RAYSYS_DATA_DIR": str(data_dir)}
+    address = ray.get_runtime_context().gcs_address
+    raysys = str(Path(sys.executable).with_name("raysys"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([raysys, *args, "--address", address], env=env, text=True,
+                              capture_output=True, timeout=120, check=False)
+
+    # when `raysys workers --json` runs
+    run = cli("workers", "--json")
+    # then one object {"workers": [...]} with DESIGN's fields for each live worker
+    assert run.returncode == 0, run.stderr
+    workers = json.loads(run.stdout)["workers"]
+    assert len(workers) == 2
+    for w in workers:
+        assert {"id", "pid", "node", "inflight", "completed", "alive"} <= set(w)
+        assert w["alive"] is True and w["inflight"] == 0
+    # when every worker of this node drains (what a preStop hook runs) ...
+    run = cli("drain", "--node", workers[0]["node_ip"])
+    assert run.returncode == 0, run.stderr
+    # ... then both workers are draining; an unknown node drains nothing and says so
+    assert all(w["draining"] for w in client.workers())
+    run = cli("drain", "--node", "10.255.255.1")
+    assert run.returncode == 0 and "nothing to drain" in run.stderr
 
 
 def test_drain_then_resume(raysys_start: Callable[..., Client], ledger_report: Report) -> None:

@@ -1,0 +1,115 @@
+"""``raysys demo`` and ``raysys bench`` as a user runs them: a subprocess that starts the
+embedded Redis, a private local Ray cluster, every actor and the HTTP app, and reports.
+
+Each run gets a short private root (Ray's socket paths must fit 107 bytes) and its own HTTP
+port; nothing of a run may outlive it (no server, no Ray process working in its directory).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from cli_harness import (
+    SETTINGS_FIELDS,
+    Cli,
+    assert_no_embedded_server_left,
+    check_report,
+    make_cli,
+    processes_working_in,
+)
+
+from raysys.embedded import EmbeddedRedis, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+RUN_TIMEOUT_S = 180.0
+
+
+@pytest.fixture
+def cli() -> Iterator[Cli]:
+    root = Path(tempfile.mkdtemp(prefix="rsd-"))
+    runner = make_cli(root).with_env(RAYSYS_HTTP_PORT=str(free_port()))
+    yield runner
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_no_processes(root: Path, timeout: float = 20.0) -> list[str]:
+    """Ray's daemons exit a moment after the driver: give them ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    left = processes_working_in(root)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = processes_working_in(root)
+    return left
+
+
+def test_demo_runs_every_actor_and_accounts_for_every_task(cli: Cli) -> None:
+    # when: the main job runs on the embedded default with DEBUG logging
+    run = cli.with_env(LOG_LEVEL="DEBUG").run("demo", "--tasks", "400", "--workers", "2",
+                                              "--json", timeout=RUN_TIMEOUT_S)
+
+    # then: one JSON report on stdout, every task accounted for by the ledger ...
+    report = run.json()
+    check_report(report, tasks=400, workers=2)
+    assert report["dead"] > 0 and report["retries"] > 0  # failing and flaky tasks in the mix
+    assert report["succeeded"] > report["dead"]
+    assert set(report["settings"]) >= SETTINGS_FIELDS
+    settings = report["settings"]
+    assert settings["fsync"] == "always" and settings["mode"] == "ray-actors"
+    assert settings["serve"] is True and settings["signing"] == "hmac-sha256"
+    # ... progress on stderr only ...
+    assert "400/400" in run.stderr and "[#" not in run.stdout
+    # ... one log file per process, kept after the run, with the DEBUG trace of messages,
+    # task runs, commits and Redis calls
+    logs = sorted((cli.data_dir / "logs").glob("demo-*/agent_system-*.log"))
+    roles = {p.name.split("-")[1] for p in logs}
+    assert {"coordinator", "distributor", "serve"} <= roles, [p.name for p in logs]
+    assert sum(1 for p in logs if "-worker-" in p.name) >= 2
+    text = "\n".join(p.read_text() for p in logs)
+    for needle in ("send distributor", "receive demo-", "runs task", "committed task",
+                   "redis script acquire", "redis script complete"):
+        assert needle in text, needle
+    # ... and nothing outlives the run
+    assert wait_no_processes(cli.root) == []
+    assert_no_embedded_server_left(cli, run)
+
+
+def test_bench_on_a_configured_redis_leaves_no_keys(cli: Cli,
+                                                   redis_server: EmbeddedRedis,
+                                                   redis_client: redis.Redis) -> None:
+    # given: the keys the user's Redis holds before the run
+    before = set(redis_client.keys("*"))
+
+    # when
+    run = cli.with_env(RAYSYS_REDIS_URL=redis_server.url).run(
+        "bench", "--tasks", "1000", "--json", timeout=RUN_TIMEOUT_S)
+
+    # then: every noop task succeeded, and the run's namespace and ledger were dropped
+    report = run.json()
+    check_report(report, tasks=1000, workers=report["settings"]["workers"])
+    assert report["succeeded"] == 1000 and report["dead"] == 0
+    assert report["settings"]["fsync"] == "server-configured"
+    assert set(redis_client.keys("*")) == before
+    assert wait_no_processes(cli.root) == []
+
+
+def test_demo_with_redis_unreachable_fails_in_one_line_before_starting_ray(cli: Cli) -> None:
+    # given: a configured Redis that nobody serves
+    port = free_port()
+
+    # when
+    started = time.monotonic()
+    run = cli.with_env(RAYSYS_REDIS_URL=f"redis://127.0.0.1:{port}/0").run(
+        "demo", "--tasks", "10", timeout=RUN_TIMEOUT_S)
+
+    # then: exit 4 (Redis unavailable), one line naming the address, quickly, no Ray started
+    line = run.error_line(4)
+    assert f"127.0.0.1:{port}" in line
+    assert time.monotonic() - started < 30
+    assert not list((cli.tmpdir).glob("raysys-ray-*"))
+    assert wait_no_processes(cli.root) == []
