@@ -243,13 +243,15 @@ class Client:
     def serve(self, host: str, port: int) -> str | None:
         """Run the HTTP app (``/health``, ``/metrics``, task API) on this cluster; its URL.
 
-        None, with a warning, when the port is taken: the actors keep working without it.
+        None, with a warning, when the port is taken: the actors keep working without it. If
+        Serve already runs on the cluster, the app joins it (on Serve's port).
         """
-        if not _port_free(host, port):
+        app = _serve_app()
+        if app.running_http() is None and not _port_free(host, port):
             log.warning("HTTP app not started: %s:%d is in use (set RAYSYS_HTTP_PORT)", host,
                         port)
             return None
-        url: str = _serve_app().deploy(self.config, host=host, port=port)
+        url: str = app.deploy(self.config, host=host, port=port)
         self._serving = True
         return url
 
@@ -268,9 +270,9 @@ class Client:
 
         if drain:
             self.drain(timeout)
-        if not self._owned:  # a cluster that outlives us: remove the HTTP app too
+        if not self._owned:  # a cluster that outlives us: remove the HTTP app if it is ours
             try:
-                _serve_app().remove()
+                _serve_app().remove(self.namespace)
             except Exception as exc:  # Serve never ran here, or is gone already
                 log.debug("no HTTP app to remove: %s", exc)
         factory.kill_all(self.namespace)
@@ -473,6 +475,16 @@ def _join_cluster(address: str, namespace: str) -> bool:
     return True
 
 
+def _running_gcs_address() -> str:
+    """The GCS address of the one Ray cluster running on this machine, found as Ray does."""
+    try:
+        from ray._private.services import find_gcs_addresses
+    except ImportError:
+        return ""
+    addresses = sorted(find_gcs_addresses())  # type: ignore[no-untyped-call, unused-ignore]
+    return str(addresses[0]) if len(addresses) == 1 else ""
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -495,6 +507,8 @@ def _check_ray_reachable(address: str, timeout_s: float = 3.0) -> None:
             current = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / (
                 "ray_current_cluster")
             target = current.read_text().strip() if current.is_file() else ""
+        if not target:  # `ray start --temp-dir X` writes its address file under X instead
+            target = _running_gcs_address()
         if not target:
             raise RayUnavailable("no running Ray cluster found: start one (`ray start --head "
                                  "--port 6380`) or pass --address HOST:PORT")

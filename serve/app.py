@@ -16,7 +16,8 @@ builder a Serve config names (``import_path: raysys.serve.app:app``); :func:`dep
 ``raysys up`` and ``raysys demo`` call.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Serve pickles this class by value, and FastAPI must
+# resolve the handlers' annotations (Request, ...) without the module's globals.
 
 import asyncio
 import hmac
@@ -32,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError as BodyError
 from ray import serve
+from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
 from raysys import metrics
 from raysys.actors import factory
@@ -53,6 +55,27 @@ ACTOR_PING_S = 2.0
 api = FastAPI(title="raysys", docs_url=None, redoc_url=None)
 
 
+async def _pinged(handle: Any, role: str) -> None:
+    if role == "coordinator":
+        await handle.ping.remote()
+    else:
+        await handle.info.remote()
+
+
+def _error(status: int, detail: list[dict[str, Any]], *, auth: bool = False) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if auth else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _ensure_actors(config: ActorConfig, workers: int) -> None:
+    """Find or start the named actors (idempotent: get_if_exists)."""
+    coordinator = factory.start_coordinator(config)
+    distributor = factory.start_distributor(config)
+    handles = [factory.start_worker(config, i) for i in range(workers)]
+    ray.get([coordinator.ping.remote(), distributor.info.remote(),
+             *[h.load.remote() for h in handles]], timeout=120)
+
+
 @serve.deployment(name=DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0},
                   health_check_period_s=10, health_check_timeout_s=30)
 @serve.ingress(api)
@@ -72,6 +95,9 @@ class RaysysAPI:
             _ensure_actors(config, workers)
         log.info("raysys API up in namespace %s (task API %s)", self.namespace,
                  "enabled" if self._token else "disabled: no RAYSYS_API_TOKEN")
+
+    def namespace_served(self) -> str:
+        return self.namespace
 
     def check_health(self) -> None:
         """A broken replica only: Redis being down shows in /health, never here."""
@@ -175,30 +201,10 @@ class RaysysAPI:
                 handle = factory.get_actor(name, self.namespace)
                 await asyncio.wait_for(_pinged(handle, role), timeout=ACTOR_PING_S)
                 out[role] = True
-            except Exception:
+            except Exception as exc:
+                log.warning("%s did not answer: %r", role, exc)
                 out[role] = False
         return out
-
-
-async def _pinged(handle: Any, role: str) -> None:
-    if role == "coordinator":
-        await handle.ping.remote()
-    else:
-        await handle.info.remote()
-
-
-def _error(status: int, detail: list[dict[str, Any]], *, auth: bool = False) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if auth else None
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-def _ensure_actors(config: ActorConfig, workers: int) -> None:
-    """Find or start the named actors (idempotent: get_if_exists)."""
-    coordinator = factory.start_coordinator(config)
-    distributor = factory.start_distributor(config)
-    handles = [factory.start_worker(config, i) for i in range(workers)]
-    ray.get([coordinator.ping.remote(), distributor.info.remote(),
-             *[h.load.remote() for h in handles]], timeout=120)
 
 
 def app(args: dict[str, str] | None = None) -> Any:
@@ -216,17 +222,44 @@ def app(args: dict[str, str] | None = None) -> Any:
     return RaysysAPI.bind(config, int(args.get("workers", 2)), True)
 
 
+def running_http() -> tuple[str, int] | None:
+    """(host, port) of the Serve instance already running on this cluster, if any."""
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+    options = ray.get(controller.get_http_config.remote(), timeout=30)
+    return str(options.host), int(options.port)
+
+
 def deploy(config: ActorConfig, *, host: str, port: int, workers: int = 0,
            start_actors: bool = False) -> str:
-    """Run the app on the connected Ray cluster (``raysys up``/``demo``); its base URL."""
-    serve.start(http_options={"host": host, "port": port,
-                              "request_timeout_s": REQUEST_TIMEOUT_S})
+    """Run the app on the connected Ray cluster (``raysys up``/``demo``); its base URL.
+
+    If Serve already runs on the cluster, the app joins it on Serve's own host and port (one
+    HTTP server per cluster); otherwise Serve starts on ``host``:``port``.
+    """
+    running = running_http()
+    if running is None:
+        serve.start(http_options={"host": host, "port": port,
+                                  "request_timeout_s": REQUEST_TIMEOUT_S})
+    else:
+        host, port = running
     serve.run(RaysysAPI.bind(config, workers, start_actors), name=APP_NAME, route_prefix="/",
               blocking=False)
     return f"http://{host}:{port}"
 
 
-def remove() -> None:
-    """Remove the app from the cluster (``raysys down``); Serve itself keeps running."""
-    if serve.status().applications.get(APP_NAME) is not None:
-        serve.delete(APP_NAME)
+def remove(namespace: str) -> bool:
+    """Remove the app if it serves ``namespace`` (``raysys down``); True if it was removed.
+
+    One cluster runs one app under this name; another namespace's ``down`` (an example job's
+    own pool, say) must leave it alone. Serve itself keeps running.
+    """
+    if serve.status().applications.get(APP_NAME) is None:
+        return False
+    handle = serve.get_app_handle(APP_NAME)
+    if handle.namespace_served.remote().result(timeout_s=30) != namespace:
+        return False
+    serve.delete(APP_NAME)
+    return True

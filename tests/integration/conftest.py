@@ -10,6 +10,7 @@ gets a fresh raysys namespace (its own Ray namespace and Redis key prefix) throu
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -26,13 +27,24 @@ from raysys.embedded import attach_or_start
 from raysys.keyspace import Keyspace, glob_escape
 from raysys.ledger import CommitLedger, LedgerReport
 
+# The task API's token, as a deployment sets it on every node: in the environment the cluster's
+# processes inherit at ray.init (never through runtime_env env_vars, which Ray logs).
+API_TOKEN = "it-" + secrets.token_hex(24)
+
+
+@pytest.fixture(scope="session")
+def api_token() -> str:
+    return API_TOKEN
+
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ray = pytest.importorskip("ray")
     home = tmp_path_factory.mktemp("home")
     saved = os.environ.get("HOME")
+    saved_token = os.environ.get("RAYSYS_API_TOKEN")
     os.environ["HOME"] = str(home)  # the cluster's processes inherit it at ray.init
+    os.environ["RAYSYS_API_TOKEN"] = API_TOKEN
     temp = Path(tempfile.mkdtemp(prefix="rsit-"))  # short: Ray's socket paths must fit 107 B
     ray.init(num_cpus=4, include_dashboard=False, namespace="raysys-it", log_to_driver=False,
              _temp_dir=str(temp))
@@ -41,10 +53,11 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = saved
+        for name, value in (("HOME", saved), ("RAYSYS_API_TOKEN", saved_token)):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
