@@ -201,9 +201,12 @@ def _wait_final(store: Any, task_id: str, timeout: float) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """One task, or counts by state; ``--watch`` refreshes every second with the throughput
+    (tasks reaching a final state per second) until Ctrl-C (one JSON object per line)."""
     from raysys.runtime import open_store
 
     with open_store(settings) as handle:
+        last: tuple[float, int] | None = None
         while True:
             if args.task_id:
                 doc = handle.store.status(args.task_id).to_json()
@@ -211,6 +214,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 counts = handle.store.counts()
                 doc = {"namespace": handle.store.namespace, "counts": counts,
                        "total": sum(counts.values())}
+                if args.watch:
+                    now, final = time.monotonic(), sum(counts[s.value] for s in FINAL_STATES)
+                    doc["tasks_per_s"] = (round((final - last[1]) / (now - last[0]), 1)
+                                          if last is not None else 0.0)
+                    last = (now, final)
             if args.json:
                 print(json.dumps(doc), flush=True)
             else:
@@ -222,8 +230,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_status(doc: dict[str, Any]) -> None:
     if "counts" in doc:
+        rate = f"  {doc['tasks_per_s']:,.1f} tasks/s" if "tasks_per_s" in doc else ""
         print("  ".join(f"{state} {n}" for state, n in doc["counts"].items())
-              + f"  (total {doc['total']})", flush=True)
+              + f"  (total {doc['total']}){rate}", flush=True)
     else:
         print("\n".join(f"{key}: {json.dumps(value)}" for key, value in doc.items()), flush=True)
 

@@ -37,6 +37,11 @@ from cli_harness import (
 )
 
 from raysys.embedded import EmbeddedRedis, free_port
+from raysys.envelope import Sealer
+from raysys.keyring import load_keyring_file
+from raysys.models import TaskSpec
+from raysys.store import TaskStore
+from raysys.worker_loop import WorkerLoop
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServerFactory
@@ -334,6 +339,33 @@ def test_embedded_default_keeps_tasks_between_processes(cli: Cli) -> None:
     assert submitted.started_pids() and status.started_pids()
     assert not (cli.data_dir / "redis" / "embedded.json").exists()
     assert_no_embedded_server_left(cli, submitted, status)
+
+
+def test_status_watch_shows_live_counts_and_throughput(
+    configured: Cli, redis_client: redis.Redis, keyring_file: Path
+) -> None:
+    # given: 300 queued tasks in the CLI's namespace, and `status --watch --json` running
+    store = TaskStore(redis_client, Sealer(load_keyring_file(keyring_file)), configured.namespace)
+    store.submit_many([TaskSpec.build(kind="noop", payload=i) for i in range(300)])
+    stderr_file = configured.root / "watch.err"
+    proc = configured.popen("status", "--watch", "--json", stderr_file=stderr_file)
+    try:
+        first = json.loads(read_line(proc, timeout=20))
+        # when: a worker finishes them while the watch runs
+        loop = WorkerLoop(store, "watch-worker", batch=10)
+        lines = []
+        while len(lines) < 3:
+            loop.run_once()
+            lines.append(json.loads(read_line(proc, timeout=20)))
+            while loop.run_once():
+                pass
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    # then: one JSON object per refresh, counts moving to succeeded, a positive throughput
+    assert first["counts"]["pending"] == 300 and first["tasks_per_s"] == 0.0
+    assert lines[-1]["counts"]["succeeded"] == 300
+    assert max(doc["tasks_per_s"] for doc in lines) > 0
 
 
 def test_sigterm_shuts_the_embedded_server_down(cli: Cli) -> None:
