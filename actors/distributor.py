@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ from raysys.models import Lease
 
 log = logging.getLogger("raysys.actors.distributor")
 
+LIVE_REFRESH_S = 0.25  # how stale the live-worker set may be (a new worker waits this long)
+PAUSE_REFRESH_S = 1.0  # the pause flag is also re-read from Redis this often
 MESSAGE_BUDGET = 768 * 1024  # bytes of lease JSON per message (the envelope limit is 1 MiB)
 
 
@@ -60,6 +63,11 @@ class Distributor:
         self.delivered = 0
         self.failed_deliveries = 0
         self._cycle_lock = threading.Lock()
+        self._free: dict[str, int] = {}  # estimated free room per worker since the last poll
+        self._live_ids: list[str] = []
+        self._live_at = 0.0
+        self._paused = False
+        self._paused_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distributor", daemon=True)
         if autostart:
@@ -69,19 +77,14 @@ class Distributor:
     def cycle(self) -> int:
         """Hand out one batch; return how many leases were granted (0: nothing to do)."""
         with self._cycle_lock:
-            if self.registry.paused():
+            if self._is_paused():
                 return 0
-            live = self.registry.live(max_age_ms=int(self.ttl_s * 1000))
+            live = self._live()
             if not live:
                 return 0
-            loads = self.port.loads(live)
-            best, room = "", 0
-            for worker_id, load in loads.items():
-                if load.get("draining"):
-                    continue
-                free = int(load["capacity"]) - int(load["queued"]) - int(load["running"])
-                if free > room:
-                    best, room = worker_id, free
+            best, room = self._pick(live, fresh=False)
+            if room <= 0:  # estimates say everyone is full: ask the workers themselves
+                best, room = self._pick(live, fresh=True)
             if room <= 0:
                 return 0
             leases, quarantined = self.store.acquire_verified(
@@ -91,28 +94,68 @@ class Distributor:
             if not leases:
                 return 0
             self.granted += len(leases)
+            self._free[best] = room - len(leases)
             for chunk in _chunks(leases):
                 envelope = self.messenger.seal(best, ASSIGN, {"leases": chunk})
                 try:
                     accepted = self.port.assign(best, envelope)
                 except Exception as exc:  # the leases expire and the reaper requeues them
                     accepted = 0
+                    self._free.pop(best, None)
                     log.warning("delivery of %d leases to %s failed: %s", len(chunk), best, exc)
                 if accepted:
                     self.delivered += accepted
-                else:
+                else:  # rejected (draining, say): ask it afresh before offering it more
                     self.failed_deliveries += 1
+                    self._free.pop(best, None)
             return len(leases)
+
+    def _pick(self, live: list[str], *, fresh: bool) -> tuple[str, int]:
+        """The live, non-draining worker with the most free room, and that room.
+
+        ``fresh``: ask every worker its load (one Ray round trip); otherwise use the estimates
+        kept since the last poll (room minus what was handed out since).
+        """
+        if fresh:
+            self._free = {}
+            for worker_id, load in self.port.loads(live).items():
+                if not load.get("draining"):
+                    self._free[worker_id] = (int(load["capacity"]) - int(load["queued"])
+                                             - int(load["running"]))
+        best, room = "", 0
+        for worker_id in live:
+            free = self._free.get(worker_id, 0)
+            if free > room:
+                best, room = worker_id, free
+        return best, room
+
+    def _live(self) -> list[str]:
+        """Workers with a fresh heartbeat (re-read from Redis at most every LIVE_REFRESH_S)."""
+        now = time.monotonic()
+        if now - self._live_at > LIVE_REFRESH_S:
+            self._live_ids = self.registry.live(max_age_ms=int(self.ttl_s * 1000))
+            self._live_at = now
+        return self._live_ids
+
+    def _is_paused(self) -> bool:
+        """The pause flag: set locally by pause()/resume(), re-read from Redis every second."""
+        now = time.monotonic()
+        if now - self._paused_at > PAUSE_REFRESH_S:
+            self._paused = self.registry.paused()
+            self._paused_at = now
+        return self._paused
 
     # ---- control ------------------------------------------------------------------------------
     def pause(self) -> None:
         """Hand out nothing more (persisted); returns after any round in progress has ended."""
         self.registry.set_paused(True)
         with self._cycle_lock:
-            pass
+            self._paused, self._paused_at = True, time.monotonic()
 
     def resume(self) -> None:
         self.registry.set_paused(False)
+        with self._cycle_lock:
+            self._paused, self._paused_at = False, time.monotonic()
 
     def info(self) -> dict[str, Any]:
         return {"id": self.party, "paused": self.registry.paused(), "granted": self.granted,
@@ -142,7 +185,7 @@ class Distributor:
                 idle = 0.002
             else:
                 self._stop.wait(idle)
-                idle = min(idle * 2, 0.05)
+                idle = min(idle * 2, 0.02)
 
 
 def _chunks(leases: list[Lease]) -> list[list[dict[str, Any]]]:

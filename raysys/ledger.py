@@ -19,6 +19,20 @@ from raysys.replies import as_text
 
 FINAL = ("succeeded", "dead", "cancelled", "quarantined")
 
+# KEYS: commits hash (id -> number of commits), final hash (id -> state), starts hash
+# (id -> first start). ARGV[1] = n commits, then n pairs (id, state), then pairs (id, start).
+_RECORD = """
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do
+  redis.call("HINCRBY", KEYS[1], ARGV[i], 1)
+  redis.call("HSET", KEYS[2], ARGV[i], ARGV[i + 1])
+end
+for i = 2 * n + 2, #ARGV, 2 do
+  redis.call("HSETNX", KEYS[3], ARGV[i], ARGV[i + 1])
+end
+return n
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerReport:
@@ -42,6 +56,7 @@ class CommitLedger:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
         self.prefix = f"{{raysys-ledger:{namespace}}}:"
+        self._record = client.register_script(_RECORD)
 
     def record(self, entries: Iterable[tuple[str, int, str]],
                starts: Iterable[tuple[str, float]] = ()) -> None:
@@ -49,19 +64,17 @@ class CommitLedger:
 
         The fence identifies the commit; two entries for one task mean two commits.
         ``starts``: (task id, wall-clock time its handler first started), kept once per task,
-        for the submit-to-start latency figures.
+        for the submit-to-start latency figures. One script call, whatever the batch size.
         """
-        pipe = self.client.pipeline(transaction=False)
-        n = 0
+        args: list[str] = []
         for task_id, _fence, state in entries:
-            pipe.hincrby(self.prefix + "commits", task_id, 1)
-            pipe.hset(self.prefix + "final", task_id, state)
-            n += 1
+            args += [task_id, state]
+        n = len(args) // 2
         for task_id, when in starts:
-            pipe.hsetnx(self.prefix + "starts", task_id, f"{when:.6f}")
-            n += 1
-        if n:
-            pipe.execute()
+            args += [task_id, f"{when:.6f}"]
+        if args:
+            self._record(keys=[self.prefix + "commits", self.prefix + "final",
+                               self.prefix + "starts"], args=[n, *args])
 
     def starts(self) -> dict[str, float]:
         """Task id -> the wall-clock time its handler first started."""

@@ -39,7 +39,7 @@ def add_run_commands(sub: Any, positive_float: Any) -> None:
     p.add_argument("--tasks", type=positive_int, default=20_000)
     p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--rate", type=positive_float, default=None, help="offered load, tasks/s")
-    p.add_argument("--batch", type=positive_int, default=100, help="leases per assignment")
+    p.add_argument("--batch", type=positive_int, default=500, help="leases per assignment")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench)
 
