@@ -119,7 +119,8 @@ def run_on_cluster(client: _Client, ledger: CommitLedger, specs: Sequence[TaskSp
         "latency_ms": percentiles(latencies),
         "settings": {"fsync": options.fsync, "signing": options.signing, "serve": options.serve,
                      "audit": options.audit, "workers": options.workers, "batch": options.batch,
-                     "mode": "ray-actors"},
+                     "mode": "ray-actors", "signed_messages": True, "heartbeats": True,
+                     "ledger": True},
     })
     return report
 

@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import ray
+import redis
 
 from raysys.client import Client, connect
 from raysys.errors import ConfigurationError, NotFound, RayUnavailable, ValidationError
+from raysys.keyspace import Keyspace
 from raysys.ledger import LedgerReport
 from raysys.models import FINAL_STATES, TaskSpec, TaskState
 from raysys.workload import demo_specs
@@ -287,4 +289,25 @@ def test_long_task_keeps_its_lease_and_timeouts_fail(raysys_start: Callable[...,
     # and the overrun is a failed attempt that names the timeout
     assert results[1].state == TaskState.DEAD and "timed out" in (results[1].error or "")
     report = ledger_report(client, [*long_ids, late])
+    assert (report.lost, report.duplicate_commits) == (0, 0)
+
+
+def test_rolling_restart_of_every_actor_loses_nothing(raysys_start: Callable[..., Client],
+                                                      ledger_report: Report,
+                                                      redis_conn: redis.Redis) -> None:
+    # given a run of 1,000 short sleeps in progress (DEPLOY.md, "Rolling updates")
+    client = raysys_start(workers=2, batch=20)
+    ids = client.submit_specs(sleep_specs(1000, 0.005))
+    wait_until(lambda: final_count(client) >= 250, 60, "a quarter of the run")
+    # when the old actors drain and go (the new version's rollout) ...
+    client.down(drain=True, timeout=30)
+    leased = int(redis_conn.hget(Keyspace(client.namespace).counts, "leased") or 0)
+    assert leased == 0, "a drained pool holds no lease"
+    assert ledger_report(client, ids).lost > 0, "the rollout came too late to prove anything"
+    # ... and a new set of actors comes up in the same namespace
+    new = raysys_start(workers=2, batch=20, namespace=client.namespace)
+    # then the run completes with every task committed exactly once
+    results = new.wait(ids, timeout=120)
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 1000}
+    report = ledger_report(new, ids)
     assert (report.lost, report.duplicate_commits) == (0, 0)
