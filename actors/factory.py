@@ -57,10 +57,11 @@ def start_distributor(config: ActorConfig) -> Any:
 
 
 def start_worker(config: ActorConfig, index: int) -> Any:
+    """Worker ``index``; ``SPREAD`` places the pool across the cluster's nodes."""
     cls = ray.remote(Worker)
     return cls.options(name=worker_name(index), namespace=config.namespace, max_task_retries=0,
-                       max_concurrency=8, **_COMMON).remote(worker_id(config.namespace, index),
-                                                            config)
+                       max_concurrency=8, scheduling_strategy="SPREAD",
+                       **_COMMON).remote(worker_id(config.namespace, index), config)
 
 
 def get_actor(name: str, namespace: str) -> Any:
