@@ -116,13 +116,17 @@ class RayWorkerPort:
                 continue
             try:
                 out[holder] = ray.get(ref, timeout=0)
-            except Exception:  # restarting or dead: skip it this round
-                continue
+            except Exception:  # dead or replaced: look the name up afresh next time
+                self._handles.pop(holder, None)
         return out
 
     def assign(self, worker_id: str, envelope: bytes) -> int:
-        return int(ray.get(self._handle(worker_id).assign.remote(envelope),
-                           timeout=CALL_TIMEOUT_S))
+        try:
+            return int(ray.get(self._handle(worker_id).assign.remote(envelope),
+                               timeout=CALL_TIMEOUT_S))
+        except Exception:  # a replaced actor under the same name needs a fresh handle
+            self._handles.pop(worker_id, None)
+            raise
 
 
 def _find(name: str, namespace: str) -> Any | None:

@@ -224,9 +224,8 @@ class Worker:
 
 def _node_identity() -> dict[str, str]:
     """Where this worker runs: host name, IP and Ray node id (what ``drain --node`` matches)."""
-    try:
+    node_id, ip = "", ""
+    if ray.is_initialized():  # not in unit tests: get_runtime_context() would start a cluster
         node_id = ray.get_runtime_context().get_node_id()
         ip = ray.util.get_node_ip_address()
-    except Exception:  # not inside Ray (unit tests)
-        node_id, ip = "", ""
     return {"node": socket.gethostname(), "node_ip": ip, "node_id": node_id}

@@ -90,6 +90,9 @@ class WorkerLoop:
 
     def commit(self, results: list[tuple[Lease, Outcome]],
                starts: list[tuple[str, float]] | None = None) -> None:
+        if self.ledger is not None:  # intents first: a crash after the ack is then recoverable
+            self.ledger.record((), starts or (),
+                               [(lease.task_id, lease.fence) for lease, _ in results])
         accepted = self.store.complete(self.holder, results)
         entries = []
         for (lease, outcome), ok in zip(results, accepted, strict=True):
@@ -104,8 +107,8 @@ class WorkerLoop:
                       lease.fence, final or "failed (will retry)")
             if final is not None:
                 entries.append((lease.task_id, lease.fence, final))
-        if self.ledger is not None and (entries or starts):
-            self.ledger.record(entries, starts or ())
+        if self.ledger is not None and entries:
+            self.ledger.record(entries)
 
     def renew_held(self) -> int:
         """Renew every lease this loop holds; return how many were lost."""

@@ -148,3 +148,14 @@ def redis_server_factory(
     factory = RedisServerFactory(tmp_path_factory)
     yield factory
     factory.stop_all()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The fault and security suites' options (here, so they work from any directory)."""
+    group = parser.getgroup("chaos")
+    group.addoption("--chaos-seed", type=int, default=None,
+                    help="seed of the chaos and security suites' random choices (default: "
+                    "random, printed)")
+    group.addoption("--chaos-results", default=None,
+                    help="JSON file the chaos and security suites write their figures to "
+                    "(default: build/chaos-results.json)")

@@ -1,0 +1,342 @@
+"""Chaos: workers die, stall, lose their network, or drain under load (issue 7: 1, 2, 5, 7).
+
+Every run is a real raysys deployment (Ray actors, real Redis) executing ``chaos.work`` tasks,
+each attempt recorded by the handler itself (see ``harness.py``). After the run the invariants
+are checked over the record, the commit ledger and the audit stream: 0 lost, exactly one
+committed result per task, fences unique and rising per task, extra attempts bounded, and
+leases of a dead or stalled worker taken back within the lease TTL plus the reaper interval.
+Each scenario writes its figures to the results file (``--chaos-results``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import redis
+from harness import (
+    DeployFn,
+    Deployment,
+    ResultsFile,
+    RunRecord,
+    chaos_row,
+    collect,
+    late_reclaims,
+    read_audit,
+    reclaim_latencies,
+    violations,
+    wait_until,
+)
+from tcp_proxy import TcpProxy
+
+from raysys.actors.context import ActorConfig
+from raysys.actors.factory import start_worker
+from raysys.keyring import Keyring, generate_key, write_keyring_file
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+# ---- 1. kill -9 a random worker every few seconds -----------------------------------------------
+@pytest.mark.timeout(180)
+def test_sigkill_random_workers_every_few_seconds(
+        chaos_deploy: DeployFn, chaos_rng: random.Random, chaos_seed: int,
+        results_file: ResultsFile) -> None:
+    # given 2,000 tasks on four workers (lease TTL 2 s, reaper every 0.5 s)
+    n, workers, seconds = 2000, 4, 0.03
+    d = chaos_deploy(workers, batch=10)
+    began = time.monotonic()
+    ids = d.client.submit_specs(d.log.specs(n, seconds))
+    # when a random worker is killed with SIGKILL every 2-4 s while 10-90 % are committed
+    kills: list[tuple[float, float, dict[str, int], int]] = []  # (when, done, held, pid)
+    wait_until(lambda: d.final() >= 0.1 * n, 60, "10 % of the run to commit")
+    while True:
+        time.sleep(chaos_rng.uniform(2.0, 4.0))
+        done = d.final() / n
+        if done >= 0.9:
+            break
+        victim = chaos_rng.randrange(workers)
+        pid = d.pid(victim)
+        held = d.held(victim)
+        at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        kills.append((at, done, held, pid))
+    record = d.finish(ids, 120, killed={pid: at for at, _, _, pid in kills})
+    duration = time.monotonic() - began
+    # then nothing is lost or committed twice, and the extra attempts stay within what the
+    # killed workers could hold (kills x per-worker capacity)
+    bound = len(kills) * d.capacity
+    problems = violations(record, extra_bound=bound)
+    latencies: list[float] = []
+    for at, _, held, _ in kills:
+        got, missing = reclaim_latencies(record, held, at)
+        latencies += got
+        problems += missing
+    problems += late_reclaims(latencies, d.ttl_s + d.reaper_s)
+    killed = {pid for _, _, _, pid in kills}
+    alive = {d.pid(i) for i in range(workers)}  # every worker answers, in a new process
+    if alive & killed:
+        problems.append(f"workers still report killed pids {sorted(alive & killed)}")
+    if len(kills) < 3:
+        problems.append(f"only {len(kills)} kills landed mid-run: the run is too short")
+    results_file.put(chaos_row(
+        "1", "SIGKILL a random worker every 2–4 s", record, seed=chaos_seed,
+        size=f"{n} tasks, {workers} workers",
+        faults=f"{len(kills)} kills at {kills[0][1]:.0%}–{kills[-1][1]:.0%}" if kills else "none",
+        duration_s=duration, problems=problems, extra_bound=bound, reclaims=latencies,
+        reclaim_bound_s=d.ttl_s + d.reaper_s, env=d.environment(),
+        notes=f"{len(kills)} SIGKILLs; the reaper took back the {len(latencies)} leases the "
+        "victims held; Ray restarted every victim in a new process; ledger gaps: "
+        f"{len(record.ledger_gaps)} (a commit acknowledged to a worker killed before it wrote "
+        "the ledger; the task is final in the store under that attempt's fence)"))
+    assert not problems, f"seed {chaos_seed}: " + "\n".join(problems)
+
+
+def _refused(record: RunRecord, holder: str) -> int:
+    return sum(1 for e in record.events("fence_rejected") if e.fields.get("holder") == holder)
+
+
+def _named(d: Deployment, index: int) -> bool:
+    """True while an actor named like worker ``index`` exists in the namespace."""
+    try:
+        ray.get_actor(f"raysys-worker-{index}", namespace=d.namespace)
+    except ValueError:
+        return False
+    return True
+
+
+def stale_writes_problems(d: Deployment, record: RunRecord, index: int,
+                          since: float) -> tuple[list[str], int]:
+    """Every write of worker ``index`` under a lease taken back after ``since`` was refused,
+    audited and logged by the worker itself.
+
+    The lost leases are the ``lease_expired`` audit entries naming the worker after the fault,
+    including leases delivered to it after the fault began. Each one it ran must show up as a
+    ``fence_rejected`` audit entry naming it and in its log. Returns the problems and how many
+    lost leases the worker ran anyway.
+    """
+    holder = d.holder(index)
+    lost = {(e.fields["id"], int(e.fields["fence"])) for e in record.events("lease_expired")
+            if e.fields.get("holder") == holder and e.ts >= since}
+    rejected = {(e.fields["id"], int(e.fields["fence"])): e.fields.get("holder")
+                for e in record.events("fence_rejected")}
+    logs = d.worker_logs(index)
+    problems = []
+    ran = [a for a in record.attempts if (a.task_id, a.fence) in lost and a.ended is not None]
+    for attempt in ran:
+        key = (attempt.task_id, attempt.fence)
+        if attempt.outcome == "ok":
+            problems.append(f"task {attempt.task_id}: the stale holder's commit under fence "
+                            f"{attempt.fence} was accepted after its lease was taken back")
+            continue
+        if rejected.get(key) != holder:
+            problems.append(f"task {attempt.task_id}: the stale commit under fence "
+                            f"{attempt.fence} left no fence_rejected audit entry")
+        if f"commit of task {attempt.task_id} under fence {attempt.fence} rejected" not in logs:
+            problems.append(f"task {attempt.task_id}: the worker did not log its rejected "
+                            f"commit under fence {attempt.fence}")
+    if not ran:
+        problems.append("the stale worker ran none of the leases it lost: nothing was tested")
+    if "leases (expired before renewal)" not in logs:
+        problems.append("the stale worker never logged that its renewals were refused")
+    return problems, len(ran)
+
+
+# ---- 2. SIGSTOP a lease holder for twice the TTL ------------------------------------------------
+@pytest.mark.timeout(150)
+def test_sigstop_lease_holder_past_ttl(chaos_deploy: DeployFn, chaos_rng: random.Random,
+                                       chaos_seed: int, results_file: ResultsFile) -> None:
+    # given 600 tasks on three workers, a 2 s lease TTL, the run 25 % committed
+    n, workers, seconds = 600, 3, 0.05
+    d = chaos_deploy(workers, batch=10)
+    began = time.monotonic()
+    ids = d.client.submit_specs(d.log.specs(n, seconds))
+    victim = chaos_rng.randrange(workers)
+    wait_until(lambda: d.final() >= 0.25 * n and len(d.held(victim)) >= 5, 60,
+               f"25 % committed and worker {victim} holding leases")
+    pid = d.pid(victim)
+    # when that worker's process is stopped (SIGSTOP) for twice the TTL, then continued
+    held = d.held(victim)
+    done = d.final() / n
+    at = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2 * d.ttl_s)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    record = d.finish(ids, 90)
+    duration = time.monotonic() - began
+    # then its leases were taken back within TTL + reaper interval, the run completed once per
+    # task, and every commit the stale worker made afterwards was refused and logged
+    problems = violations(record, extra_bound=d.capacity)
+    latencies, missing = reclaim_latencies(record, held, at)
+    problems += missing + late_reclaims(latencies, d.ttl_s + d.reaper_s)
+    stale, ran = stale_writes_problems(d, record, victim, at)
+    problems += stale
+    if not 0.25 <= done <= 0.75:
+        problems.append(f"the stop landed at {done:.0%} committed, not mid-run")
+    results_file.put(chaos_row(
+        "2", "SIGSTOP a lease holder for 2 × TTL, then SIGCONT", record, seed=chaos_seed,
+        size=f"{n} tasks, {workers} workers", faults=f"1 stop ({len(held)} leases) at "
+        f"{done:.0%}", duration_s=duration, problems=problems, extra_bound=d.capacity,
+        reclaims=latencies, reclaim_bound_s=d.ttl_s + d.reaper_s, env=d.environment(),
+        notes=f"after SIGCONT the stale worker still ran {ran} leases it had lost; its "
+        f"{_refused(record, d.holder(victim))} commits under them were refused (audit + its own "
+        "log), and it logged its refused renewals"))
+    assert not problems, f"seed {chaos_seed}: " + "\n".join(problems)
+
+
+# ---- 5. a worker cut off from Redis (TCP proxy) for twice the TTL -------------------------------
+@pytest.mark.timeout(150)
+def test_worker_cut_off_from_redis(chaos_deploy: DeployFn, redis_server_factory: Any,
+                                   tmp_path: Path, chaos_seed: int,
+                                   results_file: ResultsFile) -> None:
+    # given a password-less Redis the actors are configured with (REDIS_HOST/PORT settings),
+    # two workers connected directly and a third that reaches Redis only through a TCP proxy
+    server = redis_server_factory(password=None)
+    data_dir = tmp_path / "data"
+    write_keyring_file(data_dir / "keys.json", Keyring([generate_key()]))
+    conn = redis.Redis(host="127.0.0.1", port=server.port)
+    proxy = TcpProxy(("127.0.0.1", server.port))
+    n, seconds, cut = 600, 0.05, 2
+    try:
+        d = chaos_deploy(2, data_dir=data_dir, conn=conn, redis_host="127.0.0.1",
+                         redis_port=server.port)
+        config = d.client.config
+        proxied = ActorConfig(config.namespace, {**config.overrides, "redis_port": proxy.port},
+                              batch=config.batch, capacity=config.capacity, ledger=config.ledger)
+        handle = start_worker(proxied, cut)  # removed with the namespace's other actors
+        ray.get(handle.load.remote(), timeout=60)
+        began = time.monotonic()
+        ids = d.client.submit_specs(d.log.specs(n, seconds))
+        wait_until(lambda: d.final() >= 0.25 * n and len(d.held(cut)) >= 5, 60,
+                   "25 % committed and the proxied worker holding leases")
+        # when the proxy holds every byte between that worker and Redis for twice the TTL
+        held = d.held(cut)
+        done = d.final() / n
+        at = time.time()
+        proxy.cut()
+        try:
+            time.sleep(2 * d.ttl_s)
+            committed_during_cut = [e for e in read_audit(d.conn, d.namespace)
+                                    if e.ev == "committed" and e.ts > at + 0.2
+                                    and e.fields.get("holder") == d.holder(cut)]
+        finally:
+            proxy.heal()
+        record = d.finish(ids, 90)
+        duration = time.monotonic() - began
+    finally:
+        proxy.close()
+    # then it committed nothing while cut off, its leases were taken back within TTL + reaper
+    # interval, its late commits were refused and logged, and the run completed once per task
+    problems = violations(record, extra_bound=d.capacity)
+    if committed_during_cut:
+        problems.append(f"the cut-off worker committed {len(committed_during_cut)} batches "
+                        "while cut off")
+    latencies, missing = reclaim_latencies(record, held, at)
+    problems += missing + late_reclaims(latencies, d.ttl_s + d.reaper_s)
+    stale, ran = stale_writes_problems(d, record, cut, at)
+    problems += stale
+    if not 0.25 <= done <= 0.75:
+        problems.append(f"the cut landed at {done:.0%} committed, not mid-run")
+    results_file.put(chaos_row(
+        "5", "a worker cut off from Redis (TCP proxy holds its bytes) for 2 × TTL", record,
+        seed=chaos_seed, size=f"{n} tasks, 3 workers (1 behind the proxy)",
+        faults=f"1 cut ({len(held)} leases) at {done:.0%}", duration_s=duration,
+        problems=problems, extra_bound=d.capacity, reclaims=latencies,
+        reclaim_bound_s=d.ttl_s + d.reaper_s, env=d.environment(),
+        notes="no commit of the cut-off worker reached Redis while cut; it ran "
+        f"{ran} leases it had lost (handlers need no Redis), and after the link healed its "
+        f"{_refused(record, d.holder(cut))} late commits were refused (audit + its own log)"))
+    assert not problems, f"seed {chaos_seed}: " + "\n".join(problems)
+
+
+# ---- 7. drain each worker under load, as a rolling update does ----------------------------------
+def roll(d: Deployment, index: int, *, replace: bool) -> tuple[bool, int, int, float]:
+    """Drain worker ``index``, stop it and bring it back: (drained in time, leases still held
+    after the drain, leases handed back, when it was back). ``replace``: a new actor under the
+    same name (a new version); otherwise Ray restarts the same actor in a new process.
+    """
+    released = d.client.stats().get("released", 0)
+    finished = d.client.drain(timeout=30, worker=d.holder(index))
+    left = len(d.held(index))
+    released = d.client.stats().get("released", 0) - released
+    old = d.client.worker(index)
+    ray.get(old.stop.remote(), timeout=30)
+    if replace:
+        ray.kill(old, no_restart=True)
+        wait_until(lambda: not _named(d, index), 30, f"worker {index} to be gone")
+        new = start_worker(d.client.config, index)
+    else:
+        pid = d.pid(index)
+        ray.kill(old, no_restart=False)  # a new process, same actor: __init__ runs again
+        wait_until(lambda: d.pid(index) != pid, 60, f"worker {index} to restart")
+        new = old
+    ray.get(new.undrain.remote(), timeout=60)  # the drain flag outlives the process
+    return finished, left, released, time.time()
+
+
+@pytest.mark.timeout(150)
+def test_rolling_drain_under_load(chaos_deploy: DeployFn, chaos_rng: random.Random,
+                                  chaos_seed: int, results_file: ResultsFile) -> None:
+    # given 900 tasks on three workers, the run 25 % committed
+    n, workers, seconds = 900, 3, 0.04
+    d = chaos_deploy(workers, batch=10, lease_ttl_s=4.0)  # no lease may expire: TTL to spare
+    began = time.monotonic()
+    ids = d.client.submit_specs(d.log.specs(n, seconds))
+    wait_until(lambda: d.final() >= 0.25 * n, 60, "25 % of the run to commit")
+    # when each worker in turn is drained, stopped and restarted (a rolling update)
+    order = list(range(workers))
+    chaos_rng.shuffle(order)
+    problems: list[str] = []
+    steps = []
+    for index in order:
+        before = d.final() / n
+        finished, left, released, back_at = roll(d, index, replace=False)
+        if not finished or left:
+            problems.append(f"worker {index}: drain finished={finished}, still holding "
+                            f"{left} leases")
+        steps.append((index, before, released, back_at))
+    after = d.final() / n
+    record = d.finish(ids, 90)
+    duration = time.monotonic() - began
+    # then drained work was handed back (never run) or finished: no attempt is wasted, nothing
+    # is lost, and every restarted worker takes work again
+    problems += violations(record, extra_bound=0)
+    for index, _, _, back_at in steps:
+        if not any(a.worker == d.holder(index) and a.started > back_at for a in record.attempts):
+            late = sorted({(a.worker, a.pid) for a in record.attempts if a.started > back_at})
+            problems.append(f"worker {index} never ran a task after its restart (back at "
+                            f"{back_at:.2f}; ran after that: {late[:6]})")
+    handed_back = sum(step[2] for step in steps)
+    if not 0.25 <= steps[0][1] <= 0.75:
+        problems.append(f"the first drain landed at {steps[0][1]:.0%} committed, not mid-run")
+    results_file.put(chaos_row(
+        "7", "drain, stop and restart each worker under load (rolling update)", record,
+        seed=chaos_seed, size=f"{n} tasks, {workers} workers",
+        faults=f"{len(steps)} drains at {steps[0][1]:.0%}–{after:.0%}, "
+        f"{handed_back} leases handed back", duration_s=duration, problems=problems,
+        extra_bound=0, handed_back=handed_back, env=d.environment(),
+        notes=f"every drain returned in time with nothing left leased; {handed_back} queued "
+        "leases went back unstarted (no attempt counted); each restarted worker took work"))
+    assert not problems, f"seed {chaos_seed}: " + "\n".join(problems)
+
+
+@pytest.mark.timeout(120)
+def test_replaced_worker_gets_work(chaos_deploy: DeployFn) -> None:
+    # given two workers busy with a run
+    n = 200
+    d = chaos_deploy(2, batch=10)
+    ids = d.client.submit_specs(d.log.specs(n, 0.05))
+    wait_until(lambda: d.final() >= 0.2 * n, 60, "20 % of the run to commit")
+    # when both are drained, stopped and replaced by new actors of the same names
+    back = [roll(d, index, replace=True)[3] for index in range(2)]
+    # then the new workers finish the run
+    wait_until(lambda: d.final() >= n, 10, "the replaced workers to finish the run")
+    attempts = collect(d.namespace, d.conn, d.log, d.client.wait(ids, timeout=30)).attempts
+    assert all(any(a.worker == d.holder(i) and a.started > back[i] for a in attempts)
+               for i in range(2))
