@@ -185,7 +185,7 @@ class Distributor:
                 idle = 0.002
             else:
                 self._stop.wait(idle)
-                idle = min(idle * 2, 0.02)
+                idle = min(idle * 2, 0.005)
 
 
 def _chunks(leases: list[Lease]) -> list[list[dict[str, Any]]]:
