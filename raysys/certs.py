@@ -240,7 +240,7 @@ def write_dev_certs(
 
 
 # ---- the command ------------------------------------------------------------------------------
-def add_certs_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_certs_command(subparsers: Any) -> None:
     """Register ``raysys certs DIR [--ip IP ...] [--dns NAME ...] [--days N] [--force]
     [--json]`` (handler: :func:`cmd_certs`)."""
     p = subparsers.add_parser(

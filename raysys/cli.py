@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from raysys.certs import add_certs_command
 from raysys.cluster_cli import add_cluster_commands
@@ -37,6 +37,7 @@ from raysys.snapshot_cli import add_snapshot_command
 log = logging.getLogger("raysys.cli")
 EXIT_INTERNAL = 70
 EXIT_UNACCOUNTED = 1
+EXIT_BAD_INPUT = 3  # raysys.errors.ValidationError's code
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -53,9 +54,25 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+class UsageError(Exception):
+    """A command line argparse refused: bad input, reported in one line (exit 3)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``raysys: error:`` line and exit 3, not a usage dump
+    and exit 2 (which raysys keeps for configuration errors). ``--help`` is unchanged."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"raysys: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         with _stop_signals_unwind():
             handler: Callable[[argparse.Namespace, Settings | None], int] = args.handler
@@ -86,9 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="raysys", description="Durable, signed, lease-based task execution on Ray.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     add_run_commands(sub, _positive_float)
 

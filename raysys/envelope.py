@@ -102,6 +102,9 @@ class Sealer:
         _, kid_b, alg_b, sig_hex, raw = parts
         kid, alg = kid_b.decode("ascii", "replace"), alg_b.decode("ascii", "replace")
         key = self._keyring().get(kid)  # a malformed id is simply unknown
+        if key is None:  # signed under a key added since our last reload: re-read once
+            self.refresh()  # (a file source re-reads only if the file changed: a stat)
+            key = self._keyring().get(kid)
         if key is None:
             raise IntegrityError(f"envelope signed by unknown key {kid}", reason="unknown_key")
         if key.status == "revoked":

@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from raysys.envelope import Sealer
 from raysys.errors import IntegrityError, ValidationError
 from raysys.histograms import MESSAGE_LATENCY, bucket
 from raysys.lua import Scripts
-from raysys.store import TaskStore
+from raysys.store import AUDIT_MAXLEN, TaskStore
 
 log = logging.getLogger("raysys.messages")
 
@@ -63,6 +65,7 @@ class Messenger:
         self._prefix = store.keys.prefix
         self._stats = store.keys.stats
         self._histograms = store.keys.histograms
+        self._audit = store.keys.audit
         self._client = store.client
         self.namespace = store.namespace
         self._scripts = Scripts(store.client)
@@ -126,7 +129,13 @@ class Messenger:
                 pipe.hincrby(self._stats, "messages:unknown:rejected", 1)
                 if result.reason in SIGNATURE_REASONS:
                     pipe.hincrby(self._stats, "signature_failures", 1)
-        pipe.execute()
+                pipe.xadd(self._audit, {"ev": "message_rejected", "party": self.party,
+                                        "reason": result.reason, "error": str(result)[:200]},
+                          maxlen=AUDIT_MAXLEN, approximate=True)
+        try:
+            pipe.execute()
+        except (redis.RedisError, OSError) as exc:  # metrics must never cost a message
+            log.warning("could not record message metrics: %s", exc)
 
     def _verify(self, data: bytes) -> Message:
         opened = self.sealer.open(data, MESSAGE)

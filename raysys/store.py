@@ -448,5 +448,5 @@ class TaskStore:
 
 
 def _check_task_id(task_id: str) -> None:
-    if not _TASK_ID.match(task_id):
+    if not _TASK_ID.fullmatch(task_id):
         raise ValidationError(f"{task_id!r} is not a task id (32 lower-case hex characters)")

@@ -1,0 +1,89 @@
+"""Security fixtures: the results file, a seed, and a private Ray cluster per module.
+
+- ``security_results``: the chaos suite's results file (``--chaos-results`` when the chaos
+  conftest registered it, else ``build/chaos-results.json``); each scenario writes one row of
+  suite ``security`` (``security_results.py``), rendered into ``docs/RELIABILITY.md`` by
+  ``python -m tests.chaos.report``.
+- ``security_seed``: the seed of every random choice (``--chaos-seed`` when given); stored in
+  each row so a run can be replayed.
+- ``security_ray``: a private local Ray cluster for one module, its own ``HOME`` and temp dir,
+  ``RAYSYS_API_TOKEN`` in the environment before ``ray.init`` (the cluster's processes inherit
+  it, as a deployment sets it on every node); or the cluster already running in this process
+  (the integration suite's), whose token is then the one in the environment. Yields the token.
+- ``security_data_dir``: an embedded Redis (and keyring) for one module's deployments.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from security_results import ResultsFile
+
+from raysys.embedded import attach_or_start
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RESULTS = REPO_ROOT / "build" / "chaos-results.json"
+
+
+@pytest.fixture(scope="session")
+def security_results(pytestconfig: pytest.Config) -> ResultsFile:
+    # The chaos conftest registers the option; without it (tests/security alone), the default.
+    given = pytestconfig.getoption("--chaos-results", default=None)
+    return ResultsFile(Path(given) if given else DEFAULT_RESULTS)
+
+
+@pytest.fixture(scope="session")
+def security_seed(pytestconfig: pytest.Config) -> int:
+    given = pytestconfig.getoption("--chaos-seed", default=None)
+    seed = int(given) if given is not None else random.SystemRandom().randrange(2**31)
+    print(f"security seed: {seed}")
+    return seed
+
+
+@pytest.fixture(scope="module")
+def security_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """A private Ray cluster for the module (or the running one); yields the API token."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # the integration suite's session cluster: use it, leave it
+        yield os.environ.get("RAYSYS_API_TOKEN")
+        return
+    names = ("HOME", "RAYSYS_API_TOKEN", "RAY_AUTH_MODE")
+    saved = {name: os.environ.get(name) for name in names}
+    token = "sec-" + secrets.token_hex(24)
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))  # Ray writes ~/.ray/auth_token
+    os.environ["RAYSYS_API_TOKEN"] = token
+    temp = Path(tempfile.mkdtemp(prefix="rssec-"))  # short: Ray's socket paths must fit 107 B
+    try:
+        ray.init(num_cpus=4, include_dashboard=False, namespace="raysys-security",
+                 log_to_driver=False, _temp_dir=str(temp))
+        yield token
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        # ray.init cached the token it wrote under this HOME: a later cluster in this process
+        # (another module's, the integration suite's) must start from a clean slate.
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+@pytest.fixture(scope="module")
+def security_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data dir whose embedded Redis runs for the module; stopped at the end."""
+    path = tmp_path_factory.mktemp("sec-data")
+    _, server = attach_or_start(path, appendfsync="everysec")
+    yield path
+    if server is not None:
+        server.stop()
