@@ -472,6 +472,12 @@ def _join_cluster(address: str, namespace: str) -> bool:
         ray.init(address=address, namespace=namespace, log_to_driver=False)
     except ConnectionError as exc:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    except Exception as exc:
+        if type(exc).__name__ != "AuthenticationError":
+            raise
+        raise RayUnavailable(f"the Ray cluster at {address!r} refused this client's token: "
+                             "set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "
+                             "(`ray get-auth-token` on the head)") from None
     return True
 
 
@@ -507,7 +513,8 @@ def _check_ray_reachable(address: str, timeout_s: float = 3.0) -> None:
             current = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / (
                 "ray_current_cluster")
             target = current.read_text().strip() if current.is_file() else ""
-        if not target:  # `ray start --temp-dir X` writes its address file under X instead
+        if not target and "RAY_TMPDIR" not in os.environ:
+            # `ray start --temp-dir X` writes its address file under X: find it as Ray does
             target = _running_gcs_address()
         if not target:
             raise RayUnavailable("no running Ray cluster found: start one (`ray start --head "

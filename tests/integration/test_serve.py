@@ -245,3 +245,25 @@ def test_down_removes_the_app_only_for_its_own_namespace(
     # and when the first namespace goes down, its app goes with it
     connect(namespace=client.namespace).down()
     wait_for(lambda: get(url + "/health")[0] == 404, 30, "the app to be removed")
+
+
+def test_the_same_metrics_reach_rays_metrics_export_with_the_ray_prefix(
+        raysys_start: Callable[..., Client]) -> None:
+    # given a system that ran some tasks
+    client = raysys_start(workers=1)
+    ids = client.submit_many("noop", list(range(25)))
+    client.wait(ids, timeout=60)
+    # when the Coordinator copies the metrics into Ray's metrics API (every 5 s; once now)
+    assert ray.get(client.coordinator.publish_metrics.remote(), timeout=30) > 0
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+
+    # then the node's Prometheus export shows them under Ray's prefix, for the dashboard
+    def exported() -> bool:
+        status, text = get(url)
+        return status == 200 and "ray_raysys_tasks_created_total" in str(text)
+
+    wait_for(exported, 60, "Ray's metrics export to show the raysys metrics")
+    _, text = get(url)
+    for name in ("ray_pending_tasks", "ray_redis_connected", "ray_raysys_tasks_completed_total"):
+        assert name in text, name
