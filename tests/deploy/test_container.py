@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from shared_schemas import schema_dir  # tests/deploy/shared_schemas.py
 
 pytestmark = pytest.mark.deploy
 
@@ -42,18 +43,6 @@ COMPOSE_SECRET_RE = re.compile(r"PASSWORD|TOKEN|SECRET|_KEYS?$|REDIS_URL")
 INTERPOLATED = re.compile(r"^\$\{[A-Z][A-Z0-9_]*(:?[-?][^}]*)?\}$")
 
 
-def schema_dir(sub: str) -> Path:
-    """`$RAYSYS_SCHEMA_DIR/<sub>` (default ../shared/schemas); fail under CI=true, else skip."""
-    env = os.environ.get("RAYSYS_SCHEMA_DIR")
-    base = Path(env) if env else REPO.parent / "shared" / "schemas"
-    path = base / sub
-    if path.is_dir():
-        return path
-    reason = (f"schema folder {path} not found: set RAYSYS_SCHEMA_DIR to the shared schemas "
-              "folder (default: ../shared/schemas beside the repository)")
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def project() -> dict[str, Any]:

@@ -21,7 +21,6 @@ import argparse
 import copy
 import importlib
 import math
-import os
 import re
 import shlex
 import tomllib
@@ -34,6 +33,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from shared_schemas import schema_dir  # tests/deploy/shared_schemas.py
 
 pytestmark = pytest.mark.deploy
 
@@ -59,18 +59,6 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # --- loading -----------------------------------------------------------------------------------
 
 
-def schema_dir(sub: str) -> Path:
-    """`$RAYSYS_SCHEMA_DIR/<sub>` (default ../shared/schemas); fail under CI=true, else skip."""
-    env = os.environ.get("RAYSYS_SCHEMA_DIR")
-    base = Path(env) if env else REPO.parent / "shared" / "schemas"
-    path = base / sub
-    if path.is_dir():
-        return path
-    reason = (f"schema folder {path} not found: set RAYSYS_SCHEMA_DIR to the shared schemas "
-              "folder (default: ../shared/schemas beside the repository)")
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _load_docs() -> list[tuple[str, Doc]]:
