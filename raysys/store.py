@@ -165,20 +165,12 @@ class TaskStore:
                         "server-clock floor before leasing")
         leases: list[Lease] = []
         rejected: list[Any] = []
-        refreshed = False
         for i in range(2, len(reply), 5):
             task_id, fence, attempt, deadline = as_text(reply[i]), int(reply[i + 1]), int(
                 reply[i + 2]), int(reply[i + 3])
-            try:
-                try:
-                    lease = self._verify_record(task_id, fence, attempt, deadline, reply[i + 4])
-                except IntegrityError as exc:
-                    if exc.reason != "unknown_key" or refreshed:
-                        raise
-                    self.sealer.refresh()  # a rotation may have just reached this node
-                    refreshed = True
-                    lease = self._verify_record(task_id, fence, attempt, deadline, reply[i + 4])
-                leases.append(lease)
+            try:  # an unknown key id makes Sealer.open re-read the keyring once (rotation)
+                leases.append(self._verify_record(task_id, fence, attempt, deadline,
+                                                  reply[i + 4]))
             except IntegrityError as exc:
                 # A key this node does not know yet is deferred (rotation still propagating);
                 # anything else failed verification for good.
