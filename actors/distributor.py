@@ -13,6 +13,12 @@ Fault-tolerance contract:
   belong to a worker that does not know them: nobody renews them, they expire and the reaper
   requeues them. A message delivered twice is rejected by the worker (nonce).
 * ``pause``/``resume``/``info`` are idempotent.
+
+Deliveries are pipelined: a round sends its message and goes on leasing; the replies are
+settled at the start of later rounds (counted, or the worker is asked afresh about its room).
+Leases in a message not yet answered count against that worker's room. With the queue empty
+it waits on the store's wake-up list (``BLPOP``) instead of polling, so a submission is leased
+within a Redis round trip.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -37,6 +45,9 @@ log = logging.getLogger("raysys.actors.distributor")
 LIVE_REFRESH_S = 0.25  # how stale the live-worker set may be (a new worker waits this long)
 PAUSE_REFRESH_S = 1.0  # the pause flag is also re-read from Redis this often
 MESSAGE_BUDGET = 768 * 1024  # bytes of lease JSON per message (the envelope limit is 1 MiB)
+REPLY_TIMEOUT_S = 5.0  # a delivery unanswered this long counts as failed (worker stopped, gone)
+WAKE_WAIT_S = 0.05  # longest wait on the wake-up list: bounds how late polled work is seen
+IDLE_MIN_S, IDLE_MAX_S = 0.002, 0.005  # backoff while work waits for room or a live worker
 
 
 class WorkerPort(Protocol):
@@ -44,7 +55,17 @@ class WorkerPort(Protocol):
 
     def loads(self, worker_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
-    def assign(self, worker_id: str, envelope: bytes) -> int: ...
+    def send(self, worker_id: str, envelope: bytes) -> Future[int]:
+        """Deliver without waiting; the future gives the worker's ``assign`` reply."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    worker_id: str
+    leases: int
+    reply: Future[int]
+    deadline: float
 
 
 class Distributor:
@@ -68,6 +89,8 @@ class Distributor:
         self._live_at = 0.0
         self._paused = False
         self._paused_at = 0.0
+        self._sent: list[_Sent] = []  # deliveries not answered yet
+        self._queue_empty = False  # the last round found nothing to lease
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distributor", daemon=True)
         if autostart:
@@ -77,6 +100,8 @@ class Distributor:
     def cycle(self) -> int:
         """Hand out one batch; return how many leases were granted (0: nothing to do)."""
         with self._cycle_lock:
+            self._settle()
+            self._queue_empty = False
             if self._is_paused():
                 return 0
             live = self._live()
@@ -92,23 +117,49 @@ class Distributor:
             if quarantined and self.ledger is not None:
                 self.ledger.record((tid, fence, "quarantined") for tid, fence in quarantined)
             if not leases:
+                self._queue_empty = not quarantined
                 return 0
             self.granted += len(leases)
             self._free[best] = room - len(leases)
             for chunk in _chunks(leases):
                 envelope = self.messenger.seal(best, ASSIGN, {"leases": chunk})
                 try:
-                    accepted = self.port.assign(best, envelope)
+                    reply = self.port.send(best, envelope)
                 except Exception as exc:  # the leases expire and the reaper requeues them
-                    accepted = 0
-                    self._free.pop(best, None)
-                    log.warning("delivery of %d leases to %s failed: %s", len(chunk), best, exc)
+                    self._failed(best, f"delivery of {len(chunk)} leases failed: {exc}")
+                    continue
+                self._sent.append(_Sent(best, len(chunk), reply,
+                                        time.monotonic() + REPLY_TIMEOUT_S))
+            return len(leases)
+
+    def _settle(self) -> None:
+        """Count the deliveries answered since the last round; time out the silent ones."""
+        now = time.monotonic()
+        waiting: list[_Sent] = []
+        for sent in self._sent:
+            if sent.reply.done():
+                try:
+                    accepted = sent.reply.result()
+                except Exception as exc:  # the leases expire and the reaper requeues them
+                    self._failed(sent.worker_id,
+                                 f"delivery of {sent.leases} leases failed: {exc}")
+                    continue
                 if accepted:
                     self.delivered += accepted
                 else:  # rejected (draining, say): ask it afresh before offering it more
-                    self.failed_deliveries += 1
-                    self._free.pop(best, None)
-            return len(leases)
+                    self._failed(sent.worker_id, "", quiet=True)
+            elif now > sent.deadline:
+                self._failed(sent.worker_id, f"{sent.leases} leases unanswered after "
+                             f"{REPLY_TIMEOUT_S:.0f} s; they expire and are requeued")
+            else:
+                waiting.append(sent)
+        self._sent = waiting
+
+    def _failed(self, worker_id: str, why: str, *, quiet: bool = False) -> None:
+        self.failed_deliveries += 1
+        self._free.pop(worker_id, None)
+        if not quiet:
+            log.warning("to %s: %s", worker_id, why)
 
     def _pick(self, live: list[str], *, fresh: bool) -> tuple[str, int]:
         """The live, non-draining worker with the most free room, and that room.
@@ -118,10 +169,14 @@ class Distributor:
         """
         if fresh:
             self._free = {}
+            unanswered: dict[str, int] = {}
+            for sent in self._sent:
+                unanswered[sent.worker_id] = unanswered.get(sent.worker_id, 0) + sent.leases
             for worker_id, load in self.port.loads(live).items():
                 if not load.get("draining"):
                     self._free[worker_id] = (int(load["capacity"]) - int(load["queued"])
-                                             - int(load["running"]))
+                                             - int(load["running"])
+                                             - unanswered.get(worker_id, 0))
         best, room = "", 0
         for worker_id in live:
             free = self._free.get(worker_id, 0)
@@ -173,19 +228,20 @@ class Distributor:
         self.core.close()
 
     def _run(self) -> None:
-        idle = 0.002
+        idle = IDLE_MIN_S
         while not self._stop.is_set():
             try:
                 got = self.cycle()
+                if got:
+                    idle = IDLE_MIN_S
+                elif self._queue_empty:  # nothing to lease: sleep until a submission
+                    self.store.wait_for_work(WAKE_WAIT_S)
+                else:  # work may wait for room, a live worker, or a resume: poll
+                    self._stop.wait(idle)
+                    idle = min(idle * 2, IDLE_MAX_S)
             except Exception:
                 log.exception("distributor round failed; retrying")
-                got = 0
-                idle = 0.5
-            if got:
-                idle = 0.002
-            else:
-                self._stop.wait(idle)
-                idle = min(idle * 2, 0.005)
+                self._stop.wait(0.5)
 
 
 def _chunks(leases: list[Lease]) -> list[list[dict[str, Any]]]:

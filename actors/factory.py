@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import ray
@@ -120,13 +121,16 @@ class RayWorkerPort:
                 self._handles.pop(holder, None)
         return out
 
-    def assign(self, worker_id: str, envelope: bytes) -> int:
-        try:
-            return int(ray.get(self._handle(worker_id).assign.remote(envelope),
-                               timeout=CALL_TIMEOUT_S))
-        except Exception:  # a replaced actor under the same name needs a fresh handle
-            self._handles.pop(worker_id, None)
-            raise
+    def send(self, worker_id: str, envelope: bytes) -> Future[int]:
+        handle = self._handle(worker_id)
+        reply: Future[int] = handle.assign.remote(envelope).future()
+
+        def forget_on_failure(done: Future[int]) -> None:
+            if done.exception() is not None:  # a replaced actor needs a fresh handle
+                self._handles.pop(worker_id, None)
+
+        reply.add_done_callback(forget_on_failure)
+        return reply
 
 
 def _find(name: str, namespace: str) -> Any | None:

@@ -40,6 +40,7 @@ from raysys.worker_loop import Heartbeat, WorkerLoop
 log = logging.getLogger("raysys.actors.worker")
 
 ASSIGN = "assign"
+METRICS_FLUSH_S = 0.25  # message metrics are written between batches at most this often
 
 
 def lease_to_json(lease: Lease) -> dict[str, Any]:
@@ -175,6 +176,7 @@ class Worker:
         self._stop.set()
         self._beat_thread.stop()
         self._thread.join(timeout=5)
+        self.messenger.flush_metrics()
         self.registry.forget(self.worker_id)
         self.loop.executor.shutdown()
         self.core.close()
@@ -194,10 +196,16 @@ class Worker:
                  len(leases))
 
     def _run(self) -> None:
+        flushed = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - flushed >= METRICS_FLUSH_S:  # off the delivery path
+                self.messenger.flush_metrics()
+                flushed = time.monotonic()
             try:
                 leases = self._queue.get(timeout=0.1)
             except queue.Empty:
+                self.messenger.flush_metrics()
+                flushed = time.monotonic()
                 continue
             with self._lock:
                 self._queued -= len(leases)

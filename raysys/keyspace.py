@@ -89,6 +89,11 @@ class Keyspace:
         return self.prefix + "hist"
 
     @property
+    def wake(self) -> str:
+        """List (at most one element): pushed when work is queued, so the Distributor wakes."""
+        return self.prefix + "wake"
+
+    @property
     def audit(self) -> str:
         """Stream (capped): transitions and rejections."""
         return self.prefix + "audit"

@@ -8,10 +8,12 @@ shows up as a non-zero figure.
 
 * An entry is keyed by (task, fence): a recording call resent after a lost reply (redis-py
   retries) counts once; two fences for one task are two commits.
-* A worker writes an *intent* (task, fence) before it commits and the entry after the store
-  acknowledges. A worker killed between the two leaves an intent and no entry; the report then
-  reads that one task's state and fence in the store and counts the commit if the store holds
-  the task final under exactly that fence (``recovered``). A task with no intent and no entry
+* A worker writes an *intent* (task, fence -> the time its handler started) on the commit's
+  own round trip, ahead of it, and the entry after the store acknowledges; the intents also give
+  each task's start, for the submit-to-start latency figures. A worker killed between the
+  commit and the entry leaves an intent and no entry; the report then reads that one task's
+  state and fence in the store and counts the commit if the store holds the task final under
+  exactly that fence (``recovered``). A task with no intent and no entry
   is lost, whatever the store says.
 """
 
@@ -27,26 +29,7 @@ from raysys.replies import as_text
 
 FINAL = ("succeeded", "dead", "cancelled", "quarantined")
 
-# KEYS: commits hash ("<id>|<fence>" -> state), starts hash (id -> first start), intents hash
-# ("<id>|<fence>" -> "1"). ARGV[1] = n commits, ARGV[2] = m starts, then n triples
-# (id, fence, state), m pairs (id, start), and the rest pairs (id, fence) of intents.
-_RECORD = """
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
-local i = 3
-for _ = 1, n do
-  redis.call("HSET", KEYS[1], ARGV[i] .. "|" .. ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
-for _ = 1, m do
-  redis.call("HSETNX", KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i < #ARGV do
-  redis.call("HSET", KEYS[3], ARGV[i] .. "|" .. ARGV[i + 1], "1")
-  i = i + 2
-end
-return n
-"""
+HSET_CHUNK = 1000  # fields per HSET command: bounded argument lists, whatever the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,34 +56,51 @@ class CommitLedger:
         self.client = client
         self.namespace = namespace
         self.prefix = f"{{raysys-ledger:{namespace}}}:"
-        self._record = client.register_script(_RECORD)
-        self._keys = [self.prefix + "commits", self.prefix + "starts", self.prefix + "intents"]
+        self.commits_key = self.prefix + "commits"
+        self.intents_key = self.prefix + "intents"
 
-    def record(self, entries: Iterable[tuple[str, int, str]],
-               starts: Iterable[tuple[str, float]] = (),
-               intents: Iterable[tuple[str, int]] = ()) -> None:
+    def record(self, entries: Iterable[tuple[str, int, str]]) -> None:
         """Record (task id, fence, final state) triples the store acknowledged.
 
-        ``starts``: (task id, wall-clock time its handler first started), kept once per task,
-        for the submit-to-start latency figures. ``intents``: (task id, fence) commits about to
-        be attempted. One script call, whatever the batch size; safe to resend.
+        One round trip (one HSET per ``HSET_CHUNK`` entries), whatever the batch size; safe to
+        resend (an entry is keyed by task and fence).
         """
-        commits = [str(x) for task_id, fence, state in entries for x in (task_id, fence, state)]
-        times = [x for task_id, when in starts for x in (task_id, f"{when:.6f}")]
-        planned = [str(x) for task_id, fence in intents for x in (task_id, fence)]
-        if commits or times or planned:
-            self._record(keys=self._keys, args=[len(commits) // 3, len(times) // 2, *commits,
-                                                *times, *planned])
+        fields = {f"{task_id}|{fence}": state for task_id, fence, state in entries}
+        if fields:
+            pipe = self.client.pipeline(transaction=False)
+            self.queue_hset(pipe, self.commits_key, fields)
+            pipe.execute()
+
+    def queue_intents(self, pipe: redis.client.Pipeline,
+                      intents: Iterable[tuple[str, int, float]]) -> None:
+        """Queue on ``pipe`` the intents (task id, fence, handler start time) of a commit.
+
+        Queued ahead of the commit on the same pipeline, so Redis applies them first: one round
+        trip for both, and a crash after the commit's ack still leaves the intent behind.
+        """
+        fields = {f"{task_id}|{fence}": f"{started:.6f}" for task_id, fence, started in intents}
+        self.queue_hset(pipe, self.intents_key, fields)
+
+    @staticmethod
+    def queue_hset(pipe: redis.client.Pipeline, key: str, fields: dict[str, str]) -> None:
+        items = list(fields.items())
+        for offset in range(0, len(items), HSET_CHUNK):
+            pipe.hset(key, mapping=dict(items[offset:offset + HSET_CHUNK]))
 
     def starts(self) -> dict[str, float]:
-        """Task id -> the wall-clock time its handler first started."""
-        return {as_text(k): float(v)
-                for k, v in self.client.hgetall(self.prefix + "starts").items()}
+        """Task id -> the earliest handler start among its attempts that reached a commit."""
+        out: dict[str, float] = {}
+        for field, value in self.client.hgetall(self.intents_key).items():
+            task_id = as_text(field).rpartition("|")[0]
+            started = float(value)
+            if started < out.get(task_id, float("inf")):
+                out[task_id] = started
+        return out
 
     def commits(self) -> dict[str, dict[int, str]]:
         """Task id -> {fence: final state} of every acknowledged commit."""
         out: dict[str, dict[int, str]] = {}
-        for field, state in self.client.hgetall(self.prefix + "commits").items():
+        for field, state in self.client.hgetall(self.commits_key).items():
             task_id, _, fence = as_text(field).rpartition("|")
             out.setdefault(task_id, {})[int(fence)] = as_text(state)
         return out
@@ -134,7 +134,7 @@ class CommitLedger:
         if not task_ids:
             return {}
         intents: dict[str, set[int]] = {}
-        for field in self.client.hkeys(self.prefix + "intents"):
+        for field in self.client.hkeys(self.intents_key):
             task_id, _, fence = as_text(field).rpartition("|")
             intents.setdefault(task_id, set()).add(int(fence))
         candidates = [task_id for task_id in task_ids if task_id in intents]

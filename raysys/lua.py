@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
                 "quarantine", "cas_record", "claim_nonces", "cas_manifest", "release")
@@ -23,9 +25,30 @@ class Scripts:
     def __init__(self, client: redis.Redis, overrides: dict[str, str] | None = None) -> None:
         sources = {name: script_source(name) for name in SCRIPT_NAMES}
         sources.update(overrides or {})
+        self._client = client
         self._scripts: dict[str, Script] = {
             name: client.register_script(src) for name, src in sources.items()
         }
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
+
+    def run_after(self, prepare: Callable[[redis.client.Pipeline], None], name: str,
+                  keys: list[str], args: list[Any]) -> Any:
+        """Send ``prepare``'s commands, then script ``name``, in one round trip; its reply.
+
+        Redis applies them in that order (a pipeline, not a transaction): a crash after the
+        script's ack leaves the commands before it applied too.
+        """
+        script = self._scripts[name]
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            prepare(pipe)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()[-1]
+            except NoScriptError:  # a restarted or flushed server: load it and send again
+                if attempt:
+                    raise
+                self._client.script_load(script.script)
+        raise AssertionError("unreachable")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class Messenger:
         self._client = store.client
         self.namespace = store.namespace
         self._scripts = Scripts(store.client)
+        self._pending: dict[str, int] = {}  # "s|<stats field>" / "h|<histogram field>" -> n
+        self._pending_latency = 0.0
+        self._pending_lock = threading.Lock()
 
     def seal(self, recipient: str, type_: str, body: object) -> bytes:
         expires_ms = int((time.time() + self.validity_s) * 1000)
@@ -112,30 +116,64 @@ class Messenger:
         return results
 
     def _account(self, results: Sequence[Message | IntegrityError]) -> None:
-        """Log each message received; count it, and its latency, in the namespace's metrics."""
+        """Log each message received and count it in the namespace's metrics.
+
+        Accepted messages are tallied in memory and written by :meth:`flush_metrics` (the
+        receiver calls it off its delivery path, e.g. between batches); a rejection is
+        counted and audited at once, with whatever was pending.
+        """
         now = time.time()
+        rejections = []
+        with self._pending_lock:
+            for result in results:
+                if isinstance(result, Message):
+                    latency = max(now - result.issued_at, 0.0)
+                    log.debug("receive %s <- %s type=%s nonce=%s latency_ms=%.2f", self.party,
+                              result.sender, result.type, result.nonce, latency * 1000)
+                    pending = self._pending
+                    for field in (f"s|messages:{result.type}:accepted",
+                                  f"h|{MESSAGE_LATENCY}:{bucket(latency)}",
+                                  f"h|{MESSAGE_LATENCY}:count"):
+                        pending[field] = pending.get(field, 0) + 1
+                    self._pending_latency += latency
+                else:
+                    rejections.append(result)
+        if rejections:
+            self.flush_metrics(rejections)
+
+    def flush_metrics(self, rejections: Sequence[IntegrityError] = ()) -> None:
+        """Write the tallied message metrics (and audit ``rejections``) in one round trip.
+
+        A failed write is logged and the tallies are kept for the next flush (metrics never cost
+        a message; a write cut off half way may count a few twice: metrics, not task state).
+        """
+        with self._pending_lock:
+            pending, latency = self._pending, self._pending_latency
+            self._pending, self._pending_latency = {}, 0.0
+        if not pending and not rejections:
+            return
         pipe = self._client.pipeline(transaction=False)
-        for result in results:
-            if isinstance(result, Message):
-                latency = max(now - result.issued_at, 0.0)
-                log.debug("receive %s <- %s type=%s nonce=%s latency_ms=%.2f", self.party,
-                          result.sender, result.type, result.nonce, latency * 1000)
-                pipe.hincrby(self._stats, f"messages:{result.type}:accepted", 1)
-                pipe.hincrby(self._histograms, f"{MESSAGE_LATENCY}:{bucket(latency)}", 1)
-                pipe.hincrby(self._histograms, f"{MESSAGE_LATENCY}:count", 1)
-                pipe.hincrbyfloat(self._histograms, f"{MESSAGE_LATENCY}:sum", latency)
-            else:
-                log.warning("%s rejected a message: %s (%s)", self.party, result, result.reason)
-                pipe.hincrby(self._stats, "messages:unknown:rejected", 1)
-                if result.reason in SIGNATURE_REASONS:
-                    pipe.hincrby(self._stats, "signature_failures", 1)
-                pipe.xadd(self._audit, {"ev": "message_rejected", "party": self.party,
-                                        "reason": result.reason, "error": str(result)[:200]},
-                          maxlen=AUDIT_MAXLEN, approximate=True)
+        for field, n in pending.items():
+            kind, _, name = field.partition("|")
+            pipe.hincrby(self._stats if kind == "s" else self._histograms, name, n)
+        if latency:
+            pipe.hincrbyfloat(self._histograms, f"{MESSAGE_LATENCY}:sum", latency)
+        for result in rejections:
+            log.warning("%s rejected a message: %s (%s)", self.party, result, result.reason)
+            pipe.hincrby(self._stats, "messages:unknown:rejected", 1)
+            if result.reason in SIGNATURE_REASONS:
+                pipe.hincrby(self._stats, "signature_failures", 1)
+            pipe.xadd(self._audit, {"ev": "message_rejected", "party": self.party,
+                                    "reason": result.reason, "error": str(result)[:200]},
+                      maxlen=AUDIT_MAXLEN, approximate=True)
         try:
             pipe.execute()
         except (redis.RedisError, OSError) as exc:  # metrics must never cost a message
             log.warning("could not record message metrics: %s", exc)
+            with self._pending_lock:  # keep the tallies (a rejection's audit is not retried)
+                for field, n in pending.items():
+                    self._pending[field] = self._pending.get(field, 0) + n
+                self._pending_latency += latency
 
     def _verify(self, data: bytes) -> Message:
         opened = self.sealer.open(data, MESSAGE)

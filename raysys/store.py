@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,8 +128,8 @@ class TaskStore:
                 record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
                 args += [task_id, record, spec.priority, spec.idempotency_key or ""]
             try:
-                reply = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit],
-                                  args)
+                reply = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit,
+                                             k.wake], args)
             except redis.ResponseError as exc:
                 if "ERR_CORRUPT" not in str(exc):
                     raise
@@ -227,9 +227,22 @@ class TaskStore:
         reply = self._run("release", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
         return [bool(int(x)) for x in reply[1:]]
 
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for a submission's wake-up; True if one came.
+
+        A hint, not a queue: one wake-up may stand for many submissions, and work made ready
+        otherwise (a retry's backoff ending, the reaper requeueing) is found by polling.
+        """
+        return self.client.blpop([self.keys.wake], timeout=timeout_s) is not None
+
     # ---- commits ------------------------------------------------------------------------
-    def complete(self, holder: str, items: Sequence[tuple[Lease, Outcome]]) -> list[bool]:
-        """Commit each lease's outcome under its fence; False where the fence was stale."""
+    def complete(self, holder: str, items: Sequence[tuple[Lease, Outcome]], *,
+                 before: Callable[[redis.client.Pipeline], None] | None = None) -> list[bool]:
+        """Commit each lease's outcome under its fence; False where the fence was stale.
+
+        ``before`` queues commands Redis must apply ahead of the commit (the ledger's intents)
+        on the same round trip.
+        """
         if not items:
             return []
         args: list[Any] = [self.keys.prefix, holder, self._audit, AUDIT_MAXLEN]
@@ -254,8 +267,13 @@ class TaskStore:
                                          lease.fence, error=error)
                 args += [lease.task_id, lease.fence, "dead", fin, error, *timing]
         k = self.keys
-        reply = self._run("complete", [k.leases, k.delayed, k.counts, k.stats, k.audit,
-                                       k.histograms], args)
+        keys = [k.leases, k.delayed, k.counts, k.stats, k.audit, k.histograms]
+        if before is None:
+            reply = self._run("complete", keys, args)
+        else:
+            log.debug("redis script complete keys=%d args=%d (after queued commands)",
+                      len(keys), len(args))
+            reply = self._scripts.run_after(before, "complete", keys, args)
         return [bool(int(x)) for x in reply[1:]]
 
     def _final_body(self, task_id: str, state: TaskState, attempts: int, fence: int,

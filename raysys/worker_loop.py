@@ -70,13 +70,12 @@ class WorkerLoop:
         self.hold(leases)
         self.counters.inflight = len(leases)
         results: list[tuple[Lease, Outcome]] = []
-        starts: list[tuple[str, float]] = []
+        starts: list[float] = []
         try:
             for lease in leases:
                 if self.on_start is not None:
                     self.on_start(lease)
-                if self.ledger is not None:
-                    starts.append((lease.task_id, time.time()))
+                starts.append(time.time())
                 log.debug("%s runs task %s attempt %d fence %d kind %s", self.holder,
                           lease.task_id, lease.attempt, lease.fence, lease.kind)
                 results.append((lease, self.executor.run(lease)))
@@ -89,11 +88,21 @@ class WorkerLoop:
         self.counters.batches += 1
 
     def commit(self, results: list[tuple[Lease, Outcome]],
-               starts: list[tuple[str, float]] | None = None) -> None:
-        if self.ledger is not None:  # intents first: a crash after the ack is then recoverable
-            self.ledger.record((), starts or (),
-                               [(lease.task_id, lease.fence) for lease, _ in results])
-        accepted = self.store.complete(self.holder, results)
+               starts: list[float] | None = None) -> None:
+        """Commit under the fences; ``starts``: each result's handler start time (wall clock).
+
+        With a ledger, its intents go on the commit's own round trip, ahead of it: a crash
+        between the store's ack and the ledger entry is then recoverable.
+        """
+        ledger = self.ledger
+        if ledger is None:
+            accepted = self.store.complete(self.holder, results)
+        else:
+            when = starts or [time.time()] * len(results)
+            intents = [(lease.task_id, lease.fence, at)
+                       for (lease, _), at in zip(results, when, strict=True)]
+            accepted = self.store.complete(
+                self.holder, results, before=lambda pipe: ledger.queue_intents(pipe, intents))
         entries = []
         for (lease, outcome), ok in zip(results, accepted, strict=True):
             if not ok:

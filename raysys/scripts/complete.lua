@@ -19,7 +19,7 @@ local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {now}
 local done, zrem = {succeeded = 0, dead = 0, failed = 0}, {}
-local rejected, duration_sum = 0, 0
+local rejected, duration_sum, buckets = 0, 0, {}
 local applied = {ok = "succeeded", dead = "dead", retry = "failed"}
 for i = 5, #ARGV, 7 do
   local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -50,7 +50,7 @@ for i = 5, #ARGV, 7 do
       done.failed = done.failed + 1
     end
     if action ~= "retry" then
-      redis.call("HINCRBY", KEYS[6], "task_duration_seconds:" .. bucket, 1)
+      buckets[bucket] = (buckets[bucket] or 0) + 1
       duration_sum = duration_sum + seconds
     end
     zrem[#zrem + 1] = id
@@ -70,6 +70,9 @@ if #zrem > 0 then
     redis.call("HINCRBY", KEYS[4], "attempt_failures", done.failed + done.dead)
   end
   if done.succeeded + done.dead > 0 then
+    for le, k in pairs(buckets) do
+      redis.call("HINCRBY", KEYS[6], "task_duration_seconds:" .. le, k)
+    end
     redis.call("HINCRBY", KEYS[6], "task_duration_seconds:count", done.succeeded + done.dead)
     redis.call("HINCRBYFLOAT", KEYS[6], "task_duration_seconds:sum", duration_sum)
   end

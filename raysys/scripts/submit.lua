@@ -1,6 +1,7 @@
 -- submit.lua: accept a batch of signed task records (the one write path).
 -- KEYS[1] pending zset   KEYS[2] seq counter   KEYS[3] counts hash
--- KEYS[4] stats hash     KEYS[5] audit stream
+-- KEYS[4] stats hash     KEYS[5] audit stream   KEYS[6] wake list (one element at most: pushed
+--   when tasks were created, popped by the Distributor waiting for work with BLPOP)
 -- ARGV[1] key prefix "{raysys:<ns>}:"   ARGV[2] audit on ("1"/"0")   ARGV[3] audit max length
 -- ARGV[4..] per task, 4 values: id, signed record bytes, priority, idempotency key ("" = none)
 -- Touches: <prefix>t:<id> (hash: rec, state, sc), <prefix>idem:<key> (string), the KEYS above.
@@ -52,6 +53,8 @@ for i = 0, n - 1 do
 end
 if #zargs > 0 then redis.call("ZADD", KEYS[1], unpack(zargs)) end
 if created > 0 then
+  redis.call("LPUSH", KEYS[6], "1")
+  redis.call("LTRIM", KEYS[6], 0, 0)
   redis.call("HINCRBY", KEYS[3], "pending", created)
   redis.call("HINCRBY", KEYS[4], "submitted", created)
   if audit then

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,11 @@ class DirectPort:
         return {w: dict(self.load_override or self.workers[w].load())
                 for w in worker_ids if w in self.workers}
 
-    def assign(self, worker_id: str, envelope: bytes) -> int:
+    def send(self, worker_id: str, envelope: bytes) -> Future[int]:
         self.sent.append((worker_id, envelope))
-        return self.workers[worker_id].assign(envelope)
+        reply: Future[int] = Future()
+        reply.set_result(self.workers[worker_id].assign(envelope))
+        return reply
 
 
 @pytest.fixture
