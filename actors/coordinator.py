@@ -49,7 +49,7 @@ class Coordinator:
     def submit_many(self, specs: Sequence[dict[str, Any] | TaskSpec]) -> list[str]:
         """Validate and store tasks (all or nothing per 10,000); ids in order."""
         # Re-validated here: an unpickled TaskSpec skipped its validators on the way in.
-        built = [TaskSpec.build(**(s.model_dump() if isinstance(s, TaskSpec) else s))
+        built = [TaskSpec.build(**(s.__dict__ if isinstance(s, TaskSpec) else s))
                  for s in specs]
         ids: list[str] = []
         for offset in range(0, len(built), MAX_BATCH):

@@ -112,12 +112,13 @@ class Distributor:
                 best, room = self._pick(live, fresh=True)
             if room <= 0:
                 return 0
-            leases, quarantined = self.store.acquire_verified(
-                best, min(self.config.batch, room), self.ttl_s)
+            wanted = min(self.config.batch, room)
+            leases, quarantined = self.store.acquire_verified(best, wanted, self.ttl_s)
             if quarantined and self.ledger is not None:
                 self.ledger.record((tid, fence, "quarantined") for tid, fence in quarantined)
+            # Fewer than asked for: the queue ran dry (wait for a wake-up, not another round).
+            self._queue_empty = len(leases) + len(quarantined) < wanted and not quarantined
             if not leases:
-                self._queue_empty = not quarantined
                 return 0
             self.granted += len(leases)
             self._free[best] = room - len(leases)
@@ -232,10 +233,11 @@ class Distributor:
         while not self._stop.is_set():
             try:
                 got = self.cycle()
-                if got:
-                    idle = IDLE_MIN_S
-                elif self._queue_empty:  # nothing to lease: sleep until a submission
+                if self._queue_empty:  # nothing (more) to lease: sleep until a submission
                     self.store.wait_for_work(WAKE_WAIT_S)
+                    idle = IDLE_MIN_S
+                elif got:
+                    idle = IDLE_MIN_S
                 else:  # work may wait for room, a live worker, or a resume: poll
                     self._stop.wait(idle)
                     idle = min(idle * 2, IDLE_MAX_S)

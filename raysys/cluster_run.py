@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,8 +85,16 @@ class Submitter(threading.Thread):
 
 
 def run_on_cluster(client: _Client, ledger: CommitLedger, specs: Sequence[TaskSpec],
-                   options: RunOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Submit ``specs`` while the actors process them; return DESIGN's report."""
+                   options: RunOptions, progress: Progress | None = None,
+                   actor_pids: Callable[[], dict[str, int]] | None = None) -> dict[str, Any]:
+    """Submit ``specs`` while the actors process them; return DESIGN's report.
+
+    ``actor_pids``: the local actors' process ids by name; their resident memory is reported
+    (``actor_rss_mb``) before the run, once a tenth of the tasks is done (buffers and caches
+    warmed up) and after it, to show that none grows with the work done.
+    """
+    pids = actor_pids() if actor_pids is not None else {}
+    rss = {"before": resident_mb(pids)}
     before = _final_total(client.counts())
     submitter = Submitter(client, specs, options)
     t_first = time.time()
@@ -95,6 +103,8 @@ def run_on_cluster(client: _Client, ledger: CommitLedger, specs: Sequence[TaskSp
     try:
         while time.monotonic() < deadline:
             done = _final_total(client.counts()) - before
+            if pids and "warm" not in rss and done >= len(specs) / 10:
+                rss["warm"] = resident_mb(pids)
             if progress is not None:
                 progress.update(done, done / max(time.time() - t_first, 1e-6))
             if submitter.error is not None:
@@ -121,12 +131,35 @@ def run_on_cluster(client: _Client, ledger: CommitLedger, specs: Sequence[TaskSp
         "tasks_per_s": round(len(ids) / max(t_last - t_first, 1e-6), 1),
         "latency_ms": percentiles(latencies),
         "submit_call_ms": percentiles(submitter.call_ms),
+        **({"actor_rss_mb": _rss_report({**rss, "after": resident_mb(pids)})} if pids else {}),
         "settings": {"fsync": options.fsync, "signing": options.signing, "serve": options.serve,
                      "audit": options.audit, "workers": options.workers, "batch": options.batch,
                      "mode": "ray-actors", "signed_messages": True, "heartbeats": True,
                      "ledger": True},
     })
     return report
+
+
+def resident_mb(pids: dict[str, int]) -> dict[str, float]:
+    """Resident memory (MiB) of each local process; absent where it cannot be read."""
+    import psutil  # type: ignore[import-untyped]  # a dependency of ray[default]
+
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def _rss_report(samples: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{actor: {sample: MiB}} from {sample: {actor: MiB}}."""
+    out: dict[str, dict[str, float]] = {}
+    for sample, by_actor in samples.items():
+        for name, mib in by_actor.items():
+            out.setdefault(name, {})[sample] = mib
+    return dict(sorted(out.items()))
 
 
 def _final_total(counts: dict[str, int]) -> int:

@@ -344,6 +344,9 @@ class EmbeddedRedis:
             "--appendfsync", self.appendfsync,
             "--save", "",
             "--maxmemory-policy", "noeviction",
+            # A task hash holds its ~450-byte signed record: kept a listpack, not a hash table,
+            # it takes ~25 % less memory (benchmarks/memory_bench.py, docs/PERFORMANCE.md).
+            "--hash-max-listpack-value", "1024",
             "--protected-mode", "yes",
             "--daemonize", "no",
             "--logfile", str(self.log_file),

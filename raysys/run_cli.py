@@ -21,7 +21,9 @@ from typing import Any
 
 from raysys.cluster_cli import positive_int
 from raysys.config import Settings
-from raysys.keyring import Keyring, generate_key, write_keyring_file
+from raysys.embedded import APPENDFSYNC_VALUES
+from raysys.errors import ValidationError
+from raysys.keyring import ALGORITHMS, DEFAULT_ALGORITHM, Keyring, generate_key, write_keyring_file
 from raysys.models import TaskSpec
 
 EXIT_UNACCOUNTED = 1
@@ -40,6 +42,11 @@ def add_run_commands(sub: Any, positive_float: Any) -> None:
     p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--rate", type=positive_float, default=None, help="offered load, tasks/s")
     p.add_argument("--batch", type=positive_int, default=500, help="leases per assignment")
+    p.add_argument("--fsync", choices=APPENDFSYNC_VALUES, default="always",
+                   help="appendfsync of the embedded Redis (a configured one keeps its own)")
+    p.add_argument("--signing", choices=ALGORITHMS, default=None,
+                   help="algorithm of the run's own signing key (default hmac-sha256; not with "
+                   "configured keys, which sign as they are)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench)
 
@@ -56,8 +63,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from raysys.cluster_run import RunOptions
     from raysys.workload import noop_specs
 
+    configured_keys = settings.signing_keys is not None or settings.signing_key_file is not None
+    if args.signing is not None and configured_keys:
+        raise ValidationError("--signing picks the algorithm of the bench's own key; with "
+                              "RAYSYS_SIGNING_KEYS or RAYSYS_SIGNING_KEY_FILE set, the "
+                              "configured keys sign (unset them, or drop --signing)")
     options = RunOptions(tasks=args.tasks, workers=args.workers, rate=args.rate,
-                         batch=args.batch)
+                         batch=args.batch, fsync=args.fsync,
+                         signing=args.signing or DEFAULT_ALGORITHM)
     return run_workload(settings, noop_specs(args.tasks), options, args.json, "bench")
 
 
@@ -69,7 +82,7 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
     from raysys.client import start
     from raysys.cluster_run import run_on_cluster
     from raysys.ledger import CommitLedger
-    from raysys.runtime import open_store
+    from raysys.runtime import keyring_source, open_store
     from raysys.workload import Progress
 
     namespace = f"{what}-{uuid.uuid4().hex[:8]}"
@@ -80,9 +93,12 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
     if settings.signing_keys is None and settings.signing_key_file is None:
         # An ephemeral key for the run (its records never outlive it), as a file the actors read.
         key_file = tmp / "keys.json"
-        write_keyring_file(key_file, Keyring([generate_key()]))
+        write_keyring_file(key_file, Keyring([generate_key(options.signing)]))
         run_settings = run_settings.model_copy(update={"signing_key_file": key_file})
         overrides["signing_key_file"] = str(key_file)
+    else:  # the configured keys sign: report their algorithm
+        active = keyring_source(settings, create=False)().active
+        options = dataclasses.replace(options, signing=active.alg)
     try:
         # Redis first: an unreachable or misconfigured one is one clear line, before Ray starts.
         with open_store(run_settings, namespace=namespace, appendfsync=options.fsync) as handle:
@@ -101,12 +117,11 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
                         print(f"raysys {what}: health and metrics at {url}/health and "
                               f"{url}/metrics", file=sys.stderr)
                     report = run_on_cluster(client, ledger, specs, options,
-                                            Progress(len(specs)))
+                                            Progress(len(specs)),
+                                            actor_pids=lambda: actor_pids(client))
             finally:  # a configured Redis keeps no trace of the run, even a failed one
                 if not handle.embedded:
-                    for key in handle.client.scan_iter(match=handle.store.keys.pattern(),
-                                                       count=1000):
-                        handle.client.delete(key)
+                    drop_keys(handle.client, handle.store.keys.pattern())
                 ledger.clear()
     finally:
         _keep_logs(tmp / "logs", keep_logs)
@@ -121,6 +136,34 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
         print(f"raysys: error: {report['lost']} tasks lost, {report['duplicate_commits']} "
               "duplicate commits", file=sys.stderr)
     return 0 if accounted else EXIT_UNACCOUNTED
+
+
+def actor_pids(client: Any) -> dict[str, int]:
+    """Process id of the Coordinator, the Distributor and each worker (by worker id)."""
+    import ray
+
+    pids = dict(zip(("coordinator", "distributor"), ray.get(
+        [client.coordinator.pid.remote(), client.distributor.pid.remote()],
+        timeout=client.call_timeout_s), strict=True))
+    pids.update({str(w["id"]): int(w["pid"]) for w in client.workers() if w.get("pid")})
+    return pids
+
+
+def drop_keys(client: Any, pattern: str, per_call: int = 1000) -> int:
+    """Delete every key matching ``pattern``, ``per_call`` keys per DEL; how many were deleted.
+
+    (One DEL per key costs a round trip, and an fsync with ``appendfsync always``, per key.)
+    """
+    deleted = 0
+    batch: list[Any] = []
+    for key in client.scan_iter(match=pattern, count=per_call):
+        batch.append(key)
+        if len(batch) >= per_call:
+            deleted += int(client.delete(*batch))
+            batch = []
+    if batch:
+        deleted += int(client.delete(*batch))
+    return deleted
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -139,3 +139,58 @@ def test_cancel_and_registry(pool: Any) -> None:
 def test_secrets_never_become_actor_arguments() -> None:
     with pytest.raises(ConfigurationError, match="redis_password"):
         ActorConfig("ns", {"redis_password": "x" * 40})
+
+
+class SilentPort(DirectPort):
+    """Delivers nothing: every reply stays pending (a stopped worker) or fails (a dead one)."""
+
+    def __init__(self, workers: dict[str, Worker], *, fail: bool) -> None:
+        super().__init__(workers)
+        self.fail = fail
+
+    def send(self, worker_id: str, envelope: bytes) -> Future[int]:
+        self.sent.append((worker_id, envelope))
+        reply: Future[int] = Future()
+        if self.fail:
+            reply.set_exception(RuntimeError("actor died"))
+        return reply
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["unanswered", "failed"])
+def test_an_unanswered_or_failed_delivery_is_counted_and_its_worker_asked_afresh(
+        pool: Any, config: ActorConfig, monkeypatch: pytest.MonkeyPatch, fail: bool) -> None:
+    # given: a distributor whose deliveries are never answered, or fail
+    coordinator, _, worker, _ = pool
+    monkeypatch.setattr("raysys.actors.distributor.REPLY_TIMEOUT_S", 0.2)
+    port = SilentPort({worker.worker_id: worker}, fail=fail)
+    distributor = Distributor(config, port, autostart=False)
+    coordinator.submit_many([{"kind": "noop"} for _ in range(12)])
+
+    # when: it hands out work while the replies stay out (or fail)
+    granted = distributor.cycle() + distributor.cycle()
+    time.sleep(0.3)
+    distributor.cycle()
+
+    # then: leases in unanswered messages counted against the room (10): two rounds of 5,
+    # then each delivery is counted failed once settled, and nothing counted delivered
+    assert granted == 10
+    info = distributor.info()
+    assert info["delivered"] == 0 and info["failed_deliveries"] >= 2
+    distributor.stop()
+
+
+def test_accepted_message_metrics_are_written_off_the_delivery_path(pool: Any) -> None:
+    # given: a worker that accepted assignments
+    coordinator, distributor, worker, _ = pool
+    stats_key = worker.messenger._stats
+    client = coordinator.core.client
+    before = int(client.hget(stats_key, "messages:assign:accepted") or 0)
+    worker._stop.set()  # hold the worker's own flushing thread back
+    worker._thread.join(timeout=5)
+    coordinator.submit_many([{"kind": "noop"} for _ in range(5)])
+    assert distributor.cycle() == 5
+
+    # then: counted in memory first, written by one flush
+    assert int(client.hget(stats_key, "messages:assign:accepted") or 0) == before
+    worker.messenger.flush_metrics()
+    assert int(client.hget(stats_key, "messages:assign:accepted") or 0) == before + 1

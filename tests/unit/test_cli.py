@@ -460,6 +460,18 @@ def test_bad_bench_rate_is_bad_input_in_one_line(cli: Cli) -> None:
     assert "required" in cli.run().error_line(3)
 
 
+def test_bench_settings_flags_refuse_what_cannot_apply(configured: Cli) -> None:
+    # when: --signing asks for an algorithm while configured keys would sign the run, or
+    # --fsync names no appendfsync policy
+    signing = configured.run("bench", "--tasks", "10", "--signing", "ed25519")
+    fsync = configured.run("bench", "--tasks", "10", "--fsync", "sometimes")
+
+    # then: one line each naming the option, before anything starts
+    assert "configured keys sign" in signing.error_line(3)
+    assert "--fsync" in fsync.error_line(3) and "everysec" in fsync.stderr
+    assert not signing.started_pids() and not fsync.started_pids()
+
+
 # ---- key rotation -------------------------------------------------------------------------------
 def test_keys_rotate_then_revoke_keeps_queued_work_runnable(
     cli: Cli, redis_server: EmbeddedRedis, redis_client: redis.Redis

@@ -16,7 +16,7 @@ import pytest
 
 from raysys.ledger import CommitLedger
 from raysys.lua import script_source
-from raysys.models import TaskSpec
+from raysys.models import Outcome, TaskSpec
 from raysys.store import TaskStore
 from raysys.worker_loop import WorkerLoop
 
@@ -93,4 +93,38 @@ def test_ledger_counts_a_task_the_store_acknowledged_but_dropped(
     assert report.lost == (1 if faulty else 0)
     assert report.duplicate_commits == 0
     assert report.succeeded == 20 - report.lost
+    ledger.clear()
+
+
+def test_intent_rides_ahead_of_the_commit_so_a_cut_off_entry_is_recovered(
+        make_store: StoreFactory) -> None:
+    # given: two leased tasks, one of them re-leased to someone else (its fence is stale)
+    store = make_store()
+    ledger = CommitLedger(store.client, store.namespace)
+    ids = store.submit_many([TaskSpec.build(kind="noop") for _ in range(2)])
+    leases = store.acquire("w", 2, TTL_S)
+    time.sleep(TTL_S * 2)
+    store.reap()
+    fresh = store.acquire("other", 2, 5.0)
+    store.complete("other", [(fresh[1], Outcome(ok=True))])
+    ledger.record([(fresh[1].task_id, fresh[1].fence, "succeeded")])
+    current = fresh[0]
+
+    # when: the holder of the current fence commits with its intents on the same round trip,
+    # and "crashes" before writing the ledger entry
+    started = time.time() - 0.5
+    accepted = store.complete("other", [(current, Outcome(ok=True))],
+                              before=lambda pipe: ledger.queue_intents(
+                                  pipe, [(current.task_id, current.fence, started)]))
+    stale = store.complete("w", [(leases[1], Outcome(ok=True))],
+                           before=lambda pipe: ledger.queue_intents(
+                               pipe, [(leases[1].task_id, leases[1].fence, started)]))
+
+    # then: the commit counts once (recovered from its intent), the stale one not at all,
+    # and the task's start is the earliest recorded for it
+    assert accepted == [True] and stale == [False]
+    report = ledger.report(ids)
+    assert (report.lost, report.duplicate_commits, report.succeeded) == (0, 0, 2)
+    assert report.recovered == 1
+    assert ledger.starts()[current.task_id] == pytest.approx(started, abs=1e-3)
     ledger.clear()

@@ -512,3 +512,19 @@ def test_all_keys_live_under_the_namespace_prefix(store: TaskStore,
     keys = {k.decode() for k in redis_client.scan_iter(match=store.keys.pattern())}
     assert keys and all(k.startswith(store.keys.prefix) for k in keys)
     assert len(keys) == len(list(redis_client.scan_iter(match=f"*{store.namespace}*")))
+
+
+def test_a_submission_wakes_a_waiting_distributor_at_once(store: TaskStore) -> None:
+    # given: nothing queued, so a wait for work runs into its timeout
+    started = time.monotonic()
+    assert store.wait_for_work(0.2) is False
+    assert time.monotonic() - started >= 0.15
+
+    # when: a batch is submitted while someone waits
+    store.submit_many([TaskSpec.build(kind="noop") for _ in range(3)])
+
+    # then: the wait returns at once, and one wake-up stands for the whole batch
+    started = time.monotonic()
+    assert store.wait_for_work(5.0) is True
+    assert time.monotonic() - started < 1.0
+    assert store.wait_for_work(0.05) is False
