@@ -21,7 +21,7 @@ from raysys.envelope import Sealer
 from raysys.errors import ConfigurationError
 from raysys.logs import configure as configure_logging
 from raysys.redis_conn import connect_redis
-from raysys.runtime import keyring_source
+from raysys.runtime import freeze_heap, keyring_source
 from raysys.store import TaskStore
 
 log = logging.getLogger("raysys.actors.context")
@@ -84,4 +84,5 @@ def open_core(config: ActorConfig, role: str) -> Core:
     client = connect_redis(settings, url)
     # Keys come from a file (reloaded on change) or the node's environment; never created here.
     store = TaskStore(client, Sealer(keyring_source(settings, create=False)), config.namespace)
+    freeze_heap()  # start-up is done: keep full GC passes off the actor's hot path
     return Core(settings, client, store, server)

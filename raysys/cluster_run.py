@@ -41,6 +41,7 @@ class RunOptions:
     submit_batch: int = 500  # tasks per submission call
     rate: float | None = None  # offered load, tasks/s; None: as fast as possible
     timeout_s: float = 900.0
+    warmup: int = 0  # tasks run before the measured ones (bench), not in the figures
     fsync: str = "always"
     signing: str = "hmac-sha256"
     audit: bool = True
@@ -135,7 +136,7 @@ def run_on_cluster(client: _Client, ledger: CommitLedger, specs: Sequence[TaskSp
         "settings": {"fsync": options.fsync, "signing": options.signing, "serve": options.serve,
                      "audit": options.audit, "workers": options.workers, "batch": options.batch,
                      "mode": "ray-actors", "signed_messages": True, "heartbeats": True,
-                     "ledger": True},
+                     "ledger": True, "warmup": options.warmup},
     })
     return report
 

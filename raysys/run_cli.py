@@ -27,6 +27,7 @@ from raysys.keyring import ALGORITHMS, DEFAULT_ALGORITHM, Keyring, generate_key,
 from raysys.models import TaskSpec
 
 EXIT_UNACCOUNTED = 1
+WARMUP_MAX = 1000  # bench: noop tasks run (at the same rate) before the measured ones
 
 
 def add_run_commands(sub: Any, positive_float: Any) -> None:
@@ -70,7 +71,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
                               "configured keys sign (unset them, or drop --signing)")
     options = RunOptions(tasks=args.tasks, workers=args.workers, rate=args.rate,
                          batch=args.batch, fsync=args.fsync,
-                         signing=args.signing or DEFAULT_ALGORITHM)
+                         signing=args.signing or DEFAULT_ALGORITHM,
+                         warmup=min(WARMUP_MAX, max(args.tasks // 20, 1)))
     return run_workload(settings, noop_specs(args.tasks), options, args.json, "bench")
 
 
@@ -82,7 +84,7 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
     from raysys.client import start
     from raysys.cluster_run import run_on_cluster
     from raysys.ledger import CommitLedger
-    from raysys.runtime import keyring_source, open_store
+    from raysys.runtime import freeze_heap, keyring_source, open_store
     from raysys.workload import Progress
 
     namespace = f"{what}-{uuid.uuid4().hex[:8]}"
@@ -116,9 +118,13 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
                     if url:
                         print(f"raysys {what}: health and metrics at {url}/health and "
                               f"{url}/metrics", file=sys.stderr)
+                    warmup = warm_up(client, ledger, options)
+                    freeze_heap()  # the driver's start-up heap: no 50 ms GC pass mid-run
                     report = run_on_cluster(client, ledger, specs, options,
                                             Progress(len(specs)),
                                             actor_pids=lambda: actor_pids(client))
+                    if warmup is not None:
+                        report["warmup"] = warmup
             finally:  # a configured Redis keeps no trace of the run, even a failed one
                 if not handle.embedded:
                     drop_keys(handle.client, handle.store.keys.pattern())
@@ -126,16 +132,38 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
     finally:
         _keep_logs(tmp / "logs", keep_logs)
         shutil.rmtree(tmp, ignore_errors=True)
-    accounted = report["lost"] == 0 and report["duplicate_commits"] == 0
+    runs = [report, report.get("warmup", {})]  # the warm-up's tasks count as much
+    lost = sum(int(r.get("lost", 0)) for r in runs)
+    duplicates = sum(int(r.get("duplicate_commits", 0)) for r in runs)
+    accounted = lost == 0 and duplicates == 0
     if as_json:
         print(json.dumps(report))
     else:
         print_report(report)
     print(f"raysys {what}: logs in {keep_logs}", file=sys.stderr)
     if not accounted:
-        print(f"raysys: error: {report['lost']} tasks lost, {report['duplicate_commits']} "
-              "duplicate commits", file=sys.stderr)
+        print(f"raysys: error: {lost} tasks lost, {duplicates} duplicate commits",
+              file=sys.stderr)
     return 0 if accounted else EXIT_UNACCOUNTED
+
+
+def warm_up(client: Any, ledger: Any, options: Any) -> dict[str, int] | None:
+    """Run ``options.warmup`` noop tasks first (same rate, not measured); their accounting.
+
+    The first calls of each process load scripts and fill caches; a benchmark measures the
+    steady state after them. The warm-up's tasks are accounted for like the measured ones.
+    """
+    import dataclasses
+
+    from raysys.cluster_run import run_on_cluster
+    from raysys.workload import noop_specs
+
+    if not options.warmup:
+        return None
+    print(f"raysys bench: warming up with {options.warmup} tasks", file=sys.stderr)
+    report = run_on_cluster(client, ledger, noop_specs(options.warmup),
+                            dataclasses.replace(options, tasks=options.warmup))
+    return {key: int(report[key]) for key in ("tasks", "lost", "duplicate_commits")}
 
 
 def actor_pids(client: Any) -> dict[str, int]:

@@ -8,6 +8,7 @@ configured Redis a missing keyring is an error (production keys are deployed, no
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,19 @@ from raysys.redis_conn import connect_redis, server_policy_warnings
 from raysys.store import TaskStore
 
 log = logging.getLogger("raysys.runtime")
+
+
+def freeze_heap() -> None:
+    """Exempt everything allocated so far (imported modules, settings) from the cyclic GC.
+
+    In a Ray worker process a full collection walks ~100,000 objects, mostly modules that live
+    for ever: ~50 ms here, during which the process answers nothing (a p99 latency spike on a
+    hot path). Frozen, they are never scanned again and a full collection takes well under a
+    millisecond. Call it once start-up is done; what is frozen is never freed (by design: it
+    lives as long as the process).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def keyring_path(settings: Settings) -> Path:

@@ -96,6 +96,30 @@ def test_bench_on_a_configured_redis_leaves_no_keys(cli: Cli,
     assert report["settings"]["fsync"] == "server-configured"
     assert set(redis_client.keys("*")) == before
     assert wait_no_processes(cli.root) == []
+    # and: a warm-up ran first and was accounted for too; each actor's memory was sampled
+    assert report["warmup"] == {"tasks": 50, "lost": 0, "duplicate_commits": 0}
+    assert report["settings"]["warmup"] == 50
+    rss = report["actor_rss_mb"]
+    assert {"coordinator", "distributor"} <= set(rss) and len(rss) == 2 + report["settings"][
+        "workers"]
+    assert all(set(samples) == {"before", "warm", "after"} and min(samples.values()) > 10
+               for samples in rss.values())
+    assert 0 < report["submit_call_ms"]["p50"] <= report["submit_call_ms"]["p99"]
+
+
+def test_bench_knobs_reach_the_run_and_its_report(cli: Cli) -> None:
+    # when: a bench with every tuning knob off its default
+    run = cli.run("bench", "--tasks", "400", "--workers", "1", "--batch", "50", "--fsync",
+                  "everysec", "--signing", "ed25519", "--json", timeout=RUN_TIMEOUT_S)
+
+    # then: the report names the settings the run used, and accounts for every task
+    report = run.json()
+    check_report(report, tasks=400, workers=1)
+    settings = report["settings"]
+    assert (settings["fsync"], settings["signing"], settings["batch"]) == (
+        "everysec", "ed25519", 50)
+    assert report["succeeded"] == 400
+    assert wait_no_processes(cli.root) == []
 
 
 def test_demo_with_redis_unreachable_fails_in_one_line_before_starting_ray(cli: Cli) -> None:
