@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from raysys.handlers import Executor
 from raysys.ledger import CommitLedger
@@ -28,7 +28,6 @@ class WorkerCounters:
     completed: int = 0
     rejected: int = 0
     inflight: int = 0
-    started_at: dict[str, float] = field(default_factory=dict)
 
 
 class WorkerLoop:
