@@ -27,6 +27,7 @@ from raysys.ledger import CommitLedger
 from raysys.models import Outcome, TaskSpec
 from raysys.redis_conn import connect_redis
 from raysys.store import TaskStore
+from raysys.worker_loop import WorkerLoop
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
@@ -73,9 +74,10 @@ def across_a_cut(proxy: TcpProxy, call: Callable[[], Any]) -> Any:
     return out[0]
 
 
-def script_calls(direct: redis.Redis) -> int:
-    """EVALSHA calls the server executed so far (both copies of a resend count)."""
-    stats = direct.info("commandstats").get("cmdstat_evalsha", {})
+def script_calls(direct: redis.Redis, command: str = "evalsha") -> int:
+    """``command`` calls (EVALSHA: script runs) the server executed so far (both copies of a
+    resend count)."""
+    stats = direct.info("commandstats").get(f"cmdstat_{command}", {})
     return int(stats.get("calls", 0)) - int(stats.get("failed_calls", 0))
 
 
@@ -104,6 +106,27 @@ def test_resent_commit_is_applied_once(link: tuple[TcpProxy, redis.Redis, redis.
     assert stats.get("fenced_rejected", 0) == 0
 
 
+def test_resent_commit_with_its_ledger_intents_is_applied_once(
+        link: tuple[TcpProxy, redis.Redis, redis.Redis]) -> None:
+    # given a worker loop committing with its ledger intents on the same round trip, one
+    # commit made already (the script is loaded, as in a run)
+    proxy, through, direct = link
+    store, check = stores(through, direct)
+    ids = check.submit_many([TaskSpec.build(kind="echo", payload=i) for i in (0, 1)])
+    warm, lease = check.acquire("w1", 2, 30)
+    loop = WorkerLoop(store, "w1", ledger=CommitLedger(through, store.namespace))
+    loop.commit([(warm, Outcome(True, 0))], [time.time()])
+    calls = script_calls(direct)
+    # when the other's commit pipeline (intents, then the script) is resent across a cut link
+    across_a_cut(proxy, lambda: loop.commit([(lease, Outcome(True, 1))], [time.time()]))
+    assert script_calls(direct) - calls == 2
+    # then it is applied once, and the ledger counts two commits, none twice
+    report = CommitLedger(direct, store.namespace).report(ids)
+    assert (report.succeeded, report.lost, report.duplicate_commits) == (2, 0, 0)
+    assert loop.counters.rejected == 0
+    assert check.stats().get("fenced_rejected", 0) == 0
+
+
 def test_resent_acquire_grants_once(link: tuple[TcpProxy, redis.Redis, redis.Redis]) -> None:
     # given six pending tasks, one leased already (the script is loaded, as in a run)
     proxy, through, direct = link
@@ -123,15 +146,15 @@ def test_resent_acquire_grants_once(link: tuple[TcpProxy, redis.Redis, redis.Red
 
 def test_resent_ledger_record_counts_one_commit(
         link: tuple[TcpProxy, redis.Redis, redis.Redis]) -> None:
-    # given the commit ledger written over the link (its script already loaded, as in a run)
+    # given the commit ledger written over the link (one HSET per batch of entries)
     proxy, through, direct = link
     namespace = "resend" + uuid.uuid4().hex[:8]
     ledger = CommitLedger(through, namespace)
     ledger.record([("t0", 6, "succeeded")])
-    calls = script_calls(direct)
+    calls = script_calls(direct, "hset")
     # when one acknowledged commit is recorded across a cut link (both copies reach Redis)
     across_a_cut(proxy, lambda: ledger.record([("t1", 7, "succeeded")]))
-    assert script_calls(direct) - calls == 2
+    assert script_calls(direct, "hset") - calls == 2
     # then the ledger holds one commit of t1
     report = CommitLedger(direct, namespace).report(["t1"])
     assert (report.lost, report.duplicate_commits) == (0, 0)
