@@ -100,9 +100,9 @@ class RaysysAPI:
         return self.namespace
 
     def check_health(self) -> None:
-        """A broken replica only: Redis being down shows in /health, never here."""
-        if self.core is None:
-            raise RuntimeError("replica lost its store")
+        """Serve reaching this method is the check: a replica whose event loop hangs fails it
+        by timeout and is replaced. Redis being down shows in /health, never here (Serve
+        would replace replicas for as long as Redis is away)."""
 
     # ---- health and metrics -------------------------------------------------------------------
     @api.get("/health")
