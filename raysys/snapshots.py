@@ -326,7 +326,8 @@ class SnapshotManager:
         return report
 
     def _require_empty(self) -> None:
-        ignored = {self.store.keys.fence, self.store.keys.run_id, self.index}
+        keys = self.store.keys
+        ignored = {keys.fence, keys.run_id, keys.wake, self.index}  # wake: a hint, not state
         tasks, others, sample = 0, 0, list[str]()
         for raw in self.client.scan_iter(match=self._pattern, count=SCAN_COUNT):
             key = as_text(raw, errors="replace")

@@ -5,7 +5,8 @@
 -- Touches: reads every key under the prefix (DUMP, PTTL); writes nothing.
 -- Returns: {now_ms, fence, {counts hash, flat}, suffix, pttl, dump, suffix, pttl, dump, ...}:
 --   one triple per key, named by its suffix after the prefix; pttl is -1 for no expiry.
---   The snapshot keys themselves (suffix "snaps" and "snap:*") are left out.
+--   The snapshot keys themselves (suffix "snaps" and "snap:*") and the wake-up list ("wake",
+--   a hint for the Distributor, not state) are left out.
 -- One full SCAN inside one script: nothing can change between the first key and the last, so
 -- the copy is consistent. It blocks the server for the whole namespace: about 15 us per task
 -- (0.14 s for 10k tasks, 1.7 s for 100k, on redis 7.0 and valkey 9 alike), so past ~300k tasks
@@ -24,7 +25,7 @@ repeat
     if not seen[key] and string.sub(key, 1, plen) == prefix then
       seen[key] = true
       local suffix = string.sub(key, plen + 1)
-      if suffix ~= "snaps" and string.sub(suffix, 1, 5) ~= "snap:" then
+      if suffix ~= "snaps" and suffix ~= "wake" and string.sub(suffix, 1, 5) ~= "snap:" then
         names[#names + 1] = key
       end
     end

@@ -9,7 +9,8 @@
 --   when the namespace is not empty (nothing written); or {-1, suffix, error} when Redis
 --   refused a payload (e.g. a DUMP from a newer server): the keys restored so far are deleted
 --   again before the script returns, so nobody sees a partial restore.
--- "Empty" ignores the snapshot keys ("snaps", "snap:*"), the fence counter and the run id.
+-- "Empty" ignores the snapshot keys ("snaps", "snap:*"), the fence counter, the run id and the
+-- wake-up list ("wake": a hint for the Distributor, not state).
 -- The fence counter becomes max(current, the snapshot's). The run id is deleted, never
 -- restored: the next acquire then raises fences to the server-clock floor (acquire.lua), above
 -- any fence granted after the snapshot was taken.
@@ -18,7 +19,8 @@ local snap_fence, snap_id, audit, maxlen = tonumber(ARGV[4]), ARGV[5], ARGV[6] =
 local plen = #prefix
 local function ignored(key)
   local suffix = string.sub(key, plen + 1)
-  return key == KEYS[1] or key == KEYS[2] or suffix == "snaps" or string.sub(suffix, 1, 5) == "snap:"
+  return key == KEYS[1] or key == KEYS[2] or suffix == "snaps" or suffix == "wake"
+    or string.sub(suffix, 1, 5) == "snap:"
 end
 local seen, tasks, others, sample = {}, 0, 0, {}
 local cursor = "0"
