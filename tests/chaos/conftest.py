@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import pytest
 import redis
 from harness import HANDLER_MODULE, AttemptLog, DeployFn, Deployment, ResultsFile
+from ray_harness import private_ray
 
 import raysys
 from raysys.embedded import EmbeddedRedis, attach_or_start
@@ -90,26 +89,10 @@ def chaos_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     if ray.is_initialized():  # the integration suite's session cluster: use it, leave it
         yield None
         return
-    saved = {name: os.environ.get(name) for name in ("HOME", "PYTHONPATH", "RAY_AUTH_MODE")}
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))  # Ray writes ~/.ray/auth_token
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), saved["PYTHONPATH"]) if p)
-    temp = Path(tempfile.mkdtemp(prefix="rsch-"))  # short: Ray's socket paths must fit 107 B
-    try:
-        ray.init(num_cpus=4, include_dashboard=False, namespace="raysys-chaos",
-                 log_to_driver=False, _temp_dir=str(temp))
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    with private_ray(tmp_path_factory.mktemp("home"), "raysys-chaos", temp_prefix="rsch-",
+                     env={"PYTHONPATH": path}):
         yield None
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        from ray._raylet import AuthenticationTokenLoader
-
-        AuthenticationTokenLoader.instance().reset_cache()
 
 
 # ---- Redis servers ------------------------------------------------------------------------------

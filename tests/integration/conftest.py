@@ -9,10 +9,7 @@ gets a fresh raysys namespace (its own Ray namespace and Redis key prefix) throu
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+from ray_harness import private_ray
 
 import raysys
 from raysys.client import Client
@@ -39,25 +37,10 @@ def api_token() -> str:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    home = tmp_path_factory.mktemp("home")
-    saved = os.environ.get("HOME")
-    saved_token = os.environ.get("RAYSYS_API_TOKEN")
-    os.environ["HOME"] = str(home)  # the cluster's processes inherit it at ray.init
-    os.environ["RAYSYS_API_TOKEN"] = API_TOKEN
-    temp = Path(tempfile.mkdtemp(prefix="rsit-"))  # short: Ray's socket paths must fit 107 B
-    ray.init(num_cpus=4, include_dashboard=False, namespace="raysys-it", log_to_driver=False,
-             _temp_dir=str(temp))
-    try:
+    pytest.importorskip("ray")
+    with private_ray(tmp_path_factory.mktemp("home"), "raysys-it", temp_prefix="rsit-",
+                     env={"RAYSYS_API_TOKEN": API_TOKEN}):
         yield None
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for name, value in (("HOME", saved), ("RAYSYS_API_TOKEN", saved_token)):
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,11 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ray_harness import private_ray
 from security_results import ResultsFile
 
 from raysys.embedded import attach_or_start
@@ -54,29 +53,10 @@ def security_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | Non
     if ray.is_initialized():  # the integration suite's session cluster: use it, leave it
         yield os.environ.get("RAYSYS_API_TOKEN")
         return
-    names = ("HOME", "RAYSYS_API_TOKEN", "RAY_AUTH_MODE")
-    saved = {name: os.environ.get(name) for name in names}
     token = "sec-" + secrets.token_hex(24)
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))  # Ray writes ~/.ray/auth_token
-    os.environ["RAYSYS_API_TOKEN"] = token
-    temp = Path(tempfile.mkdtemp(prefix="rssec-"))  # short: Ray's socket paths must fit 107 B
-    try:
-        ray.init(num_cpus=4, include_dashboard=False, namespace="raysys-security",
-                 log_to_driver=False, _temp_dir=str(temp))
+    with private_ray(tmp_path_factory.mktemp("home"), "raysys-security", temp_prefix="rssec-",
+                     env={"RAYSYS_API_TOKEN": token}):
         yield token
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        # ray.init cached the token it wrote under this HOME: a later cluster in this process
-        # (another module's, the integration suite's) must start from a clean slate.
-        from ray._raylet import AuthenticationTokenLoader
-
-        AuthenticationTokenLoader.instance().reset_cache()
 
 
 @pytest.fixture(scope="module")
