@@ -472,9 +472,7 @@ def _join_cluster(address: str, namespace: str) -> bool:
         ray.init(address=address, namespace=namespace, log_to_driver=False)
     except ConnectionError as exc:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
-    except Exception as exc:
-        if type(exc).__name__ != "AuthenticationError":
-            raise
+    except ray.exceptions.AuthenticationError:
         raise RayUnavailable(f"the Ray cluster at {address!r} refused this client's token: "
                              "set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "
                              "(`ray get-auth-token` on the head)") from None

@@ -344,6 +344,25 @@ def test_job_submit_without_the_token_is_refused(head: Head) -> None:
     assert status == 200 and len(after) == len(before)
 
 
+def test_raysys_without_the_ray_token_is_one_line_and_exit_5(head: Head) -> None:
+    # given clients without the cluster's token: none at all, and a wrong one
+    no_token = {k: v for k, v in head.env.items() if not k.startswith("RAY_AUTH")}
+    wrong = no_token | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    address = f"127.0.0.1:{head.gcs_port}"
+
+    for env in (no_token, wrong):
+        # when either asks the cluster for its workers
+        run = subprocess.run([str(VENV_BIN / "raysys"), "workers", f"--address={address}",
+                              "--json"], env=env, cwd=head.root, text=True,
+                             capture_output=True, timeout=60)
+
+        # then: Ray unavailable (5), one error line naming the cluster, no traceback
+        assert run.returncode == 5, run.stderr[-3000:]
+        assert "Traceback" not in run.stderr and run.stdout == ""
+        errors = [line for line in run.stderr.splitlines() if line.startswith("raysys: error:")]
+        assert len(errors) == 1 and address in errors[0], run.stderr[-3000:]
+
+
 def test_the_example_job_refuses_a_namespace_where_a_pool_runs(head: Head) -> None:
     # given a pool started by `raysys up` in a namespace (HTTP app off: its port is taken)
     address = f"--address=127.0.0.1:{head.gcs_port}"
