@@ -117,7 +117,7 @@ class Distributor:
             if quarantined and self.ledger is not None:
                 self.ledger.record((tid, fence, "quarantined") for tid, fence in quarantined)
             # Fewer than asked for: the queue ran dry (wait for a wake-up, not another round).
-            self._queue_empty = len(leases) + len(quarantined) < wanted and not quarantined
+            self._queue_empty = not quarantined and len(leases) < wanted
             if not leases:
                 return 0
             self.granted += len(leases)
@@ -148,7 +148,7 @@ class Distributor:
                 if accepted:
                     self.delivered += accepted
                 else:  # rejected (draining, say): ask it afresh before offering it more
-                    self._failed(sent.worker_id, "", quiet=True)
+                    self._failed(sent.worker_id)
             elif now > sent.deadline:
                 self._failed(sent.worker_id, f"{sent.leases} leases unanswered after "
                              f"{REPLY_TIMEOUT_S:.0f} s; they expire and are requeued")
@@ -156,10 +156,11 @@ class Distributor:
                 waiting.append(sent)
         self._sent = waiting
 
-    def _failed(self, worker_id: str, why: str, *, quiet: bool = False) -> None:
+    def _failed(self, worker_id: str, why: str | None = None) -> None:
+        """Count a failed delivery and forget the worker's room estimate; log ``why``."""
         self.failed_deliveries += 1
         self._free.pop(worker_id, None)
-        if not quiet:
+        if why is not None:
             log.warning("to %s: %s", worker_id, why)
 
     def _pick(self, live: list[str], *, fresh: bool) -> tuple[str, int]:

@@ -70,7 +70,7 @@ class Messenger:
         self._client = store.client
         self.namespace = store.namespace
         self._scripts = Scripts(store.client)
-        self._pending: dict[str, int] = {}  # "s|<stats field>" / "h|<histogram field>" -> n
+        self._pending: dict[tuple[str, str], int] = {}  # (hash key, field) -> increment
         self._pending_latency = 0.0
         self._pending_lock = threading.Lock()
 
@@ -131,10 +131,10 @@ class Messenger:
                     log.debug("receive %s <- %s type=%s nonce=%s latency_ms=%.2f", self.party,
                               result.sender, result.type, result.nonce, latency * 1000)
                     pending = self._pending
-                    for field in (f"s|messages:{result.type}:accepted",
-                                  f"h|{MESSAGE_LATENCY}:{bucket(latency)}",
-                                  f"h|{MESSAGE_LATENCY}:count"):
-                        pending[field] = pending.get(field, 0) + 1
+                    for counter in ((self._stats, f"messages:{result.type}:accepted"),
+                                    (self._histograms, f"{MESSAGE_LATENCY}:{bucket(latency)}"),
+                                    (self._histograms, f"{MESSAGE_LATENCY}:count")):
+                        pending[counter] = pending.get(counter, 0) + 1
                     self._pending_latency += latency
                 else:
                     rejections.append(result)
@@ -153,9 +153,8 @@ class Messenger:
         if not pending and not rejections:
             return
         pipe = self._client.pipeline(transaction=False)
-        for field, n in pending.items():
-            kind, _, name = field.partition("|")
-            pipe.hincrby(self._stats if kind == "s" else self._histograms, name, n)
+        for (key, field), n in pending.items():
+            pipe.hincrby(key, field, n)
         if latency:
             pipe.hincrbyfloat(self._histograms, f"{MESSAGE_LATENCY}:sum", latency)
         for result in rejections:
@@ -171,8 +170,8 @@ class Messenger:
         except (redis.RedisError, OSError) as exc:  # metrics must never cost a message
             log.warning("could not record message metrics: %s", exc)
             with self._pending_lock:  # keep the tallies (a rejection's audit is not retried)
-                for field, n in pending.items():
-                    self._pending[field] = self._pending.get(field, 0) + n
+                for counter, n in pending.items():
+                    self._pending[counter] = self._pending.get(counter, 0) + n
                 self._pending_latency += latency
 
     def _verify(self, data: bytes) -> Message:
