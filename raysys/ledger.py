@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import redis
 
-from raysys.keyspace import Keyspace, glob_escape
+from raysys.keyspace import Keyspace, drop_keys, glob_escape
 from raysys.replies import as_text
 
 FINAL = ("succeeded", "dead", "cancelled", "quarantined")
@@ -153,5 +153,4 @@ class CommitLedger:
         return out
 
     def clear(self) -> None:
-        for key in self.client.scan_iter(match=glob_escape(self.prefix) + "*"):
-            self.client.delete(key)
+        drop_keys(self.client, glob_escape(self.prefix) + "*")

@@ -24,6 +24,7 @@ from raysys.config import Settings
 from raysys.embedded import APPENDFSYNC_VALUES
 from raysys.errors import ValidationError
 from raysys.keyring import ALGORITHMS, DEFAULT_ALGORITHM, Keyring, generate_key, write_keyring_file
+from raysys.keyspace import drop_keys
 from raysys.models import TaskSpec
 
 EXIT_UNACCOUNTED = 1
@@ -64,8 +65,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from raysys.cluster_run import RunOptions
     from raysys.workload import noop_specs
 
-    configured_keys = settings.signing_keys is not None or settings.signing_key_file is not None
-    if args.signing is not None and configured_keys:
+    if args.signing is not None and _keys_configured(settings):
         raise ValidationError("--signing picks the algorithm of the bench's own key; with "
                               "RAYSYS_SIGNING_KEYS or RAYSYS_SIGNING_KEY_FILE set, the "
                               "configured keys sign (unset them, or drop --signing)")
@@ -92,7 +92,7 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
     tmp = Path(tempfile.mkdtemp(prefix=f"raysys-{what}-"))
     run_settings = settings.model_copy(update={"data_dir": tmp})
     overrides: dict[str, Any] = {"data_dir": str(tmp), "namespace": namespace}
-    if settings.signing_keys is None and settings.signing_key_file is None:
+    if not _keys_configured(settings):
         # An ephemeral key for the run (its records never outlive it), as a file the actors read.
         key_file = tmp / "keys.json"
         write_keyring_file(key_file, Keyring([generate_key(options.signing)]))
@@ -147,6 +147,11 @@ def run_workload(settings: Settings, specs: list[TaskSpec], options: Any, as_jso
     return 0 if accounted else EXIT_UNACCOUNTED
 
 
+def _keys_configured(settings: Settings) -> bool:
+    """Signing keys come from the environment or a file (else a run makes its own)."""
+    return settings.signing_keys is not None or settings.signing_key_file is not None
+
+
 def warm_up(client: Any, ledger: Any, options: Any) -> dict[str, int] | None:
     """Run ``options.warmup`` noop tasks first (same rate, not measured); their accounting.
 
@@ -175,23 +180,6 @@ def actor_pids(client: Any) -> dict[str, int]:
         timeout=client.call_timeout_s), strict=True))
     pids.update({str(w["id"]): int(w["pid"]) for w in client.workers() if w.get("pid")})
     return pids
-
-
-def drop_keys(client: Any, pattern: str, per_call: int = 1000) -> int:
-    """Delete every key matching ``pattern``, ``per_call`` keys per DEL; how many were deleted.
-
-    (One DEL per key costs a round trip, and an fsync with ``appendfsync always``, per key.)
-    """
-    deleted = 0
-    batch: list[Any] = []
-    for key in client.scan_iter(match=pattern, count=per_call):
-        batch.append(key)
-        if len(batch) >= per_call:
-            deleted += int(client.delete(*batch))
-            batch = []
-    if batch:
-        deleted += int(client.delete(*batch))
-    return deleted
 
 
 def print_report(report: dict[str, Any]) -> None:

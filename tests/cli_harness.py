@@ -13,6 +13,7 @@ import re
 import selectors
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -209,6 +210,17 @@ def processes_working_in(directory: Path) -> list[str]:
         if cwd == root or cwd.startswith(root + os.sep):
             found.append(f"pid {entry.name} in {cwd}: {cmdline}")
     return found
+
+
+def wait_no_processes(directory: Path, timeout: float = 20.0) -> list[str]:
+    """``processes_working_in(directory)`` once none is left, or after ``timeout`` seconds (Ray's
+    daemons exit a moment after the driver)."""
+    deadline = time.monotonic() + timeout
+    left = processes_working_in(directory)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = processes_working_in(directory)
+    return left
 
 
 def assert_no_embedded_server_left(cli: Cli, *runs: Run) -> None:

@@ -28,12 +28,13 @@ from typing import Any
 
 import pytest
 import redis
+from cluster_harness import private_ray, served_data_dir
 from harness import HANDLER_MODULE, AttemptLog, DeployFn, Deployment, ResultsFile
-from ray_harness import private_ray
 
 import raysys
 from raysys.embedded import EmbeddedRedis, attach_or_start
-from raysys.keyspace import Keyspace, glob_escape
+from raysys.keyspace import Keyspace, drop_keys
+from raysys.ledger import CommitLedger
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / "build" / "chaos-results.json"
@@ -109,11 +110,8 @@ def record_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 @pytest.fixture(scope="session")
 def chaos_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The session's embedded raysys Redis (and keyring) for scenarios that do not break it."""
-    path = tmp_path_factory.mktemp("chaos-data")
-    _, server = attach_or_start(path, appendfsync="everysec")
-    yield path
-    if server is not None:
-        server.stop()
+    with served_data_dir(tmp_path_factory.mktemp("chaos-data")) as path:
+        yield path
 
 
 # ---- deployments --------------------------------------------------------------------------------
@@ -158,10 +156,8 @@ def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedR
         deployment.client.shutdown()  # removes every named actor of the namespace
         deployment.log.delete()
         with contextlib.suppress(redis.RedisError):
-            for pattern in (Keyspace(deployment.namespace).pattern(),
-                            glob_escape(f"{{raysys-ledger:{deployment.namespace}}}:") + "*"):
-                for key in deployment.conn.scan_iter(match=pattern, count=1000):
-                    deployment.conn.delete(key)
+            drop_keys(deployment.conn, Keyspace(deployment.namespace).pattern())
+            CommitLedger(deployment.conn, deployment.namespace).clear()
         deployment.conn.close()
     for server in servers:
         server.stop()

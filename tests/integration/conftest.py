@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 import redis
-from ray_harness import private_ray
+from cluster_harness import private_ray, served_data_dir
 
 import raysys
 from raysys.client import Client
 from raysys.embedded import attach_or_start
-from raysys.keyspace import Keyspace, glob_escape
+from raysys.keyspace import Keyspace, drop_keys
 from raysys.ledger import CommitLedger, LedgerReport
 
 # The task API's token, as a deployment sets it on every node: in the environment the cluster's
@@ -46,11 +46,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The session's embedded Redis (and keyring) directory; the server stops at the end."""
-    path = tmp_path_factory.mktemp("raysys-data")
-    _, server = attach_or_start(path, appendfsync="everysec")
-    yield path
-    if server is not None:
-        server.stop()
+    with served_data_dir(tmp_path_factory.mktemp("raysys-data")) as path:
+        yield path
 
 
 @pytest.fixture
@@ -80,10 +77,8 @@ def raysys_start(ray_cluster: None, data_dir: Path,
     yield make
     for client in clients:
         client.shutdown()
-        for pattern in (Keyspace(client.namespace).pattern(),
-                        glob_escape(f"{{raysys-ledger:{client.namespace}}}:") + "*"):
-            for key in redis_conn.scan_iter(match=pattern, count=1000):
-                redis_conn.delete(key)
+        drop_keys(redis_conn, Keyspace(client.namespace).pattern())
+        CommitLedger(redis_conn, client.namespace).clear()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from cli_harness import (
     assert_no_embedded_server_left,
     check_report,
     make_cli,
-    processes_working_in,
+    wait_no_processes,
 )
 
 from raysys.embedded import EmbeddedRedis, free_port
@@ -36,16 +36,6 @@ def cli() -> Iterator[Cli]:
     runner = make_cli(root).with_env(RAYSYS_HTTP_PORT=str(free_port()))
     yield runner
     shutil.rmtree(root, ignore_errors=True)
-
-
-def wait_no_processes(root: Path, timeout: float = 20.0) -> list[str]:
-    """Ray's daemons exit a moment after the driver: give them ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    left = processes_working_in(root)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.5)
-        left = processes_working_in(root)
-    return left
 
 
 def test_demo_runs_every_actor_and_accounts_for_every_task(cli: Cli) -> None:

@@ -22,10 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_harness import private_ray
+from cluster_harness import private_ray, served_data_dir
 from security_results import ResultsFile
-
-from raysys.embedded import attach_or_start
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / "build" / "chaos-results.json"
@@ -62,8 +60,5 @@ def security_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | Non
 @pytest.fixture(scope="module")
 def security_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A data dir whose embedded Redis runs for the module; stopped at the end."""
-    path = tmp_path_factory.mktemp("sec-data")
-    _, server = attach_or_start(path, appendfsync="everysec")
-    yield path
-    if server is not None:
-        server.stop()
+    with served_data_dir(tmp_path_factory.mktemp("sec-data")) as path:
+        yield path

@@ -47,7 +47,7 @@ import raysys
 from raysys.client import Client
 from raysys.embedded import attach_or_start, free_port
 from raysys.errors import ValidationError
-from raysys.keyspace import Keyspace, glob_escape
+from raysys.keyspace import Keyspace, drop_keys, glob_escape
 from raysys.models import MAX_PAYLOAD_BYTES
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -174,9 +174,7 @@ def deployment(security_ray: str | None, security_data_dir: Path) -> Iterator[De
         time.sleep(0.3)
     yield Deployment(client, conn, url, security_ray, security_data_dir)
     client.shutdown()
-    for pattern in (Keyspace(namespace).pattern(),):
-        for key in conn.scan_iter(match=pattern, count=1000):
-            conn.delete(key)
+    drop_keys(conn, Keyspace(namespace).pattern())
     conn.close()
 
 

@@ -47,7 +47,7 @@ from raysys.keyring import (
     load_keyring_file,
     write_keyring_file,
 )
-from raysys.keyspace import Keyspace, glob_escape
+from raysys.keyspace import Keyspace, drop_keys, glob_escape
 from raysys.ledger import CommitLedger
 from raysys.messages import Messenger
 from raysys.models import TaskSpec, TaskState
@@ -135,10 +135,8 @@ def deployment(security_ray: str | None, security_data_dir: Path,
                           reaper_interval_s=0.5)
     yield client, conn, keyfile
     client.shutdown()
-    for pattern in (Keyspace(namespace).pattern(),
-                    glob_escape(f"{{raysys-ledger:{namespace}}}:") + "*"):
-        for key in conn.scan_iter(match=pattern, count=1000):
-            conn.delete(key)
+    drop_keys(conn, Keyspace(namespace).pattern())
+    CommitLedger(conn, namespace).clear()
     conn.close()
 
 

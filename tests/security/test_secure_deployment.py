@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 import redis
-from cli_harness import check_report, processes_working_in
+from cli_harness import check_report, wait_no_processes
 from security_results import ResultsFile, environment, security_row
 from test_redis_tls_acl import (
     USER,
@@ -139,15 +139,6 @@ def root() -> Iterator[Root]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def wait_nothing_left(where: Path, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    left = processes_working_in(where)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.5)
-        left = processes_working_in(where)
-    return left
-
-
 def check_demo(report: dict[str, Any], tasks: int) -> None:
     """The demo's report accounts for every task, and each reached the outcome its kind means:
     the ``fail`` tasks dead after their attempts, every other one succeeded (flaky ones on a
@@ -217,7 +208,7 @@ def test_demo_runs_over_redis_tls_as_the_documented_acl_user(
         assert report["settings"]["fsync"] == "server-configured"
         assert not denials, denials
         assert not left, left  # a configured Redis keeps no trace of the run (ledger included)
-        assert wait_nothing_left(root.path) == []
+        assert wait_no_processes(root.path, timeout=30.0) == []
     finally:
         admin.close()
         server.stop()
@@ -410,7 +401,7 @@ def test_demo_runs_end_to_end_on_ray_mutual_tls_with_token_auth(
     assert "mTLS enabled" in ray_logs  # Ray itself says it runs with TLS
     assert not (run.root.home / ".ray" / "auth_token").exists()  # the token came from the env
     assert not problems, problems
-    assert wait_nothing_left(run.root.path) == []
+    assert wait_no_processes(run.root.path, timeout=30.0) == []
 
 
 def test_no_secret_in_any_output_or_log_of_a_full_run(

@@ -1,8 +1,9 @@
-"""A private local Ray cluster in the test process, left behind as a fresh process would be.
+"""What the Ray suites stand on: a private local Ray cluster, and an embedded Redis data dir.
 
-The integration, chaos and security suites each start one (its own ``HOME``, where Ray writes
-``~/.ray/auth_token``, and its own short temp dir), so none attaches to, or disturbs, another
-cluster on the machine; Ray gets private random ports, never Redis's 6379.
+The integration, chaos and security suites each start a cluster (its own ``HOME``, where Ray
+writes ``~/.ray/auth_token``, and its own short temp dir), so none attaches to, or disturbs,
+another cluster on the machine; Ray gets private random ports, never Redis's 6379. The process
+is left behind as a fresh one would be.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+from raysys.embedded import attach_or_start
 
 
 @contextmanager
@@ -46,3 +49,15 @@ def private_ray(home: Path, namespace: str, *, temp_prefix: str,
         from ray._raylet import AuthenticationTokenLoader
 
         AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextmanager
+def served_data_dir(path: Path) -> Iterator[Path]:
+    """``path`` as a raysys data dir whose embedded Redis (``everysec``: tests, not durability
+    claims) runs until the block ends; a server already serving it is left running."""
+    _, server = attach_or_start(path, appendfsync="everysec")
+    try:
+        yield path
+    finally:
+        if server is not None:
+            server.stop()
