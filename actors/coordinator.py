@@ -16,34 +16,37 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raysys import metrics
-from raysys.actors.context import ActorConfig, open_core
-from raysys.actors.registry import Registry
+from raysys.actors.context import ActorConfig, open_actor_core
 from raysys.errors import NotFound
 from raysys.ledger import CommitLedger
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, TaskStatus
-from raysys.worker_loop import Heartbeat
+from raysys.registry import Registry
+from raysys.timer import PeriodicTimer
 
-log = logging.getLogger("raysys.actors.coordinator")
+if TYPE_CHECKING:
+    from raysys.actors.ray_metrics import RayMetricsMirror
+
+log = logging.getLogger(__name__)
 MIRROR_INTERVAL_S = 5.0
 
 
 class Coordinator:
     def __init__(self, config: ActorConfig, *, reaper: bool = True) -> None:
         self.config = config
-        self.core = open_core(config, "coordinator")
+        self.core = open_actor_core(config, "coordinator")
         self.store = self.core.store
-        self.registry = Registry(self.core.client, config.namespace)
+        self.registry = Registry(self.core)
         self.ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
         self.ttl_s = self.core.settings.lease_ttl_s
-        self._reaper = Heartbeat("reaper", self.core.settings.reaper_interval_s, self.reap)
-        self._mirror: Heartbeat | None = None
-        self._ray_mirror: Any = None  # created on first use: Ray's metrics need the runtime
+        self._reaper = PeriodicTimer("reaper", self.core.settings.reaper_interval_s, self.reap)
+        self._mirror: PeriodicTimer | None = None
+        self._ray_mirror: RayMetricsMirror | None = None  # first use: needs Ray's runtime
         if reaper:
             self._reaper.start()
-            self._mirror = Heartbeat("ray-metrics", MIRROR_INTERVAL_S, self.publish_metrics)
+            self._mirror = PeriodicTimer("ray-metrics", MIRROR_INTERVAL_S, self.publish_metrics)
             self._mirror.start()
 
     def submit_many(self, specs: Sequence[dict[str, Any] | TaskSpec]) -> list[str]:
@@ -97,8 +100,7 @@ class Coordinator:
 
         if self._ray_mirror is None:
             self._ray_mirror = RayMetricsMirror()
-        snap = metrics.read(self.core.client, self.config.namespace,
-                            worker_max_age_ms=int(self.ttl_s * 1000),
+        snap = metrics.read(self.core, worker_max_age_ms=int(self.ttl_s * 1000),
                             actors={"coordinator": True})
         return self._ray_mirror.publish(snap)
 

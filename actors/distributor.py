@@ -24,6 +24,7 @@ within a Redis round trip.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -31,20 +32,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
-
-from raysys.actors.context import ActorConfig, open_core
-from raysys.actors.registry import Registry
-from raysys.actors.worker import ASSIGN, lease_to_json
+from raysys.actors.context import ActorConfig, open_actor_core
 from raysys.ledger import CommitLedger
-from raysys.messages import Messenger
-from raysys.models import Lease
+from raysys.messaging.messenger import Messenger
+from raysys.messaging.wire import ASSIGN, assignment_chunks
+from raysys.registry import Registry
 
-log = logging.getLogger("raysys.actors.distributor")
+log = logging.getLogger(__name__)
 
 LIVE_REFRESH_S = 0.25  # how stale the live-worker set may be (a new worker waits this long)
 PAUSE_REFRESH_S = 1.0  # the pause flag is also re-read from Redis this often
-MESSAGE_BUDGET = 768 * 1024  # bytes of lease JSON per message (the envelope limit is 1 MiB)
 REPLY_TIMEOUT_S = 5.0  # a delivery unanswered this long counts as failed (worker stopped, gone)
 WAKE_WAIT_S = 0.05  # longest wait on the wake-up list: bounds how late polled work is seen
 IDLE_MIN_S, IDLE_MAX_S = 0.002, 0.005  # backoff while work waits for room or a live worker
@@ -72,13 +69,13 @@ class Distributor:
     def __init__(self, config: ActorConfig, port: WorkerPort, *, autostart: bool = True) -> None:
         self.config = config
         self.port = port
-        self.core = open_core(config, "distributor")
+        self.core = open_actor_core(config, "distributor")
         settings = self.core.settings
         self.store = self.core.store
         self.ttl_s = settings.lease_ttl_s
         self.party = settings.distributor_id
-        self.messenger = Messenger(self.store, self.party)
-        self.registry = Registry(self.core.client, config.namespace)
+        self.messenger = Messenger(self.core, self.party)
+        self.registry = Registry(self.core)
         self.ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
         self.granted = 0
         self.delivered = 0
@@ -122,7 +119,7 @@ class Distributor:
                 return 0
             self.granted += len(leases)
             self._free[best] = room - len(leases)
-            for chunk in _chunks(leases):
+            for chunk in assignment_chunks(leases):
                 envelope = self.messenger.seal(best, ASSIGN, {"leases": chunk})
                 try:
                     reply = self.port.send(best, envelope)
@@ -219,8 +216,6 @@ class Distributor:
                 "delivered": self.delivered, "failed_deliveries": self.failed_deliveries}
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
     def stop(self) -> None:
@@ -246,17 +241,3 @@ class Distributor:
                 log.exception("distributor round failed; retrying")
                 self._stop.wait(0.5)
 
-
-def _chunks(leases: list[Lease]) -> list[list[dict[str, Any]]]:
-    """Lease documents in messages of at most MESSAGE_BUDGET bytes each (one lease at least)."""
-    out: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for lease in leases:
-        doc = lease_to_json(lease)
-        n = len(orjson.dumps(doc))
-        if out[-1] and size + n > MESSAGE_BUDGET:
-            out.append([])
-            size = 0
-        out[-1].append(doc)
-        size += n
-    return out

@@ -15,22 +15,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import ray
 
-from raysys.actors.context import ActorConfig
+from raysys.actor_config import ActorConfig
 from raysys.actors.coordinator import Coordinator
 from raysys.actors.distributor import Distributor
 from raysys.actors.worker import Worker
+from raysys.client.handles import (
+    CoordinatorHandle,
+    DistributorHandle,
+    Ref,
+    WorkerHandle,
+    get,
+    get_all,
+)
 
-log = logging.getLogger("raysys.actors.factory")
+log = logging.getLogger(__name__)
 
 COORDINATOR = "raysys-coordinator"
 DISTRIBUTOR = "raysys-distributor"
 WORKER_PREFIX = "raysys-worker-"
 CALL_TIMEOUT_S = 5.0
 LOAD_TIMEOUT_S = 1.0
+READY_TIMEOUT_S = 120.0
 
 _COMMON: dict[str, Any] = {"lifetime": "detached", "get_if_exists": True, "max_restarts": -1,
                            "num_cpus": 0}
@@ -45,33 +55,68 @@ def worker_id(namespace: str, index: int) -> str:
     return f"{namespace}-worker-{index}"
 
 
-def start_coordinator(config: ActorConfig) -> Any:
+@dataclass(frozen=True)
+class ControlPlane:
+    """The two singleton actors of a namespace."""
+
+    coordinator: CoordinatorHandle
+    distributor: DistributorHandle
+
+
+def deploy(config: ActorConfig, workers: int) -> ControlPlane:
+    """Find or start the Coordinator, the Distributor and workers ``0..workers-1``; return
+    once each answers (idempotent: actors that exist are found, not started twice).
+
+    Raises whatever Ray raises when an actor does not come up within ``READY_TIMEOUT_S``.
+    """
+    plane = ControlPlane(start_coordinator(config), start_distributor(config))
+    started = [start_worker(config, i) for i in range(workers)]
+    answers: list[Ref[object]] = [plane.coordinator.ping.remote(),
+                                  plane.distributor.pid.remote(),
+                                  *[h.pid.remote() for h in started]]
+    get_all(answers, timeout=READY_TIMEOUT_S)
+    return plane
+
+
+def find(namespace: str) -> ControlPlane | None:
+    """The running Coordinator and Distributor of ``namespace``, or None."""
+    coordinator, distributor = _find(COORDINATOR, namespace), _find(DISTRIBUTOR, namespace)
+    if coordinator is None or distributor is None:
+        return None
+    return ControlPlane(coordinator, distributor)
+
+
+def start_coordinator(config: ActorConfig) -> CoordinatorHandle:
     cls = ray.remote(Coordinator)
-    return cls.options(name=COORDINATOR, namespace=config.namespace, max_task_retries=0,
-                       max_concurrency=16, **_COMMON).remote(config)
+    handle = cls.options(name=COORDINATOR, namespace=config.namespace, max_task_retries=0,
+                         max_concurrency=16, **_COMMON).remote(config)
+    return cast(CoordinatorHandle, handle)
 
 
-def start_distributor(config: ActorConfig) -> Any:
+def start_distributor(config: ActorConfig) -> DistributorHandle:
     cls = ray.remote(Distributor)
-    return cls.options(name=DISTRIBUTOR, namespace=config.namespace, max_task_retries=-1,
-                       max_concurrency=4, **_COMMON).remote(config, RayWorkerPort(config.namespace))
+    handle = cls.options(name=DISTRIBUTOR, namespace=config.namespace, max_task_retries=-1,
+                         max_concurrency=4, **_COMMON).remote(config,
+                                                              RayWorkerPort(config.namespace))
+    return cast(DistributorHandle, handle)
 
 
-def start_worker(config: ActorConfig, index: int) -> Any:
+def start_worker(config: ActorConfig, index: int) -> WorkerHandle:
     """Worker ``index``; ``SPREAD`` places the pool across the cluster's nodes."""
     cls = ray.remote(Worker)
-    return cls.options(name=worker_name(index), namespace=config.namespace, max_task_retries=0,
-                       max_concurrency=8, scheduling_strategy="SPREAD",
-                       **_COMMON).remote(worker_id(config.namespace, index), config)
+    handle = cls.options(name=worker_name(index), namespace=config.namespace,
+                         max_task_retries=0, max_concurrency=8, scheduling_strategy="SPREAD",
+                         **_COMMON).remote(worker_id(config.namespace, index), config)
+    return cast(WorkerHandle, handle)
 
 
 def get_actor(name: str, namespace: str) -> Any:
     return ray.get_actor(name, namespace=namespace)
 
 
-def worker_handles(namespace: str) -> dict[int, Any]:
+def worker_handles(namespace: str) -> dict[int, WorkerHandle]:
     """Every live named worker actor of the namespace, by index."""
-    out: dict[int, Any] = {}
+    out: dict[int, WorkerHandle] = {}
     for entry in ray.util.list_named_actors(all_namespaces=True):
         name = str(entry.get("name", ""))
         if entry.get("namespace") != namespace or not name.startswith(WORKER_PREFIX):
@@ -88,9 +133,9 @@ class RayWorkerPort:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[str, WorkerHandle] = {}
 
-    def _handle(self, holder: str) -> Any:
+    def _handle(self, holder: str) -> WorkerHandle:
         handle = self._handles.get(holder)
         if handle is None:
             index = int(holder.rsplit("-", 1)[1])
@@ -116,7 +161,7 @@ class RayWorkerPort:
             if ref not in ready_set:
                 continue
             try:
-                out[holder] = ray.get(ref, timeout=0)
+                out[holder] = get(ref, timeout=0)
             except Exception:  # dead or replaced: look the name up afresh next time
                 self._handles.pop(holder, None)
         return out
@@ -133,7 +178,7 @@ class RayWorkerPort:
         return reply
 
 
-def _find(name: str, namespace: str) -> Any | None:
+def _find(name: str, namespace: str) -> Any:
     try:
         return get_actor(name, namespace)
     except ValueError:

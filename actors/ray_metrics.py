@@ -10,18 +10,17 @@ with the actor.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from ray.util import metrics as ray_metrics
 
 from raysys import metrics
 
-log = logging.getLogger("raysys.actors.ray_metrics")
+log = logging.getLogger(__name__)
 
 
 class RayMetricsMirror:
     def __init__(self) -> None:
-        self._gauges: dict[str, Any] = {}
+        self._gauges: dict[str, ray_metrics.Gauge] = {}
 
     def publish(self, snap: metrics.Snapshot) -> int:
         """Set one Ray gauge per sample of ``snap``; return how many samples were set."""
@@ -33,6 +32,6 @@ class RayMetricsMirror:
                 gauge = ray_metrics.Gauge(name, description=f"raysys {name} (system-wide)",
                                           tag_keys=tuple(sorted(labels)))
                 self._gauges[name] = gauge
-            gauge.set(value, tags=labels or None)
+            gauge.set(value, tags=labels)
             n += 1
         return n

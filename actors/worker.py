@@ -25,37 +25,21 @@ import threading
 import time
 from typing import Any
 
-import ray
-
-from raysys.actors.context import ActorConfig, open_core
-from raysys.actors.registry import Registry
+from raysys.actors.context import ActorConfig, open_actor_core
 from raysys.errors import IntegrityError
 from raysys.handlers import Executor, import_handler_modules
 from raysys.ledger import CommitLedger
-from raysys.messages import Messenger
+from raysys.messaging.messenger import Messenger
+from raysys.messaging.wire import ASSIGN, leases_from_assignment
 from raysys.models import Lease
-from raysys.redis_conn import pool_state
-from raysys.worker_loop import Heartbeat, WorkerLoop
+from raysys.redis_server.connection import pool_state
+from raysys.registry import Registry
+from raysys.timer import PeriodicTimer
+from raysys.worker_loop import WorkerLoop
 
-log = logging.getLogger("raysys.actors.worker")
+log = logging.getLogger(__name__)
 
-ASSIGN = "assign"
 METRICS_FLUSH_S = 0.25  # message metrics are written between batches at most this often
-
-
-def lease_to_json(lease: Lease) -> dict[str, Any]:
-    return {"task_id": lease.task_id, "fence": lease.fence, "attempt": lease.attempt,
-            "deadline_ms": lease.deadline_ms, "kind": lease.kind, "payload": lease.payload,
-            "priority": lease.priority, "max_attempts": lease.max_attempts,
-            "timeout_s": lease.timeout_s, "idempotency_key": lease.idempotency_key}
-
-
-def lease_from_json(doc: dict[str, Any]) -> Lease:
-    key = doc["idempotency_key"]
-    return Lease(str(doc["task_id"]), int(doc["fence"]), int(doc["attempt"]),
-                 int(doc["deadline_ms"]), str(doc["kind"]), doc["payload"], int(doc["priority"]),
-                 int(doc["max_attempts"]), float(doc["timeout_s"]),
-                 None if key is None else str(key))
 
 
 class Worker:
@@ -64,12 +48,12 @@ class Worker:
     def __init__(self, worker_id: str, config: ActorConfig) -> None:
         self.worker_id = worker_id
         self.config = config
-        self.core = open_core(config, worker_id)
+        self.core = open_actor_core(config, worker_id)
         settings = self.core.settings
         import_handler_modules(settings.handler_modules())
         store = self.core.store
-        self.registry = Registry(self.core.client, config.namespace)
-        self.messenger = Messenger(store, worker_id)
+        self.registry = Registry(self.core)
+        self.messenger = Messenger(self.core, worker_id)
         self.distributor_id = settings.distributor_id
         ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
         self.loop = WorkerLoop(store, worker_id, batch=config.batch, ttl_s=settings.lease_ttl_s,
@@ -84,7 +68,7 @@ class Worker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{worker_id}-run", daemon=True)
         self._thread.start()
-        self._beat_thread = Heartbeat(f"{worker_id}-beat", max(settings.lease_ttl_s / 3, 0.05),
+        self._beat_thread = PeriodicTimer(f"{worker_id}-beat", max(settings.lease_ttl_s / 3, 0.05),
                                       self._beat)
         self._beat_thread.start()
         self._beat()
@@ -98,7 +82,7 @@ class Worker:
             if message.type != ASSIGN or message.sender != self.distributor_id:
                 raise IntegrityError(f"unexpected {message.type!r} from {message.sender!r}",
                                      reason="unexpected_message")
-            leases = [lease_from_json(doc) for doc in message.body["leases"]]
+            leases = leases_from_assignment(message.body)
         except (IntegrityError, KeyError, TypeError, ValueError) as exc:
             with self._lock:
                 self._rejected_messages += 1
@@ -232,8 +216,10 @@ class Worker:
 
 def _node_identity() -> dict[str, str]:
     """Where this worker runs: host name, IP and Ray node id (what ``drain --node`` matches)."""
+    import ray
+
     node_id, ip = "", ""
     if ray.is_initialized():  # not in unit tests: get_runtime_context() would start a cluster
         node_id = ray.get_runtime_context().get_node_id()
-        ip = ray.util.get_node_ip_address()
+        ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # Ray: no hints
     return {"node": socket.gethostname(), "node_ip": ip, "node_id": node_id}

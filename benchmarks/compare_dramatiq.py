@@ -39,8 +39,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from raysys.embedded import EmbeddedRedis
-from raysys.redis_binary import free_port
+from raysys.redis_server.binary import free_port
+from raysys.redis_server.embedded import EmbeddedRedis
 
 HERE = Path(__file__).resolve().parent
 URL_ENV = "DRAMATIQ_BENCH_REDIS_URL"  # read by dramatiq_app

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import redis
 
-from raysys.embedded import APPENDFSYNC_VALUES, EmbeddedRedis
-from raysys.envelope import Sealer
-from raysys.keyring import Keyring, generate_key
+from raysys.core import Core
 from raysys.models import MAX_BATCH, TaskSpec
-from raysys.store import TaskStore
+from raysys.redis_server.embedded import APPENDFSYNC_VALUES, EmbeddedRedis
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
 
 GIB = 2**30
 
@@ -41,7 +41,7 @@ def run(tasks: int, batch: int, fsync: str, listpack_value: int | None) -> dict[
         server.start()
         try:
             client = redis.Redis.from_url(server.url)
-            store = TaskStore(client, Sealer(Keyring([generate_key()])), "membench")
+            store = Core.assemble(client, Sealer(Keyring([generate_key()])), "membench").store
             specs = [TaskSpec.build(kind="noop") for _ in range(batch)]
             base = _memory(client)
             started = time.perf_counter()

@@ -10,9 +10,9 @@ import json
 import sys
 import time
 
-from raysys.envelope import Sealer
-from raysys.keyring import ALGORITHMS, Keyring, generate_key
 from raysys.models import TaskSpec, new_task_id, record_body
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import ALGORITHMS, Keyring, generate_key
 
 
 def measure(alg: str, n: int) -> dict[str, float]:

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import redis
 
-from raysys.embedded import EmbeddedRedis
-from raysys.envelope import Sealer
-from raysys.keyring import ALGORITHMS, Keyring, generate_key
+from raysys.core import Core
 from raysys.models import Outcome, TaskSpec
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import ALGORITHMS, Keyring, generate_key
 from raysys.store import TaskStore
 
 
@@ -38,8 +39,10 @@ def run(tasks: int, batch: int, fsync: str, alg: str, audit: bool, pipelined: bo
         server.start()
         try:
             sealer = Sealer(Keyring([generate_key(alg)]))  # type: ignore[arg-type]
-            make = lambda: TaskStore(redis.Redis.from_url(server.url), sealer, "bench",  # noqa: E731
-                                     audit=audit)
+            def make() -> TaskStore:
+                return Core.assemble(redis.Redis.from_url(server.url), sealer, "bench",
+                                     audit=audit).store
+
             specs = [TaskSpec.build(kind="noop", payload={"i": i}, priority=i % 3)
                      for i in range(batch)]
             stage = {"submit": 0.0, "acquire": 0.0, "complete": 0.0}

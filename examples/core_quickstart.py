@@ -13,7 +13,7 @@ from typing import Any
 
 import raysys
 from raysys.config import load_settings
-from raysys.runtime import open_store
+from raysys.core import open_core
 from raysys.worker_loop import WorkerLoop
 
 
@@ -26,8 +26,8 @@ def greet(payload: Any, ctx: raysys.TaskContext) -> str:
 def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = load_settings(data_dir=Path(data_dir), namespace="quickstart")
-        with open_store(settings) as handle:
-            store = handle.store
+        with open_core(settings) as core:
+            store = core.store
             ids = store.submit_many([
                 raysys.TaskSpec.build(kind="greet", payload={"name": name}, priority=p)
                 for name, p in (("low", 0), ("high", 5))

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from raysys.errors import ConfigurationError
 
-log = logging.getLogger("raysys.config")
+log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 32
 

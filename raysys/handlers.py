@@ -20,7 +20,7 @@ from typing import Any
 from raysys.errors import ConfigurationError, TaskFailed
 from raysys.models import KIND_PATTERN, Lease, Outcome, check_payload
 
-log = logging.getLogger("raysys.handlers")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

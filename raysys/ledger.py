@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import redis
 
-from raysys.keyspace import Keyspace, drop_keys, glob_escape
-from raysys.replies import as_text
+from raysys.store.keyspace import Keyspace, drop_keys, glob_escape
+from raysys.store.replies import as_text
 
 FINAL = ("succeeded", "dead", "cancelled", "quarantined")
 

@@ -30,7 +30,7 @@ def configure(level: str, role: str, log_dir: Path | None, *, stderr: bool = Tru
 
     Idempotent per (role, process): a restarted actor gets a new pid, hence a new file.
     """
-    logger = logging.getLogger("raysys")
+    logger = logging.getLogger(__name__)
     logger.setLevel(getattr(logging, level))
     key = f"{role}:{os.getpid()}"
     if key in _configured:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from prometheus_client.core import (
@@ -39,11 +39,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from raysys.histograms import MESSAGE_LATENCY, TASK_DURATION, cumulative
-from raysys.keyspace import Keyspace
 from raysys.models import TaskState
-from raysys.redis_conn import pool_state
-from raysys.replies import as_text
+from raysys.redis_server.connection import pool_state
+from raysys.store.histograms import MESSAGE_LATENCY, TASK_DURATION, cumulative
+from raysys.store.replies import as_text
+
+if TYPE_CHECKING:
+    from raysys.core import Core
 
 FINAL = ("succeeded", "dead", "cancelled", "quarantined")
 # stats hash field -> (metric name without _total, help)
@@ -78,10 +80,11 @@ class Snapshot:
     actors: dict[str, bool] = field(default_factory=dict)
 
 
-def read(client: redis.Redis, namespace: str, *, worker_max_age_ms: int,
+def read(core: Core, *, worker_max_age_ms: int,
          actors: Mapping[str, bool] | None = None) -> Snapshot:
-    """Read every metric of ``namespace`` in one round trip; Redis down -> connected False."""
-    keys = Keyspace(namespace)
+    """Read every metric of the core's namespace in one round trip; Redis down -> connected
+    False."""
+    client, keys = core.client, core.keys
     pipe = client.pipeline(transaction=False)
     pipe.time()
     pipe.hgetall(keys.counts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -164,6 +165,19 @@ class Lease(NamedTuple):
     max_attempts: int
     timeout_s: float
     idempotency_key: str | None
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Lease:
+        """The one mapping from named fields to a lease: a wire document (``_asdict()``), or a
+        verified record body merged with its grant (task_id, fence, attempt, deadline_ms).
+
+        Raises KeyError, TypeError or ValueError when a field is missing or of the wrong type.
+        """
+        key = doc.get("idempotency_key")
+        return cls(str(doc["task_id"]), int(doc["fence"]), int(doc["attempt"]),
+                   int(doc["deadline_ms"]), str(doc["kind"]), doc["payload"],
+                   int(doc["priority"]), int(doc["max_attempts"]), float(doc["timeout_s"]),
+                   None if key is None else str(key))
 
     @property
     def effective_idempotency_key(self) -> str:

@@ -14,13 +14,14 @@ tasks are re-signed too: a lease that later expires requeues bytes the new key s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raysys.errors import IntegrityError, ValidationError
-from raysys.keyring import (
+from raysys.signing.envelope import signing_kid
+from raysys.signing.keyring import (
     Algorithm,
     Keyring,
     SigningKey,
@@ -28,11 +29,15 @@ from raysys.keyring import (
     load_keyring_file,
     write_keyring_file,
 )
-from raysys.keyspace import glob_escape
-from raysys.replies import as_text
-from raysys.store import COMPLETION, RECORD, TaskStore
+from raysys.snapshots.resign import ManifestSweep, manifests_signed_by, resign_manifests
+from raysys.store.keyspace import glob_escape
+from raysys.store.records import COMPLETION, RECORD
+from raysys.store.replies import as_text
 
-log = logging.getLogger("raysys.rotation")
+if TYPE_CHECKING:
+    from raysys.core import Core
+
+log = logging.getLogger(__name__)
 
 SCAN_BATCH = 500
 
@@ -54,6 +59,13 @@ class SweepReport:
                 "resigned_results": self.resigned_results,
                 "resigned_snapshots": self.resigned_snapshots, "unverifiable": self.unverifiable,
                 "conflicts_retried": self.conflicts, "by_key": self.by_key}
+
+    def add_manifests(self, sweep: ManifestSweep) -> None:
+        self.resigned_snapshots += sweep.resigned
+        self.unverifiable += sweep.unverifiable
+        self.conflicts += sweep.conflicts
+        for kid, n in sweep.by_key.items():
+            self.by_key[kid] = self.by_key.get(kid, 0) + n
 
 
 def rotate_keyring_file(path: Path, alg: Algorithm | None = None) -> tuple[SigningKey, str | None]:
@@ -78,88 +90,81 @@ def revoke_in_file(path: Path, kid: str) -> None:
                                      for k in ring.keys()))
 
 
-def resign_all(store: TaskStore) -> SweepReport:
-    """Re-sign, under the active key, every verifiable record and result signed by another key."""
-    active = store.sealer.keyring.active.kid
+def resign_all(core: Core) -> SweepReport:
+    """Re-sign, under the active key, every verifiable record, result and stored snapshot
+    manifest signed by another key."""
+    active = core.sealer.keyring.active.kid
     report = SweepReport()
-    for task_ids in _task_batches(store):
-        rows = _read(store, task_ids)
+    for task_ids in _task_batches(core):
+        rows = _read(core, task_ids)
         report.scanned += len(task_ids)
         for fld, purpose in (("rec", RECORD), ("fin", COMPLETION)):
-            triples = []
-            for task_id, values in zip(task_ids, rows, strict=True):
-                old = values[fld]
-                kid = _kid_of(old)
-                if old is None or kid is None or kid == active:
-                    continue
-                report.by_key[kid] = report.by_key.get(kid, 0) + 1
-                new = _resign(store, task_id, old, purpose)
-                if new is None:
-                    report.unverifiable += 1
-                else:
-                    triples.append((task_id, old, new))
-            done = store.compare_and_set(fld, "*", triples)
-            for (task_id, _, _), ok in zip(triples, done, strict=True):
-                if not ok:  # changed under us: one careful retry through the optimistic path
-                    report.conflicts += 1
-                    store.count_conflict_retries()
-                    ok = store.replace_record(
-                        task_id, lambda data, p=purpose, t=task_id: _resign(store, t, data, p)
-                        if _kid_of(data) != active else None, field=fld, states="*")
-                if ok:
-                    if fld == "rec":
-                        report.resigned_records += 1
-                    else:
-                        report.resigned_results += 1
-    _resign_snapshots(store, active, report)
+            _resign_field(core, active, task_ids, rows, fld, purpose, report)
+    report.add_manifests(resign_manifests(core))
     log.debug("re-signed %d records and %d results under %s (%d unverifiable left as they were)",
-             report.resigned_records, report.resigned_results, active, report.unverifiable)
+              report.resigned_records, report.resigned_results, active, report.unverifiable)
     return report
 
 
-def _resign_snapshots(store: TaskStore, active: str, report: SweepReport) -> None:
-    """Re-sign the manifests of snapshots stored in Redis (files on disk keep their key: keep
-    that key verify-only, not revoked, while such backups matter, or save new ones)."""
-    from raysys.lua import Scripts
-    from raysys.snapshots import SNAPSHOT
-
-    scripts = Scripts(store.client)
-    for key, manifest in _stored_manifests(store):
-        kid = _kid_of(manifest)
-        if kid is None or kid == active:
+def _resign_field(core: Core, active: str, task_ids: list[str],
+                  rows: list[dict[str, bytes | None]], fld: str, purpose: str,
+                  report: SweepReport) -> None:
+    """Re-sign field ``fld`` of one batch of tasks: one compare-and-set call, then a careful
+    optimistic retry for each task whose bytes changed meanwhile."""
+    store = core.store
+    triples = []
+    for task_id, values in zip(task_ids, rows, strict=True):
+        old = values[fld]
+        kid = signing_kid(old)
+        if old is None or kid is None or kid == active:
             continue
         report.by_key[kid] = report.by_key.get(kid, 0) + 1
-        try:
-            body = store.sealer.open(manifest, SNAPSHOT).body
-        except IntegrityError:
+        new = _resign(core, task_id, old, purpose)
+        if new is None:
             report.unverifiable += 1
-            continue
-        if int(scripts.run("cas_manifest", [key], [manifest, store.sealer.seal(SNAPSHOT, body)])):
-            report.resigned_snapshots += 1
         else:
+            triples.append((task_id, old, new))
+    done = store.compare_and_set(fld, "*", triples)
+    for (task_id, _, _), ok in zip(triples, done, strict=True):
+        if not ok:  # changed under us: one careful retry through the optimistic path
             report.conflicts += 1
+            store.count_conflict_retries()
+            ok = store.replace_record(task_id, _resigner(core, active, task_id, purpose),
+                                      field=fld, states="*")
+        if ok:
+            if fld == "rec":
+                report.resigned_records += 1
+            else:
+                report.resigned_results += 1
 
 
-def count_signed_by(store: TaskStore, kid: str) -> int:
+def _resigner(core: Core, active: str, task_id: str, purpose: str
+              ) -> Callable[[bytes], bytes | None]:
+    """``data`` re-sealed under ``active``; None when it is already or does not verify."""
+
+    def transform(data: bytes) -> bytes | None:
+        return _resign(core, task_id, data, purpose) if signing_kid(data) != active else None
+
+    return transform
+
+
+def count_signed_by(core: Core, kid: str) -> int:
     """How many verifiable records, results or stored snapshot manifests still carry ``kid``."""
-    from raysys.snapshots import SNAPSHOT
-
-    total = sum(1 for _, manifest in _stored_manifests(store)
-                if _kid_of(manifest) == kid and _opens(store, manifest, SNAPSHOT))
-    for task_ids in _task_batches(store):
-        for task_id, values in zip(task_ids, _read(store, task_ids), strict=True):
+    total = manifests_signed_by(core, kid)
+    for task_ids in _task_batches(core):
+        for task_id, values in zip(task_ids, _read(core, task_ids), strict=True):
             for fld, purpose in (("rec", RECORD), ("fin", COMPLETION)):
                 data = values[fld]
-                if _kid_of(data) == kid and _verifies(store, task_id, data, purpose):
+                if signing_kid(data) == kid and _verifies(core, task_id, data, purpose):
                     total += 1
     return total
 
 
-def _task_batches(store: TaskStore) -> Iterator[list[str]]:
-    prefix = store.keys.task("")
+def _task_batches(core: Core) -> Iterator[list[str]]:
+    prefix = core.keys.task("")
     batch: list[str] = []
     pattern = glob_escape(prefix) + "*"
-    for key in store.client.scan_iter(match=pattern, count=SCAN_BATCH):
+    for key in core.client.scan_iter(match=pattern, count=SCAN_BATCH):
         batch.append(as_text(key)[len(prefix):])
         if len(batch) >= SCAN_BATCH:
             yield batch
@@ -168,48 +173,23 @@ def _task_batches(store: TaskStore) -> Iterator[list[str]]:
         yield batch
 
 
-def _read(store: TaskStore, task_ids: list[str]) -> list[dict[str, bytes | None]]:
-    pipe = store.client.pipeline(transaction=False)
+def _read(core: Core, task_ids: list[str]) -> list[dict[str, bytes | None]]:
+    pipe = core.client.pipeline(transaction=False)
     for task_id in task_ids:
-        pipe.hmget(store.keys.task(task_id), ["rec", "fin"])
+        pipe.hmget(core.keys.task(task_id), ["rec", "fin"])
     return [{"rec": rec, "fin": fin} for rec, fin in pipe.execute()]
 
 
-def _kid_of(data: bytes | None) -> str | None:
-    if not data or not data.startswith(b"RS1."):
-        return None
-    parts = data.split(b".", 2)
-    return parts[1].decode("ascii", "replace") if len(parts) == 3 else None
-
-
-def _resign(store: TaskStore, task_id: str, data: bytes, purpose: str) -> bytes | None:
+def _resign(core: Core, task_id: str, data: bytes, purpose: str) -> bytes | None:
     """The body re-sealed under the active key, or None when ``data`` does not verify."""
     try:
-        body = store.sealer.open(data, purpose).body
+        body = core.sealer.open(data, purpose).body
     except IntegrityError:
         return None
-    if not isinstance(body, dict) or body.get("id") != task_id or body.get("ns") != store.namespace:
+    if not isinstance(body, dict) or body.get("id") != task_id or body.get("ns") != core.namespace:
         return None
-    return store.sealer.seal(purpose, body)
+    return core.sealer.seal(purpose, body)
 
 
-def _stored_manifests(store: TaskStore) -> list[tuple[str, bytes]]:
-    """(snapshot hash key, manifest bytes) of every snapshot stored in the namespace."""
-    out: list[tuple[str, bytes]] = []
-    for snapshot_id in store.client.zrange(store.keys.snapshots, 0, -1):
-        key = store.keys.snapshot(as_text(snapshot_id))
-        manifest = store.client.hget(key, "m")
-        if isinstance(manifest, bytes):
-            out.append((key, manifest))
-    return out
-
-
-def _opens(store: TaskStore, data: bytes | None, purpose: str) -> bool:
-    try:
-        return data is not None and store.sealer.open(data, purpose) is not None
-    except IntegrityError:
-        return False
-
-
-def _verifies(store: TaskStore, task_id: str, data: bytes | None, purpose: str) -> bool:
-    return data is not None and _resign(store, task_id, data, purpose) is not None
+def _verifies(core: Core, task_id: str, data: bytes | None, purpose: str) -> bool:
+    return data is not None and _resign(core, task_id, data, purpose) is not None

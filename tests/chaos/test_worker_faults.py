@@ -20,7 +20,11 @@ from typing import Any
 import pytest
 import ray
 import redis
-from harness import (
+
+from raysys.actors.context import ActorConfig
+from raysys.actors.factory import start_worker
+from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
+from tests.chaos.harness import (
     DeployFn,
     Deployment,
     ResultsFile,
@@ -33,11 +37,7 @@ from harness import (
     violations,
     wait_until,
 )
-from tcp_proxy import TcpProxy
-
-from raysys.actors.context import ActorConfig
-from raysys.actors.factory import start_worker
-from raysys.keyring import Keyring, generate_key, write_keyring_file
+from tests.chaos.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

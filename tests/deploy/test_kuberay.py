@@ -33,7 +33,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from shared_schemas import schema_dir  # tests/deploy/shared_schemas.py
+
+from tests.deploy.shared_schemas import schema_dir  # tests/deploy/shared_schemas.py
 
 pytestmark = pytest.mark.deploy
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from metric_usage import (
+
+from tests.deploy.metric_usage import (
     ALERTS_FILE,
     CANONICAL_METRICS,
     DASHBOARD_FILE,

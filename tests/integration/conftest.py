@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import redis
-from cluster_harness import private_ray, served_data_dir
 
 import raysys
 from raysys.client import Client
-from raysys.embedded import attach_or_start
-from raysys.keyspace import Keyspace, drop_keys
 from raysys.ledger import CommitLedger, LedgerReport
+from raysys.redis_server.embedded import attach_or_start
+from raysys.store.keyspace import Keyspace, drop_keys
+from tests.cluster_harness import private_ray, served_data_dir
 
 # The task API's token, as a deployment sets it on every node: in the environment the cluster's
 # processes inherit at ray.init (never through runtime_env env_vars, which Ray logs).

@@ -22,12 +22,12 @@ import pytest
 import ray
 import redis
 
+from raysys.bench.workload import demo_specs
 from raysys.client import Client, connect
 from raysys.errors import ConfigurationError, NotFound, RayUnavailable, ValidationError
-from raysys.keyspace import Keyspace
 from raysys.ledger import LedgerReport
 from raysys.models import FINAL_STATES, TaskSpec, TaskState
-from raysys.workload import demo_specs
+from raysys.store.keyspace import Keyspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

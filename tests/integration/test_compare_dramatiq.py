@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import clean_environment, processes_working_in
+
+from tests.cli_harness import clean_environment, processes_working_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_dramatiq.py"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from cli_harness import (
+
+from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from tests.cli_harness import (
     SETTINGS_FIELDS,
     Cli,
     assert_no_embedded_server_left,
@@ -23,8 +25,6 @@ from cli_harness import (
     make_cli,
     wait_no_processes,
 )
-
-from raysys.embedded import EmbeddedRedis, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 RUN_TIMEOUT_S = 180.0

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -28,11 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import raysys
 from raysys.client import Client, connect
-from raysys.embedded import EmbeddedRedis, attach_or_start, free_port
 from raysys.models import FINAL_STATES, TaskSpec, TaskState
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from metric_usage import metric_names_used
+from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start, free_port
+from tests.deploy.metric_usage import metric_names_used
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 HOST = "127.0.0.1"

@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_harness import private_ray, served_data_dir
-from security_results import ResultsFile
+
+from tests.cluster_harness import private_ray, served_data_dir
+from tests.security.security_results import ResultsFile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / "build" / "chaos-results.json"

@@ -15,16 +15,10 @@ its ``problems``) and shows up in the report's "Broken invariants" section.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-CHAOS_DIR = Path(__file__).resolve().parents[1] / "chaos"
-if str(CHAOS_DIR) not in sys.path:
-    sys.path.insert(0, str(CHAOS_DIR))
-
-from harness import ResultsFile, environment, percentile, read_audit  # noqa: E402
+from tests.chaos.harness import ResultsFile, environment, percentile, read_audit
 
 __all__ = ["ResultsFile", "environment", "ms_percentiles", "percentile", "read_audit",
            "security_row"]

@@ -41,14 +41,14 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from security_results import ResultsFile, environment, security_row
 
 import raysys
 from raysys.client import Client
-from raysys.embedded import attach_or_start, free_port
 from raysys.errors import ValidationError
-from raysys.keyspace import Keyspace, drop_keys, glob_escape
 from raysys.models import MAX_PAYLOAD_BYTES
+from raysys.redis_server.embedded import attach_or_start, free_port
+from raysys.store.keyspace import Keyspace, drop_keys, glob_escape
+from tests.security.security_results import ResultsFile, environment, security_row
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -15,20 +15,21 @@ from typing import Any
 import pytest
 import redis
 
-from raysys.envelope import Sealer
 from raysys.errors import IntegrityError
-from raysys.keyring import Keyring, generate_key, write_keyring_file
-from raysys.keysource import KeyringSource
-from raysys.messages import Messenger
+from raysys.messaging.messenger import Messenger
 from raysys.models import Outcome, TaskSpec, TaskState
 from raysys.rotation import count_signed_by, resign_all, revoke_in_file, rotate_keyring_file
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
+from raysys.signing.keysource import KeyringSource
 from raysys.store import RetryPolicy, TaskStore
+from tests.support.stores import store_over
 
 pytestmark = pytest.mark.security
 
 
 def new_store(client: redis.Redis, source: Any, namespace: str | None = None) -> TaskStore:
-    return TaskStore(client, Sealer(source), namespace or "s" + uuid.uuid4().hex[:10],
+    return store_over(client, Sealer(source), namespace or "s" + uuid.uuid4().hex[:10],
                      retry=RetryPolicy(base_s=0.001, cap_s=0.002))
 
 
@@ -79,10 +80,10 @@ def test_rotation_under_queued_work_rejects_nothing_and_revocation_strands_nothi
     # when: a new key becomes active and everything is re-signed, then the old key is revoked
     new_key, previous = rotate_keyring_file(keyfile)
     assert previous == old_kid
-    report = resign_all(store)
+    report = resign_all(store.core)
     assert report.resigned_records == 302 + 0 and report.unverifiable == 0
     assert report.resigned_results == 1
-    assert count_signed_by(store, old_kid) == 0
+    assert count_signed_by(store.core, old_kid) == 0
     revoke_in_file(keyfile, old_kid)
     assert source().get(old_kid).status == "revoked"
 
@@ -114,7 +115,7 @@ def test_rotation_never_launders_a_forged_record(redis_client: redis.Redis,
     key = store.keys.task(bad)
     redis_client.hset(key, "rec", redis_client.hget(key, "rec").replace(b'"b"', b'"x"'))
     rotate_keyring_file(keyfile)
-    report = resign_all(store)
+    report = resign_all(store.core)
     assert report.resigned_records == 1 and report.unverifiable == 1
     assert [lease.task_id for lease in store.acquire("w", 5, 30)] == [good]
     assert store.status(bad).state == TaskState.QUARANTINED
@@ -135,7 +136,7 @@ def sealer() -> Sealer:
 def test_a_message_opens_once_and_its_replay_is_rejected(redis_client: redis.Redis,
                                                          sealer: Sealer) -> None:
     store = new_store(redis_client, sealer.keyring)
-    distributor, worker = Messenger(store, "distributor-1"), Messenger(store, "worker-3")
+    distributor, worker = Messenger(store.core, "distributor-1"), Messenger(store.core, "worker-3")
     data = distributor.seal("worker-3", "assign", {"tasks": ["t1"]})
     message = worker.open(data)
     assert (message.sender, message.type, message.body) == ("distributor-1", "assign",
@@ -148,7 +149,7 @@ def test_a_message_opens_once_and_its_replay_is_rejected(redis_client: redis.Red
 def test_a_batch_with_a_replay_rejects_only_the_replay(redis_client: redis.Redis,
                                                        sealer: Sealer) -> None:
     store = new_store(redis_client, sealer.keyring)
-    sender, receiver = Messenger(store, "a"), Messenger(store, "b")
+    sender, receiver = Messenger(store.core, "a"), Messenger(store.core, "b")
     first, second = sender.seal("b", "x", 1), sender.seal("b", "x", 2)
     results = receiver.open_many([first, second, first])
     assert [getattr(r, "body", None) for r in results[:2]] == [1, 2]
@@ -162,27 +163,27 @@ def test_a_batch_with_a_replay_rejects_only_the_replay(redis_client: redis.Redis
 def test_tampered_messages_are_rejected(redis_client: redis.Redis, sealer: Sealer,
                                         mutate: Any, reason: str) -> None:
     store = new_store(redis_client, sealer.keyring)
-    data = Messenger(store, "a").seal("b", "x", 1)
+    data = Messenger(store.core, "a").seal("b", "x", 1)
     with pytest.raises(IntegrityError) as err:
-        Messenger(store, "b").open(mutate(data))
+        Messenger(store.core, "b").open(mutate(data))
     assert err.value.reason == reason
 
 
 def test_wrong_recipient_expired_and_non_messages_are_rejected(redis_client: redis.Redis,
                                                                sealer: Sealer) -> None:
     store = new_store(redis_client, sealer.keyring)
-    data = Messenger(store, "a").seal("b", "x", 1)
+    data = Messenger(store.core, "a").seal("b", "x", 1)
     with pytest.raises(IntegrityError, match="delivered to") as err:
-        Messenger(store, "c").open(data)
+        Messenger(store.core, "c").open(data)
     assert err.value.reason == "wrong_recipient"
-    short = Messenger(store, "a", validity_s=0.05, skew_s=0).seal("b", "x", 1)
+    short = Messenger(store.core, "a", validity_s=0.05, skew_s=0).seal("b", "x", 1)
     time.sleep(0.2)
     with pytest.raises(IntegrityError) as err:
-        Messenger(store, "b", skew_s=0).open(short)
+        Messenger(store.core, "b", skew_s=0).open(short)
     assert err.value.reason == "expired"
     record = sealer.seal("task", {"id": "t"})
     with pytest.raises(IntegrityError) as err:
-        Messenger(store, "b").open(record)
+        Messenger(store.core, "b").open(record)
     assert err.value.reason == "purpose_mismatch"
 
 
@@ -192,8 +193,8 @@ def test_replay_is_rejected_after_redis_is_killed_and_restarted(
     server = redis_server_factory(redis_binary, appendfsync="always")
     client = redis.Redis.from_url(server.url)
     store = new_store(client, sealer.keyring, namespace="replay")
-    data = Messenger(store, "a").seal("b", "x", {"n": 1})
-    Messenger(store, "b").open(data)
+    data = Messenger(store.core, "a").seal("b", "x", {"n": 1})
+    Messenger(store.core, "b").open(data)
 
     # when: Redis dies hard and comes back
     server.kill()
@@ -203,7 +204,7 @@ def test_replay_is_rejected_after_redis_is_killed_and_restarted(
 
     # then: the nonce record survived, and the replay is rejected
     with pytest.raises(IntegrityError) as err:
-        Messenger(store, "b").open(data)
+        Messenger(store.core, "b").open(data)
     assert err.value.reason == "replay"
     assert client.keys("*nonce*"), "the nonce record is in Redis"
 
@@ -212,9 +213,9 @@ def test_a_resent_claim_does_not_turn_a_genuine_message_into_a_replay(
         redis_client: redis.Redis, sealer: Sealer) -> None:
     """redis-py resends a call whose reply was lost: the same request id claims again."""
     store = new_store(redis_client, sealer.keyring)
-    data = Messenger(store, "a").seal("b", "x", 1)
-    opened = Messenger(store, "b")._verify(data)
-    from raysys.lua import Scripts
+    data = Messenger(store.core, "a").seal("b", "x", 1)
+    opened = Messenger(store.core, "b")._verify(data)
+    from raysys.store.lua import Scripts
 
     args = [store.keys.prefix, 5000, 3_600_000, "request-1",
             f"{opened.kid}:{opened.nonce}", opened.expires_ms]
@@ -230,9 +231,9 @@ def test_a_message_from_another_namespace_is_rejected(redis_client: redis.Redis,
     """Two namespaces sharing a keyring and party names: prod's grant must not run in staging."""
     prod = new_store(redis_client, sealer.keyring, namespace="prod" + uuid.uuid4().hex[:6])
     staging = new_store(redis_client, sealer.keyring, namespace="stag" + uuid.uuid4().hex[:6])
-    data = Messenger(prod, "distributor-1").seal("worker-1", "assign", {"tasks": []})
+    data = Messenger(prod.core, "distributor-1").seal("worker-1", "assign", {"tasks": []})
     with pytest.raises(IntegrityError) as err:
-        Messenger(staging, "worker-1").open(data)
+        Messenger(staging.core, "worker-1").open(data)
     assert err.value.reason == "wrong_namespace"
 
 
@@ -240,12 +241,12 @@ def test_an_expiry_beyond_the_longest_validity_is_refused(redis_client: redis.Re
                                                           sealer: Sealer) -> None:
     """A sender clock a year fast must not mint year-long messages (and year-long nonces)."""
     store = new_store(redis_client, sealer.keyring)
-    sender = Messenger(store, "a")
+    sender = Messenger(store.core, "a")
     data = sealer.seal("message", 1, extra={
         "ns": store.namespace, "sender": "a", "recipient": "b", "type": "x",
         "exp": int((time.time() + 365 * 86400) * 1000)})
     with pytest.raises(IntegrityError) as err:
-        Messenger(store, "b").open(data)
+        Messenger(store.core, "b").open(data)
     assert err.value.reason == "expired"
     assert sender.party == "a"
 
@@ -258,19 +259,19 @@ def test_stored_snapshots_stay_restorable_after_rotation_and_revocation(
     source = KeyringSource(keyfile, interval_s=0.0)
     store = new_store(redis_client, source)
     task_id = store.submit(TaskSpec.build(kind="echo", payload="backed up"))
-    info = SnapshotManager(store).save()
+    info = SnapshotManager(store.core).save()
     old_kid = source().active.kid
 
     # when: the key is rotated and revoked
     rotate_keyring_file(keyfile)
-    report = resign_all(store)
+    report = resign_all(store.core)
     assert report.resigned_snapshots == 1
-    assert count_signed_by(store, old_kid) == 0
+    assert count_signed_by(store.core, old_kid) == 0
     revoke_in_file(keyfile, old_kid)
 
     # then: the stored snapshot still verifies and restores
     redis_client.delete(store.keys.task(task_id), store.keys.pending, store.keys.counts,
                         store.keys.seq, store.keys.stats, store.keys.audit, store.keys.fence,
                         store.keys.run_id)
-    SnapshotManager(store).restore(info.id)
+    SnapshotManager(store.core).restore(info.id)
     assert store.status(task_id).state == TaskState.PENDING

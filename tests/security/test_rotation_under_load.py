@@ -34,24 +34,24 @@ from typing import Any
 import pytest
 import ray
 import redis
-from security_results import ResultsFile, environment, read_audit, security_row
 
 import raysys
 from raysys.client import Client
-from raysys.embedded import attach_or_start
-from raysys.envelope import Sealer
-from raysys.keyring import (
+from raysys.ledger import CommitLedger
+from raysys.messaging.messenger import Messenger
+from raysys.models import TaskSpec, TaskState
+from raysys.redis_server.embedded import attach_or_start
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import (
     Keyring,
     SigningKey,
     generate_key,
     load_keyring_file,
     write_keyring_file,
 )
-from raysys.keyspace import Keyspace, drop_keys, glob_escape
-from raysys.ledger import CommitLedger
-from raysys.messages import Messenger
-from raysys.models import TaskSpec, TaskState
-from raysys.store import TaskStore
+from raysys.store.keyspace import Keyspace, drop_keys, glob_escape
+from tests.security.security_results import ResultsFile, environment, read_audit, security_row
+from tests.support.stores import store_over
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -196,13 +196,13 @@ def test_rotation_while_tasks_flow_rejects_nothing_and_revocation_rejects_all_ol
     time.sleep(RELOAD_BOUND_S)  # every node has reloaded the keyring by now
 
     # and stale nodes, each holding only a revoked key, write records and send assignments
-    stales = [TaskStore(conn, Sealer(Keyring([k.with_status("active")])), client.namespace)
+    stales = [store_over(conn, Sealer(Keyring([k.with_status("active")])), client.namespace)
               for k in revoked_keys]
     planted = [task_id for n, stale in enumerate(stales) for task_id in stale.submit_many(
         [TaskSpec.build(kind="echo", payload={"stale": i, "key": n})
          for i in range(PLANTED // len(stales))])]
     party = client.config.overrides.get("distributor_id", "distributor-1")
-    stale_distributors = [Messenger(stale, party) for stale in stales]
+    stale_distributors = [Messenger(stale.core, party) for stale in stales]
     fake = [uuid.uuid4().hex for _ in range(STALE_MESSAGES)]
     before = [ray.get(client.worker(i).info.remote(), timeout=30)["messages_rejected"]
               for i in (0, 1)]

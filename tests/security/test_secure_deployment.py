@@ -39,8 +39,6 @@ from typing import Any
 
 import pytest
 import redis
-from cli_harness import check_report, wait_no_processes
-from security_results import ResultsFile, environment, security_row
 from test_redis_tls_acl import (
     USER,
     TlsServer,
@@ -51,13 +49,12 @@ from test_redis_tls_acl import (
     start_tls_server,
 )
 
-from raysys.certs import CertFiles, write_dev_certs
-from raysys.embedded import EmbeddedRedis, free_port
-from raysys.keyring import Keyring, generate_key, write_keyring_file
-from raysys.workload import demo_specs
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from test_job_submit import (  # the deploy suite's selective-stop helpers
+from raysys.bench.workload import demo_specs
+from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from raysys.signing.certs import CertFiles, write_dev_certs
+from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
+from tests.cli_harness import check_report, wait_no_processes
+from tests.deploy.test_job_submit import (  # the deploy suite's selective-stop helpers
     MARKER_VAR,
     VENV_BIN,
     clean_env,
@@ -66,6 +63,7 @@ from test_job_submit import (  # the deploy suite's selective-stop helpers
     wait_until_gone,
     worker_port_range,
 )
+from tests.security.security_results import ResultsFile, environment, security_row
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(300)]
 

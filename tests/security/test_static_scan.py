@@ -18,7 +18,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from security_results import ResultsFile, security_row
+
+from tests.security.security_results import ResultsFile, security_row
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(180)]
 

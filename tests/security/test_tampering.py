@@ -32,16 +32,17 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from security_results import ResultsFile, environment, read_audit, security_row
 
 import raysys
-from raysys.envelope import Sealer
 from raysys.handlers import Executor
-from raysys.keyring import Keyring, SigningKey, generate_key
-from raysys.messages import Messenger
+from raysys.messaging.messenger import Messenger
 from raysys.models import Lease, Outcome, TaskSpec, TaskState, record_body
-from raysys.store import RetryPolicy, TaskStore
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, SigningKey, generate_key
+from raysys.store import RetryPolicy
 from raysys.worker_loop import WorkerLoop
+from tests.security.security_results import ResultsFile, environment, read_audit, security_row
+from tests.support.stores import store_over
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -370,9 +371,9 @@ def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
     rng = random.Random(f"{security_seed}/tampering")
     namespace = "tamper" + uuid.uuid4().hex[:8]
     keys = make_keys()
-    store = TaskStore(redis_client, Sealer(keys.keyring()), namespace,
+    store = store_over(redis_client, Sealer(keys.keyring()), namespace,
                       retry=RetryPolicy(base_s=0.001, cap_s=0.002))
-    foreign_store = TaskStore(redis_client, Sealer(keys.keyring()), namespace + "-other")
+    foreign_store = store_over(redis_client, Sealer(keys.keyring()), namespace + "-other")
 
     # given: 10,000 queued canary tasks (payloads hold a non-ASCII letter for re-encodings)
     specs = [TaskSpec.build(kind=KIND, payload={"i": i, "s": "café-" + "x" * rng.randrange(40)},
@@ -389,7 +390,7 @@ def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
     for task_id in ids:
         pipe.hmget(store.keys.task(task_id), ["rec", "fin", "sc", "fence", "att"])
     rows = dict(zip(ids, pipe.execute(), strict=True))
-    messenger = Messenger(store, "distributor-1")
+    messenger = Messenger(store.core, "distributor-1")
     arsenal = Arsenal(
         rng, keys, namespace, {t: bytes(rows[t][0]) for t in ids}, ids,
         [foreign_store.sealer.seal("task", record_body(uuid.uuid4().hex, specs[0],

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import redis
 
-from raysys.envelope import Sealer
-from raysys.keyring import Keyring, generate_key
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
 from raysys.store import RetryPolicy, TaskStore
+from tests.support.stores import store_over
 
 StoreFactory = Callable[..., TaskStore]
 
@@ -29,7 +30,7 @@ def make_store(redis_client: redis.Redis, sealer: Sealer) -> StoreFactory:
         options.setdefault("retry", RetryPolicy(base_s=0.001, cap_s=0.002))
         namespace = options.pop("namespace", "t" + uuid.uuid4().hex[:10])
         client = options.pop("client", redis_client)
-        return TaskStore(client, options.pop("sealer", sealer), namespace, **options)
+        return store_over(client, options.pop("sealer", sealer), namespace, **options)
 
     return factory
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from raysys.actors import ActorConfig, Coordinator, Distributor, Worker
-from raysys.embedded import attach_or_start
 from raysys.errors import ConfigurationError
-from raysys.keyring import Keyring, generate_key, write_keyring_file
 from raysys.ledger import CommitLedger
-from raysys.messages import Messenger
+from raysys.messaging.messenger import Messenger
 from raysys.models import FINAL_STATES, TaskState
+from raysys.redis_server.embedded import attach_or_start
+from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -100,11 +100,11 @@ def test_replayed_or_misaddressed_assignment_is_rejected(pool: Any, config: Acto
     # a replay of a delivered message is refused (its nonce was seen)
     assert worker.assign(envelope) == 0
     # a message for another worker is refused
-    other = Messenger(distributor.store, distributor.party).seal("someone-else", "assign",
+    other = Messenger(distributor.store.core, distributor.party).seal("someone-else", "assign",
                                                                  {"leases": []})
     assert worker.assign(other) == 0
     # a message from a party that is not the distributor is refused
-    forged = Messenger(distributor.store, "not-the-distributor").seal(holder, "assign",
+    forged = Messenger(distributor.store.core, "not-the-distributor").seal(holder, "assign",
                                                                       {"leases": []})
     assert worker.assign(forged) == 0
     # bytes that are not a signed envelope are refused

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
-from cli_harness import (
+
+from raysys.models import TaskSpec
+from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import load_keyring_file
+from raysys.worker_loop import WorkerLoop
+from tests.cli_harness import (
     TASK_ID,
     Cli,
     _alive,
@@ -35,13 +41,7 @@ from cli_harness import (
     processes_working_in,
     read_line,
 )
-
-from raysys.embedded import EmbeddedRedis, free_port
-from raysys.envelope import Sealer
-from raysys.keyring import load_keyring_file
-from raysys.models import TaskSpec
-from raysys.store import TaskStore
-from raysys.worker_loop import WorkerLoop
+from tests.support.stores import store_over
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServerFactory
@@ -345,7 +345,7 @@ def test_status_watch_shows_live_counts_and_throughput(
     configured: Cli, redis_client: redis.Redis, keyring_file: Path
 ) -> None:
     # given: 300 queued tasks in the CLI's namespace, and `status --watch --json` running
-    store = TaskStore(redis_client, Sealer(load_keyring_file(keyring_file)), configured.namespace)
+    store = store_over(redis_client, Sealer(load_keyring_file(keyring_file)), configured.namespace)
     store.submit_many([TaskSpec.build(kind="noop", payload=i) for i in range(300)])
     stderr_file = configured.root / "watch.err"
     proc = configured.popen("status", "--watch", "--json", stderr_file=stderr_file)

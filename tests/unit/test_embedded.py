@@ -22,9 +22,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import raysys
-from raysys import embedded, redis_binary
-from raysys.embedded import EmbeddedRedis, attach_or_start, find_redis_binary
 from raysys.errors import ConfigurationError, RedisUnavailable
+from raysys.redis_server import binary as redis_binary
+from raysys.redis_server import state as server_state
+from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start, find_redis_binary
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServerFactory
@@ -293,7 +294,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from raysys.embedded import attach_or_start
+    from raysys.redis_server.embedded import attach_or_start
 
     print("ready", flush=True)
     go_at = float(sys.stdin.readline())  # the same wall-clock instant for both children
@@ -355,6 +356,6 @@ def test_concurrent_attach_or_start_yields_one_server(tmp_path: Path) -> None:
             for stream in (child.stdin, child.stdout):
                 if stream is not None and not stream.closed:
                     stream.close()
-        leftover = embedded._read_state(tmp_path / "redis")
-        if leftover is not None and embedded._pid_alive(leftover[0]):
+        leftover = server_state.read_state(tmp_path / "redis")
+        if leftover is not None and redis_binary.pid_alive(leftover[0]):
             os.kill(leftover[0], signal.SIGKILL)

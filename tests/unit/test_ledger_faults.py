@@ -15,9 +15,9 @@ from collections.abc import Callable
 import pytest
 
 from raysys.ledger import CommitLedger
-from raysys.lua import script_source
 from raysys.models import Outcome, TaskSpec
 from raysys.store import TaskStore
+from raysys.store.lua import script_source
 from raysys.worker_loop import WorkerLoop
 
 pytestmark = pytest.mark.unit

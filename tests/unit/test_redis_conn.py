@@ -15,14 +15,14 @@ import pytest
 import redis
 
 from raysys.config import KNOWN_VARIABLES, Settings
-from raysys.embedded import EmbeddedRedis, free_port
 from raysys.errors import RedisUnavailable
-from raysys.redis_conn import (
+from raysys.redis_server.connection import (
     check_connection,
     connect_redis,
     server_policy_warnings,
     server_run_id,
 )
+from raysys.redis_server.embedded import EmbeddedRedis, free_port
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServerFactory
@@ -234,7 +234,7 @@ def test_an_evicting_policy_is_warned_about_loudly(
     server = redis_server_factory(redis_binary, extra_args=["--maxmemory-policy", "allkeys-lru"])
     client = connect_redis(make_settings(), server.url)
     # when its policy is checked
-    with client, caplog.at_level(logging.WARNING, logger="raysys.redis"):
+    with client, caplog.at_level(logging.WARNING, logger="raysys.redis_server.connection"):
         warnings = server_policy_warnings(client)
     # then one loud warning, returned and logged
     expected = (
@@ -243,7 +243,7 @@ def test_an_evicting_policy_is_warned_about_loudly(
     )
     assert warnings == [expected]
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
-        ("raysys.redis", logging.WARNING, expected)
+        ("raysys.redis_server.connection", logging.WARNING, expected)
     ]
 
 

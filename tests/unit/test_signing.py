@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raysys.envelope import Sealer
 from raysys.errors import IntegrityError, KeyringError
-from raysys.keyring import (
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import (
     Keyring,
     generate_key,
     load_keyring_file,

@@ -20,19 +20,19 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from raysys.cli import snapshot as snapshot_commands
 from raysys.config import Settings
-from raysys.envelope import Sealer
 from raysys.errors import IntegrityError, NotFound, ValidationError
-from raysys.keyring import Keyring, generate_key
 from raysys.models import Lease, Outcome, TaskSpec, TaskState, TaskStatus
-from raysys.snapshot_cli import add_snapshot_command
-from raysys.snapshot_format import (
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
+from raysys.snapshots import SNAPSHOT, NamespaceNotEmpty, SnapshotManager
+from raysys.snapshots.format import (
     FILE_MAGIC,
     encode_entries,
     read_snapshot_file,
     write_snapshot_file,
 )
-from raysys.snapshots import SNAPSHOT, NamespaceNotEmpty, SnapshotManager
 from raysys.store import FENCES_PER_MS, RetryPolicy, TaskStore
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -118,12 +118,12 @@ def test_round_trip_through_flushall_restores_every_task_and_keeps_fences_ahead(
     before, counts = all_statuses(store, ids), store.counts()
     old_lease = Lease(ids["leased"][0], before[ids["leased"][0]].fence, 1, 0, "sleep", None, 0, 3,
                       300.0, None)
-    info = SnapshotManager(store).save(out=tmp_path / "snap.rsnap")
+    info = SnapshotManager(store.core).save(out=tmp_path / "snap.rsnap")
     assert info.tasks == 8 and info.counts == counts and info.fence == store.fence_value()
 
     # when Redis loses everything and the file is restored
     store.client.flushall()
-    report = SnapshotManager(store).restore(tmp_path / "snap.rsnap")
+    report = SnapshotManager(store.core).restore(tmp_path / "snap.rsnap")
 
     # then every task is back with its state, verified result or error, attempts and fence
     assert report.snapshot == info and report.source == str(tmp_path / "snap.rsnap")
@@ -165,7 +165,7 @@ def test_restore_by_id_after_the_task_keys_are_deleted(make_store: StoreFactory)
     store = retry_store(make_store)
     ids = make_mix(store)
     before, counts = all_statuses(store, ids), store.counts()
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     info = manager.save()
     drop_namespace(store, keep_snapshots=True)
     store.client.set(store.keys.fence, info.fence + 10**12)
@@ -183,7 +183,7 @@ def test_restore_by_id_after_the_task_keys_are_deleted(make_store: StoreFactory)
 
 
 def test_unknown_snapshot_id_or_file_is_not_found(store: TaskStore, tmp_path: Path) -> None:
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     with pytest.raises(NotFound, match="no snapshot 20200101T000000Z-00000000"):
         manager.restore("20200101T000000Z-00000000")
     with pytest.raises(NotFound, match="no snapshot file"):
@@ -197,7 +197,7 @@ def test_any_changed_byte_of_the_file_is_refused_and_nothing_written(
     store = retry_store(make_store)
     make_mix(store)
     path = tmp_path / "snap.rsnap"
-    SnapshotManager(store).save(out=path)
+    SnapshotManager(store.core).save(out=path)
     raw = path.read_bytes()
     manifest, data = read_snapshot_file(path)
     drop_namespace(store, keep_snapshots=False)
@@ -218,7 +218,7 @@ def test_any_changed_byte_of_the_file_is_refused_and_nothing_written(
             path.write_bytes(variant)
             # then restore refuses with a typed integrity error, and writes nothing
             with pytest.raises(IntegrityError):
-                SnapshotManager(store).restore(path)
+                SnapshotManager(store.core).restore(path)
             assert namespace_dump(store) == {}, f"offset {offset} wrote keys"
 
 
@@ -226,7 +226,7 @@ def test_tampered_snapshot_in_redis_is_refused_and_not_listed(
         store: TaskStore, caplog: pytest.LogCaptureFixture) -> None:
     # given two stored snapshots
     store.submit_many([spec(), spec()])
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     first, second = manager.save(), manager.save()
     drop_namespace(store, keep_snapshots=True)
 
@@ -245,7 +245,7 @@ def test_tampered_snapshot_in_redis_is_refused_and_not_listed(
         manager.restore(second.id)
     assert swapped.value.reason == "copied_record"
     assert namespace_dump(store, snapshots=False) == {}
-    with caplog.at_level(logging.ERROR, logger="raysys.snapshots"):
+    with caplog.at_level(logging.ERROR, logger="raysys.snapshots.manager"):
         assert [i.id for i in manager.list()] == [first.id]
     assert second.id in caplog.text
 
@@ -256,7 +256,7 @@ def test_snapshot_signed_by_an_unknown_or_revoked_key_is_refused(
     # given a snapshot file signed by this keyring
     store = make_store()
     store.submit(spec())
-    SnapshotManager(store).save(out=tmp_path / "snap.rsnap")
+    SnapshotManager(store.core).save(out=tmp_path / "snap.rsnap")
     drop_namespace(store, keep_snapshots=False)
 
     # when a store on the same namespace holds another keyring, or has revoked that key
@@ -266,7 +266,7 @@ def test_snapshot_signed_by_an_unknown_or_revoked_key_is_refused(
 
     # then the restore is refused before anything is written
     with pytest.raises(IntegrityError) as refused:
-        SnapshotManager(elsewhere).restore(tmp_path / "snap.rsnap")
+        SnapshotManager(elsewhere.core).restore(tmp_path / "snap.rsnap")
     assert refused.value.reason == {"unknown": "unknown_key", "revoked": "revoked_key"}[other]
     assert namespace_dump(store) == {}
 
@@ -276,12 +276,12 @@ def test_snapshot_of_another_namespace_is_refused(make_store: StoreFactory,
     # given a snapshot of one namespace
     source = make_store()
     source.submit(spec())
-    SnapshotManager(source).save(out=tmp_path / "snap.rsnap")
+    SnapshotManager(source.core).save(out=tmp_path / "snap.rsnap")
 
     # when it is restored into another namespace, then it is refused: records are bound to theirs
     target = make_store()
     with pytest.raises(ValidationError, match="signed for that namespace only"):
-        SnapshotManager(target).restore(tmp_path / "snap.rsnap")
+        SnapshotManager(target.core).restore(tmp_path / "snap.rsnap")
     assert namespace_dump(target) == {}
 
 
@@ -290,7 +290,7 @@ def test_a_payload_redis_refuses_undoes_the_keys_restored_before_it(
     # given a validly signed snapshot whose last key is a payload Redis rejects (as a DUMP from a
     # newer server is rejected by an older one)
     store.submit_many([spec(), spec()])
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     manager.save(out=tmp_path / "good.rsnap")
     good, entries = manager.load(tmp_path / "good.rsnap")
     data = encode_entries([*entries, (b"zzz", -1, b"not a dump payload")])
@@ -313,7 +313,7 @@ def test_restore_into_a_non_empty_namespace_is_refused_and_changes_nothing(
         store: TaskStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check: str) -> None:
     # given a snapshot file, and a namespace that gained tasks since
     store.submit(spec())
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     manager.save(out=tmp_path / "snap.rsnap")
     store.submit_many([spec(), spec()])
     before = namespace_dump(store)
@@ -331,7 +331,7 @@ def test_snapshot_excludes_snapshot_keys_and_file_is_private(store: TaskStore,
                                                              tmp_path: Path) -> None:
     # given a namespace with a stored snapshot already
     store.submit(spec())
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     first = manager.save()
 
     # when another snapshot is saved to a file
@@ -349,7 +349,7 @@ def test_snapshot_excludes_snapshot_keys_and_file_is_private(store: TaskStore,
 
 def test_list_shows_saved_snapshots_oldest_first(store: TaskStore) -> None:
     # given an empty namespace, then two snapshots around a submission
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     assert manager.list() == []
     first = manager.save()
     store.submit(spec())
@@ -368,7 +368,7 @@ def test_snapshot_under_load_is_one_consistent_instant(make_store: StoreFactory,
                                                        tmp_path: Path) -> None:
     # given a producer and a worker changing the namespace continuously
     store = make_store()
-    manager = SnapshotManager(store)
+    manager = SnapshotManager(store.core)
     stop = threading.Event()
 
     def churn() -> None:
@@ -405,7 +405,7 @@ def snapshot_cli(store: TaskStore, sealer: Sealer,
                  tmp_path: Path) -> tuple[argparse.ArgumentParser, Settings]:
     """The snapshot command on a parser, and settings naming this Redis and keyring."""
     parser = argparse.ArgumentParser(prog="raysys")
-    add_snapshot_command(parser.add_subparsers(dest="command", required=True))
+    snapshot_commands.register(parser.add_subparsers(dest="command", required=True))
     port = store.client.connection_pool.connection_kwargs["port"]
     settings = Settings(redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"),
                         namespace=store.namespace, data_dir=tmp_path,

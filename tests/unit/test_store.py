@@ -11,11 +11,12 @@ import time
 import pytest
 import redis
 
-from raysys.envelope import Sealer
 from raysys.errors import IntegrityError, NotFound, ValidationError
-from raysys.keyring import Keyring, generate_key
 from raysys.models import Lease, Outcome, TaskSpec, TaskState
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
 from raysys.store import FENCES_PER_MS, TaskStore
+from tests.support.stores import store_over
 
 pytestmark = pytest.mark.unit
 
@@ -96,7 +97,7 @@ def test_a_planted_non_hash_in_the_queue_is_skipped_not_fatal(store: TaskStore) 
 def test_taken_id_is_reissued_and_nothing_half_written(store: TaskStore,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """An attacker who guessed the next id and wrote it first cannot hijack the task."""
-    import raysys.store as store_module
+    import raysys.store.task_store as store_module
 
     taken = "ab" * 16
     store.client.hset(store.keys.task(taken), mapping={"rec": b"attacker bytes", "state": "x"})
@@ -345,7 +346,7 @@ def test_record_under_a_key_not_yet_known_here_is_deferred_not_quarantined(
     """A rotation still propagating: the new key signed a record this node cannot check yet."""
     new_key = generate_key()
     ahead = make_store(sealer=Sealer(Keyring([new_key])))
-    behind = TaskStore(ahead.client, Sealer(Keyring([generate_key()])), ahead.namespace,
+    behind = store_over(ahead.client, Sealer(Keyring([generate_key()])), ahead.namespace,
                        retry=ahead.retry)
     task_id = ahead.submit(spec("echo", payload="wait for me", max_attempts=1))
     assert behind.acquire("w", 5, 30) == []
@@ -361,7 +362,7 @@ def test_a_bogus_key_id_cannot_cycle_forever(make_store) -> None:  # type: ignor
 
     stranger = make_store(sealer=Sealer(Keyring([generate_key()])))
     task_id = stranger.submit(spec())
-    here = TaskStore(stranger.client, Sealer(Keyring([generate_key()])), stranger.namespace)
+    here = store_over(stranger.client, Sealer(Keyring([generate_key()])), stranger.namespace)
     for _ in range(MAX_KEY_DEFERRALS + 1):
         here.acquire("w", 1, 30)
     assert here.client.hget(here.keys.task(task_id), "state") == b"quarantined"
@@ -412,7 +413,7 @@ def test_record_from_another_namespace_is_rejected(make_store, sealer: Sealer) -
 
 def test_forged_record_signed_with_another_key_is_rejected(store: TaskStore) -> None:
     task_id = store.submit(spec())
-    attacker = TaskStore(store.client, Sealer(Keyring([generate_key()])), store.namespace)
+    attacker = store_over(store.client, Sealer(Keyring([generate_key()])), store.namespace)
     forged_id = attacker.submit(spec("echo", payload="evil"))
     store.client.hset(store.keys.task(task_id), "rec",
                       store.client.hget(store.keys.task(forged_id), "rec"))

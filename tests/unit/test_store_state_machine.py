@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from raysys.envelope import Sealer
-from raysys.keyring import Keyring, generate_key
 from raysys.models import FINAL_STATES, Lease, Outcome, TaskSpec, TaskState
-from raysys.store import RetryPolicy, TaskStore
+from raysys.signing.envelope import Sealer
+from raysys.signing.keyring import Keyring, generate_key
+from raysys.store import RetryPolicy
+from tests.support.stores import store_over
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +33,7 @@ def make_machine(client: redis.Redis) -> type[RuleBasedStateMachine]:
     class StoreMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.store = TaskStore(client, sealer, "sm" + uuid.uuid4().hex[:10],
+            self.store = store_over(client, sealer, "sm" + uuid.uuid4().hex[:10],
                                    retry=RetryPolicy(base_s=0.0, cap_s=0.0, jitter=0.0))
             self.ids: list[str] = []
             self.leases: list[Lease] = []  # every lease ever granted (stale ones included)

@@ -1,0 +1,238 @@
+"""``raysys demo`` and ``raysys bench``: a workload end to end on the actor system.
+
+Both start everything on this machine (``raysys.start``): the embedded Redis in a private data
+dir (or the configured Redis, under a fresh namespace dropped afterwards), a private local Ray
+cluster, the Coordinator, Distributor and workers, and the HTTP app; then submit while the
+actors work, show progress on stderr, and report DESIGN's fields. Exit 0 only if the commit
+ledger accounts for every task with ``lost`` and ``duplicate_commits`` 0. Each process's log
+file (``agent_system-<role>-<pid>.log``) is kept under ``<RAYSYS_DATA_DIR>/logs/<namespace>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit, positive_float, positive_int
+from raysys.config import Settings
+from raysys.errors import ValidationError
+from raysys.models import TaskSpec
+from raysys.redis_server.embedded import APPENDFSYNC_VALUES
+from raysys.signing.keyring import (
+    ALGORITHMS,
+    DEFAULT_ALGORITHM,
+    Algorithm,
+    Keyring,
+    generate_key,
+    write_keyring_file,
+)
+from raysys.signing.keysource import load_keyring
+
+if TYPE_CHECKING:
+    from raysys.bench.cluster_run import RunOptions
+    from raysys.client import Client
+    from raysys.ledger import CommitLedger
+
+WARMUP_MAX = 1000  # bench: noop tasks run (at the same rate) before the measured ones
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run a mixed workload end to end: embedded Redis, local Ray, "
+                       "every actor")
+    p.add_argument("--tasks", type=positive_int, default=2000,
+                   help="tasks to submit (default 2000)")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker actors (default 2)")
+    p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("bench", help="measure tasks/s and latency for noop tasks")
+    p.add_argument("--tasks", type=positive_int, default=20_000,
+                   help="measured tasks (default 20000)")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker actors (default 2)")
+    p.add_argument("--rate", type=positive_float, default=None,
+                   help="offered load, tasks/s (default: as fast as possible)")
+    p.add_argument("--batch", type=positive_int, default=500,
+                   help="leases per assignment (default 500)")
+    p.add_argument("--fsync", choices=APPENDFSYNC_VALUES, default="always",
+                   help="appendfsync of the embedded Redis (a configured one keeps its own)")
+    p.add_argument("--signing", choices=ALGORITHMS, default=None,
+                   help="algorithm of the run's own signing key (default hmac-sha256; not with "
+                   "configured keys, which sign as they are)")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.bench.cluster_run import RunOptions
+    from raysys.bench.workload import demo_specs
+
+    options = RunOptions(tasks=args.tasks, workers=args.workers)
+    return run_workload(settings, demo_specs(args.tasks), options, args.json, "demo")
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from raysys.bench.cluster_run import RunOptions
+    from raysys.bench.workload import noop_specs
+
+    if args.signing is not None and keys_configured(settings):
+        raise ValidationError("--signing picks the algorithm of the bench's own key; with "
+                              "RAYSYS_SIGNING_KEYS or RAYSYS_SIGNING_KEY_FILE set, the "
+                              "configured keys sign (unset them, or drop --signing)")
+    options = RunOptions(tasks=args.tasks, workers=args.workers, rate=args.rate,
+                         batch=args.batch, fsync=args.fsync,
+                         signing=cast(Algorithm, args.signing or DEFAULT_ALGORITHM),
+                         warmup=min(WARMUP_MAX, max(args.tasks // 20, 1)))
+    return run_workload(settings, noop_specs(args.tasks), options, args.json, "bench")
+
+
+@dataclasses.dataclass
+class RunPlace:
+    """Where one run lives: its namespace, a private data dir, the settings and the actors'
+    overrides pointing there."""
+
+    namespace: str
+    data_dir: Path
+    settings: Settings
+    overrides: dict[str, Any]
+
+
+def run_workload(settings: Settings, specs: list[TaskSpec], options: RunOptions, as_json: bool,
+                 what: str) -> int:
+    """Start, run ``specs``, tear down, report; the CLI exit code."""
+    place, options = _prepare_place(settings, options, what)
+    keep_logs = settings.data_dir / "logs" / place.namespace
+    try:
+        report = _run_in_place(place, specs, options, what, settings)
+    finally:
+        _keep_logs(place.data_dir / "logs", keep_logs)
+        shutil.rmtree(place.data_dir, ignore_errors=True)
+    runs = [report, report.get("warmup", {})]  # the warm-up's tasks count as much
+    lost = sum(int(r.get("lost", 0)) for r in runs)
+    duplicates = sum(int(r.get("duplicate_commits", 0)) for r in runs)
+    emit(report, as_json, lambda: report_text(report))
+    print(f"raysys {what}: logs in {keep_logs}", file=sys.stderr)
+    if lost or duplicates:
+        print(f"raysys: error: {lost} tasks lost, {duplicates} duplicate commits",
+              file=sys.stderr)
+        return EXIT_UNACCOUNTED
+    return 0
+
+
+def _prepare_place(settings: Settings, options: RunOptions, what: str
+                   ) -> tuple[RunPlace, RunOptions]:
+    namespace = f"{what}-{uuid.uuid4().hex[:8]}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"raysys-{what}-"))
+    run_settings = settings.model_copy(update={"data_dir": tmp})
+    overrides: dict[str, Any] = {"data_dir": str(tmp), "namespace": namespace}
+    if not keys_configured(settings):
+        # An ephemeral key for the run (its records never outlive it), as a file the actors read.
+        key_file = tmp / "keys.json"
+        write_keyring_file(key_file, Keyring([generate_key(options.signing)]))
+        run_settings = run_settings.model_copy(update={"signing_key_file": key_file})
+        overrides["signing_key_file"] = str(key_file)
+    else:  # the configured keys sign: report their algorithm
+        active = load_keyring(settings, create=False).active
+        options = dataclasses.replace(options, signing=active.alg)
+    return RunPlace(namespace, tmp, run_settings, overrides), options
+
+
+def _run_in_place(place: RunPlace, specs: list[TaskSpec], options: RunOptions, what: str,
+                  settings: Settings) -> dict[str, Any]:
+    from raysys.bench.cluster_run import run_on_cluster
+    from raysys.bench.workload import Progress
+    from raysys.client import start
+    from raysys.core import freeze_heap
+
+    # Redis first: an unreachable or misconfigured one is one clear line, before Ray starts.
+    with _run_core(place, options) as (ledger, embedded):
+        if not embedded:  # its appendfsync is the server's own; we cannot read it
+            options = dataclasses.replace(options, fsync="server-configured")
+        print(f"raysys {what}: {len(specs)} tasks, {options.workers} workers, "
+              f"{'embedded' if embedded else 'configured'} Redis, namespace "
+              f"{place.namespace}; starting Ray and the actors...", file=sys.stderr)
+        with start(options.workers, batch=options.batch, ledger=True,
+                   **place.overrides) as client:
+            url = client.serve(settings.http_host, settings.http_port)
+            options = dataclasses.replace(options, serve=url is not None)
+            if url:
+                print(f"raysys {what}: health and metrics at {url}/health and {url}/metrics",
+                      file=sys.stderr)
+            warmup = warm_up(client, ledger, options)
+            freeze_heap()  # the driver's start-up heap: no 50 ms GC pass mid-run
+            report = run_on_cluster(client, ledger, specs, options, Progress(len(specs)),
+                                    actor_pids=client.actor_pids)
+            if warmup is not None:
+                report["warmup"] = warmup
+    return report
+
+
+@contextmanager
+def _run_core(place: RunPlace, options: RunOptions) -> Iterator[tuple[CommitLedger, bool]]:
+    """The run's ledger and whether Redis is embedded; a configured Redis keeps no trace of the
+    run afterwards, even a failed one."""
+    from raysys.core import open_core
+    from raysys.ledger import CommitLedger
+    from raysys.store import drop_keys
+
+    with open_core(place.settings, namespace=place.namespace, appendfsync=options.fsync) as core:
+        ledger = CommitLedger(core.client, place.namespace)
+        try:
+            yield ledger, core.embedded
+        finally:
+            if not core.embedded:
+                drop_keys(core.client, core.keys.pattern())
+            ledger.clear()
+
+
+def keys_configured(settings: Settings) -> bool:
+    """Signing keys come from the environment or a file (else a run makes its own)."""
+    return settings.signing_keys is not None or settings.signing_key_file is not None
+
+
+def warm_up(client: Client, ledger: CommitLedger, options: RunOptions) -> dict[str, int] | None:
+    """Run ``options.warmup`` noop tasks first (same rate, not measured); their accounting.
+
+    The first calls of each process load scripts and fill caches; a benchmark measures the
+    steady state after them. The warm-up's tasks are accounted for like the measured ones.
+    """
+    from raysys.bench.cluster_run import run_on_cluster
+    from raysys.bench.workload import noop_specs
+
+    if not options.warmup:
+        return None
+    print(f"raysys bench: warming up with {options.warmup} tasks", file=sys.stderr)
+    report = run_on_cluster(client, ledger, noop_specs(options.warmup),
+                            dataclasses.replace(options, tasks=options.warmup))
+    return {key: int(report[key]) for key in ("tasks", "lost", "duplicate_commits")}
+
+
+def report_text(report: dict[str, Any]) -> str:
+    lat = report["latency_ms"]
+    return "\n".join([
+        f"tasks {report['tasks']}: succeeded {report['succeeded']}, dead {report['dead']}, "
+        f"cancelled {report['cancelled']}, quarantined {report['quarantined']}, "
+        f"lost {report['lost']}, duplicate commits {report['duplicate_commits']}, "
+        f"retries {report['retries']}",
+        f"throughput {report['tasks_per_s']:,.0f} tasks/s; submit-to-start latency p50 "
+        f"{lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms",
+        "settings " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),
+    ])
+
+
+def _keep_logs(source: Path, target: Path) -> None:
+    if not source.is_dir():
+        return
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for path in source.iterdir():
+            shutil.copy2(path, target / path.name)
+    except OSError as exc:
+        print(f"raysys: warning: could not keep the logs in {target}: {exc}", file=sys.stderr)

@@ -1,0 +1,137 @@
+"""``raysys submit`` and ``raysys status``: tasks straight against Redis (no cluster needed).
+
+Submissions go through the store's submit script, the one write path (DESIGN.md, "One
+writer"): the same one the Coordinator uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit
+from raysys.config import Settings
+from raysys.core import open_core
+from raysys.errors import ValidationError
+from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
+from raysys.store import TaskStore
+
+WAIT_POLL_S = 0.2
+WATCH_EVERY_S = 1.0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("submit", help="submit tasks (works with no workers running)")
+    p.add_argument("kind", help="a registered task kind (noop, echo, sleep, fail, or yours)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--payload", help="the payload as JSON (default: null)")
+    src.add_argument("--file", type=Path, help="JSON Lines: one payload per line")
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (-1000..1000)")
+    p.add_argument("--max-attempts", type=int, default=3, help="attempts before dead (1..100)")
+    p.add_argument("--idempotency-key", help="resubmitting with this key returns the same task "
+                   "(with --file, line N uses KEY-N)")
+    p.add_argument("--wait", action="store_true", help="wait until the task is final")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_submit)
+
+    p = sub.add_parser("status", help="one task, or counts by state")
+    p.add_argument("task_id", nargs="?", help="a task id (default: counts by state)")
+    add_json_flag(p)
+    p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    p.set_defaults(handler=cmd_status)
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    specs = specs_from_args(args)  # everything validated before anything is stored
+    with open_core(settings) as core:
+        ids: list[str] = []
+        for offset in range(0, len(specs), MAX_BATCH):
+            ids += core.store.submit_many(specs[offset:offset + MAX_BATCH])
+        if args.wait:
+            results = [wait_final(core.store, task_id, args.timeout) for task_id in ids]
+            doc: dict[str, Any] = results[0] if args.file is None else {"results": results}
+        else:
+            doc = {"id": ids[0]} if args.file is None else {"ids": ids}
+    emit(doc, args.json, json.dumps(doc, indent=2) if args.wait else "\n".join(ids))
+    if args.wait:
+        states = [r["state"] for r in (doc.get("results") or [doc])]
+        return 0 if all(s == TaskState.SUCCEEDED for s in states) else EXIT_UNACCOUNTED
+    return 0
+
+
+def specs_from_args(args: argparse.Namespace) -> list[TaskSpec]:
+    """The validated specs of ``submit``: one from ``--payload``, or one per ``--file`` line."""
+    common = {"kind": args.kind, "priority": args.priority, "max_attempts": args.max_attempts}
+    if args.file is None:
+        payload = parse_json_payload(args.payload) if args.payload is not None else None
+        return [TaskSpec.build(payload=payload, idempotency_key=args.idempotency_key, **common)]
+    try:
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {args.file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"{args.file} is not UTF-8 text") from None
+    specs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            key = f"{args.idempotency_key}-{number}" if args.idempotency_key else None
+            specs.append(TaskSpec.build(payload=parse_json_payload(line), idempotency_key=key,
+                                        **common))
+        except ValidationError as exc:
+            raise ValidationError(f"{args.file} line {number}: {exc}") from None
+    if not specs:
+        raise ValidationError(f"{args.file} holds no tasks")
+    return specs
+
+
+def wait_final(store: TaskStore, task_id: str, timeout: float) -> dict[str, Any]:
+    """The task's status document once final, or as it is when ``timeout`` s have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = store.status(task_id)
+        if status.state in FINAL_STATES or time.monotonic() > deadline:
+            return dict(status.to_json())
+        time.sleep(WAIT_POLL_S)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """One task, or counts by state; ``--watch`` refreshes every second with the throughput
+    (tasks reaching a final state per second) until Ctrl-C (one JSON object per line)."""
+    with open_core(settings) as core:
+        last: tuple[float, int] | None = None
+        while True:
+            if args.task_id:
+                doc = core.store.status(args.task_id).to_json()
+            else:
+                doc, last = _counts_doc(core.store, last if args.watch else None, args.watch)
+            emit(doc, args.json, _status_text(doc), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(WATCH_EVERY_S)
+
+
+def _counts_doc(store: TaskStore, last: tuple[float, int] | None, watch: bool
+                ) -> tuple[dict[str, Any], tuple[float, int] | None]:
+    counts = store.counts()
+    doc: dict[str, Any] = {"namespace": store.namespace, "counts": counts,
+                           "total": sum(counts.values())}
+    if not watch:
+        return doc, None
+    now, final = time.monotonic(), sum(counts[s.value] for s in FINAL_STATES)
+    doc["tasks_per_s"] = (round((final - last[1]) / (now - last[0]), 1)
+                          if last is not None else 0.0)
+    return doc, (now, final)
+
+
+def _status_text(doc: dict[str, Any]) -> str:
+    if "counts" not in doc:
+        return "\n".join(f"{key}: {json.dumps(value)}" for key, value in doc.items())
+    rate = f"  {doc['tasks_per_s']:,.1f} tasks/s" if "tasks_per_s" in doc else ""
+    return ("  ".join(f"{state} {n}" for state, n in doc["counts"].items())
+            + f"  (total {doc['total']}){rate}")

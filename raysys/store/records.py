@@ -1,0 +1,168 @@
+"""Reads and record rewrites of the task store: status, counts, audit, signed records.
+
+:class:`StoreRecords` is the half of :class:`~raysys.store.task_store.TaskStore` that changes
+no task's state: it verifies and builds the signed records (task records into leases, the
+completion records of final states), answers queries, and rewrites a record's bytes in place
+(key rotation) under an optimistic compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
+from raysys.models import TASK_ID_PATTERN, Lease, TaskState, TaskStatus
+from raysys.signing.envelope import Sealer
+from raysys.store.keyspace import Keyspace
+from raysys.store.replies import as_bytes, as_text
+
+if TYPE_CHECKING:
+    from raysys.store.lua import Scripts
+
+log = logging.getLogger(__name__)
+RECORD = "task"  # envelope purpose of a task record
+COMPLETION = "completion"  # envelope purpose of the signed record of a final state
+_TASK_ID = re.compile(TASK_ID_PATTERN)
+
+
+class StoreRecords:
+    """Record verification, queries and record rewrites over one namespace."""
+
+    client: redis.Redis
+    sealer: Sealer
+    keys: Keyspace
+    namespace: str
+    _scripts: Scripts
+
+    def _verify_record(self, task_id: str, fence: int, attempt: int, deadline: int,
+                       data: bytes | None) -> Lease:
+        if data is None:
+            raise IntegrityError("task has no record", reason="malformed")
+        body = self.sealer.open(data, RECORD).body
+        if not isinstance(body, dict):
+            raise IntegrityError("record body is not an object", reason="malformed")
+        if body.get("id") != task_id or body.get("ns") != self.namespace:
+            raise IntegrityError("record was signed for another task or namespace",
+                                 reason="copied_record")
+        try:
+            return Lease.from_doc({**body, "task_id": task_id, "fence": fence,
+                                   "attempt": attempt, "deadline_ms": deadline})
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError("record body lacks required fields", reason="malformed") from None
+
+    def _final_body(self, task_id: str, state: TaskState, attempts: int, fence: int,
+                    result: Any = None, error: str | None = None) -> dict[str, Any]:
+        return {"id": task_id, "ns": self.namespace, "state": state.value, "result": result,
+                "error": error, "attempts": attempts, "fence": fence}
+
+    def _final_record(self, task_id: str, state: TaskState, attempts: int, fence: int,
+                      error: str | None = None) -> bytes:
+        """A signed completion record without a result (dead, cancelled)."""
+        return self.sealer.seal(COMPLETION, self._final_body(task_id, state, attempts, fence,
+                                                             error=error))
+
+    def status(self, task_id: str) -> TaskStatus:
+        """State, attempts, and the verified result or error of one task."""
+        check_task_id(task_id)
+        fields = ("state", "att", "rec", "fence", "holder", "err", "fin")
+        values = self.client.hmget(self.keys.task(task_id), fields)
+        if values[0] is None:
+            raise NotFound(f"no task {task_id} in namespace {self.namespace}")
+        state, att, rec, fence, holder, err, fin = values
+        result: Any = None
+        error = as_text(err) if err else None
+        kind, prio = "", 0
+        try:
+            body = self.sealer.open(as_bytes(rec or b""), RECORD).body
+            kind, prio = str(body["kind"]), int(body["priority"])
+        except (IntegrityError, KeyError, TypeError, ValueError):
+            error = error or "task record failed verification"
+        if fin is not None:
+            try:
+                body = self.sealer.open(as_bytes(fin), COMPLETION).body
+                if not isinstance(body, dict) or body.get("id") != task_id:
+                    raise IntegrityError("completion record names another task",
+                                         reason="copied_record")
+                result, error = body.get("result"), body.get("error") or error
+            except IntegrityError as exc:
+                error = f"completion record failed verification ({exc.reason})"
+        task_state = TaskState(as_text(state))
+        return TaskStatus(task_id, task_state, int(att or 0), prio, kind, result, error,
+                          int(fence or 0),
+                          as_text(holder) if holder and task_state == TaskState.LEASED else None)
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per state (every state present, zero included)."""
+        raw = self.client.hgetall(self.keys.counts)
+        got = {as_text(key): int(value) for key, value in raw.items()}
+        return {state.value: got.get(state.value, 0) for state in TaskState}
+
+    def stats(self) -> dict[str, int]:
+        """Event counters: submitted, granted, renewed, fenced_rejected, retries, expired, ..."""
+        return {as_text(key): int(v) for key, v in self.client.hgetall(self.keys.stats).items()}
+
+    def count_conflict_retries(self, n: int = 1) -> None:
+        self.client.hincrby(self.keys.stats, "conflict_retries", n)
+
+    def audit_tail(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest ``count`` audit entries, oldest first."""
+        entries = self.client.xrevrange(self.keys.audit, count=count) or []
+        return [{as_text(k): as_text(v) for k, v in (fields or {}).items()}
+                for _, fields in reversed(entries)]
+
+    def fence_value(self) -> int:
+        return int(self.client.get(self.keys.fence) or 0)
+
+    def replace_record(self, task_id: str, transform: Callable[[bytes], bytes | None], *,
+                       field: str = "rec", states: str = "pending,failed",
+                       max_tries: int = 10) -> bool:
+        """Optimistically rewrite one task's signed bytes: ``transform(old) -> new or None``.
+
+        ``field`` is ``rec`` (the task record) or ``fin`` (the completion record); ``states``
+        the comma-separated states in which the rewrite is allowed (``*``: any but
+        quarantined). Retries when the bytes changed between read and write, counting each
+        retry in the ``conflict_retries`` stat. False if the state does not allow it or
+        ``transform`` returned None (nothing to change).
+        """
+        tk = self.keys.task(task_id)
+        for _ in range(max_tries):
+            old, state = self.client.hmget(tk, [field, "state"])
+            if state is None:
+                raise NotFound(f"no task {task_id} in namespace {self.namespace}")
+            if old is None:
+                return False
+            new = transform(as_bytes(old))
+            if new is None:
+                return False
+            if self.compare_and_set(field, states, [(task_id, as_bytes(old), new)]) == [True]:
+                return True
+            state = self.client.hget(tk, "state")
+            if state is None or (states != "*" and as_text(state) not in states.split(",")):
+                return False
+            self.count_conflict_retries()
+        raise RaysysError(f"task {task_id}: record kept changing; gave up after {max_tries} tries")
+
+    def compare_and_set(self, field: str, states: str,
+                        triples: Sequence[tuple[str, bytes, bytes]]) -> list[bool]:
+        """Batch compare-and-set of one hash field; True where the old bytes were still there."""
+        if not triples:
+            return []
+        args: list[Any] = [self.keys.prefix, field, states]
+        for task_id, old, new in triples:
+            args += [task_id, old, new]
+        return [bool(int(x)) for x in self._run("cas_record", [self.keys.stats], args)]
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        log.debug("redis script %s keys=%d args=%d", name, len(keys), len(args))
+        return self._scripts.run(name, keys, args)
+
+
+def check_task_id(task_id: str) -> None:
+    """Raise ValidationError unless ``task_id`` has the shape of a task id."""
+    if not _TASK_ID.fullmatch(task_id):
+        raise ValidationError(f"{task_id!r} is not a task id (32 lower-case hex characters)")

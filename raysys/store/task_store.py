@@ -1,0 +1,315 @@
+"""The durable task store: every state transition is one atomic Lua script on Redis.
+
+Contract (DESIGN.md "Guarantees"):
+
+* ``submit``/``submit_many`` return only after the signed records are in Redis. They are the
+  one write path for new tasks; an idempotency key (or a retried call with the same ids and
+  bytes) returns the existing task.
+* ``acquire`` leases tasks in priority order (FIFO within a priority) under fences from one
+  monotonic counter, with deadlines by Redis server time. Every record is verified before it
+  is handed out; a record that fails (tampered, forged, unknown or revoked key, copied under
+  another task's key, foreign namespace) is quarantined, counted and audited instead.
+* ``complete`` commits outcomes only under the current fence: a stale fence is rejected
+  atomically and counted. Final states carry a signed completion record and never change;
+  a task with one is never leased again.
+* ``reap`` returns expired leases to the queue (or ``dead`` on the last attempt).
+* Whenever the Redis ``run_id`` is new to the namespace (a restart, a failover, the first grant),
+  the fence counter is raised to at least ``server_ms * fences_per_ms`` before any lease is
+  granted: a floor from the server clock, which a lost AOF tail cannot roll back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from raysys.errors import IntegrityError, NotFound, ValidationError
+from raysys.models import MAX_BATCH, Lease, Outcome, TaskSpec, TaskState, new_task_id, record_body
+from raysys.store.histograms import bucket as duration_bucket
+from raysys.store.records import COMPLETION, RECORD, StoreRecords, check_task_id
+from raysys.store.replies import as_text
+
+if TYPE_CHECKING:
+    from raysys.core import Core
+
+log = logging.getLogger(__name__)
+FENCES_PER_MS = 1000  # fence floor scale: assumes < 1,000 grants per ms (1e6/s) on average
+AUDIT_MAXLEN = 100_000
+MAX_KEY_DEFERRALS = 50  # leases of a record under an unknown key before it is quarantined
+REAP_PAGES = 50  # pages of expired leases one reap() call takes back
+MAX_RESULT_ERROR_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter between attempts: base * 2**(attempt-1), capped."""
+
+    base_s: float = 0.2
+    cap_s: float = 30.0
+    jitter: float = 0.2
+
+    def delay_ms(self, attempt: int) -> int:
+        raw = min(self.base_s * (2 ** max(attempt - 1, 0)), self.cap_s)
+        return max(1, int(raw * 1000 * (1 + random.uniform(-self.jitter, self.jitter))))
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    """What one reap did; ``dead_leases`` are (task id, fence) it made final (for ledgers)."""
+
+    requeued: int
+    dead: int
+    dead_leases: tuple[tuple[str, int], ...] = ()
+
+
+class TaskStore(StoreRecords):
+    """Task store for one namespace on one Redis: the state transitions (reads and record
+    rewrites in :class:`~raysys.store.records.StoreRecords`). Thread-safe as far as the
+    client is. Built over a :class:`~raysys.core.Core` (its client, keys, sealer, scripts)."""
+
+    def __init__(self, core: Core, *, audit: bool | None = None,
+                 retry: RetryPolicy | None = None, fences_per_ms: int = FENCES_PER_MS) -> None:
+        self.core = core
+        self.client = core.client
+        self.sealer = core.sealer
+        self.keys = core.keys
+        self.namespace = core.namespace
+        self.audit_enabled = core.audit if audit is None else audit
+        self.retry = retry or RetryPolicy()
+        self.fences_per_ms = fences_per_ms
+        self._scripts = core.scripts
+        self._audit = "1" if self.audit_enabled else "0"
+
+    # ---- submission: the one write path -------------------------------------------------
+    def submit(self, spec: TaskSpec) -> str:
+        """Store one task durably; return its id (an existing id for a known idempotency key)."""
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
+        """Store a batch atomically (all or nothing); ids in the order of ``specs``."""
+        if not specs:
+            return []
+        if len(specs) > MAX_BATCH:
+            raise ValidationError(f"batch of {len(specs)} tasks; at most {MAX_BATCH} per call")
+        k = self.keys
+        ids: list[str] = [""] * len(specs)
+        todo = list(range(len(specs)))
+        for _ in range(3):  # a random 128-bit id is taken only by an attacker's guess; re-issue
+            args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
+            for index in todo:
+                spec = specs[index]
+                task_id = new_task_id()
+                record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
+                args += [task_id, record, spec.priority, spec.idempotency_key or ""]
+            try:
+                reply = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit,
+                                             k.wake], args)
+            except redis.ResponseError as exc:
+                if "ERR_CORRUPT" not in str(exc):
+                    raise
+                raise IntegrityError(f"submit refused, nothing stored: {exc}",
+                                     reason="corrupt_key") from None
+            for index, value in zip(todo, reply, strict=True):
+                ids[index] = as_text(value)
+            todo = [index for index in todo if not ids[index]]
+            if not todo:
+                return ids
+            log.warning("%d task ids were already taken in Redis; re-issuing them", len(todo))
+        raise IntegrityError("task ids keep colliding with existing keys: is someone writing "
+                             "raysys keys?", reason="id_collision")
+
+    # ---- leasing ------------------------------------------------------------------------
+    def acquire(self, holder: str, n: int, ttl_s: float) -> list[Lease]:
+        """Lease up to ``n`` verified tasks to ``holder`` for ``ttl_s`` (server time)."""
+        return self.acquire_verified(holder, n, ttl_s)[0]
+
+    def acquire_verified(self, holder: str, n: int, ttl_s: float
+                         ) -> tuple[list[Lease], list[tuple[str, int]]]:
+        """Like :meth:`acquire`, also returning the (id, fence) of records it quarantined."""
+        k = self.keys
+        reply = self._run(
+            "acquire",
+            [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit,
+             k.acquire_log],
+            [k.prefix, holder, n, int(ttl_s * 1000), self._audit, AUDIT_MAXLEN,
+             self.fences_per_ms, os.urandom(8).hex()],  # one request id: a resend replays
+        )
+        if int(reply[1]) == 2:
+            log.warning("Redis run_id changed (restart or failover): fences raised to the "
+                        "server-clock floor before leasing")
+        leases: list[Lease] = []
+        rejected: list[Any] = []
+        for i in range(2, len(reply), 5):
+            task_id, fence, attempt, deadline = as_text(reply[i]), int(reply[i + 1]), int(
+                reply[i + 2]), int(reply[i + 3])
+            try:  # an unknown key id makes Sealer.open re-read the keyring once (rotation)
+                leases.append(self._verify_record(task_id, fence, attempt, deadline,
+                                                  reply[i + 4]))
+            except IntegrityError as exc:
+                # A key this node does not know yet is deferred (rotation still propagating);
+                # anything else failed verification for good.
+                action = "defer" if exc.reason == "unknown_key" else "quarantine"
+                log.error("task %s %s: %s", task_id,
+                          "deferred" if action == "defer" else "rejected", exc)
+                rejected += [task_id, fence, exc.reason, action]
+        quarantined: list[tuple[str, int]] = []
+        if rejected:
+            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit, k.pending],
+                             [k.prefix, AUDIT_MAXLEN, MAX_KEY_DEFERRALS, *rejected])
+            quarantined = [(rejected[i * 4], rejected[i * 4 + 1])
+                           for i, verdict in enumerate(done) if int(verdict) == 1]
+        return leases, quarantined
+
+    def renew(self, holder: str, leases: Sequence[tuple[str, int]], ttl_s: float) -> dict[str, int]:
+        """Extend leases; return {task id: new deadline ms, or 0 when the lease is lost}."""
+        if not leases:
+            return {}
+        args: list[Any] = [self.keys.prefix, holder, int(ttl_s * 1000)]
+        for task_id, fence in leases:
+            args += [task_id, fence]
+        reply = self._run("renew", [self.keys.leases, self.keys.stats], args)
+        return {task_id: int(dl) for (task_id, _), dl in zip(leases, reply[1:], strict=True)}
+
+    def release(self, holder: str, leases: Sequence[tuple[str, int]]) -> list[bool]:
+        """Hand back leases that never started: queued again, the attempt not counted.
+
+        False where the lease is no longer this holder's under that fence (expired, reaped).
+        """
+        if not leases:
+            return []
+        k = self.keys
+        args: list[Any] = [k.prefix, holder, self._audit, AUDIT_MAXLEN]
+        for task_id, fence in leases:
+            args += [task_id, fence]
+        reply = self._run("release", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
+        return [bool(int(x)) for x in reply[1:]]
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for a submission's wake-up; True if one came.
+
+        A hint, not a queue: one wake-up may stand for many submissions, and work made ready
+        otherwise (a retry's backoff ending, the reaper requeueing) is found by polling.
+        """
+        return self.client.blpop([self.keys.wake], timeout=timeout_s) is not None
+
+    # ---- commits ------------------------------------------------------------------------
+    def complete(self, holder: str, items: Sequence[tuple[Lease, Outcome]], *,
+                 before: Callable[[redis.client.Pipeline], None] | None = None) -> list[bool]:
+        """Commit each lease's outcome under its fence; False where the fence was stale.
+
+        ``before`` queues commands Redis must apply ahead of the commit (the ledger's intents)
+        on the same round trip.
+        """
+        if not items:
+            return []
+        args: list[Any] = [self.keys.prefix, holder, self._audit, AUDIT_MAXLEN]
+        for lease, outcome in items:
+            timing = (f"{outcome.seconds:.6f}", duration_bucket(outcome.seconds))
+            if outcome.ok:
+                try:
+                    fin = self.sealer.seal(COMPLETION, self._final_body(
+                        lease.task_id, TaskState.SUCCEEDED, lease.attempt, lease.fence,
+                        result=outcome.result))
+                    args += [lease.task_id, lease.fence, "ok", fin, "", *timing]
+                    continue
+                except ValidationError as exc:  # the same result would fail every time
+                    outcome = Outcome(ok=False, error=f"result not storable: {exc}",
+                                      retryable=False)
+            error = (outcome.error or "failed")[:MAX_RESULT_ERROR_CHARS]
+            if outcome.retryable and lease.attempt < lease.max_attempts:
+                delay = self.retry.delay_ms(lease.attempt)
+                args += [lease.task_id, lease.fence, "retry", "", f"{delay}|{error}", *timing]
+            else:
+                fin = self._final_record(lease.task_id, TaskState.DEAD, lease.attempt,
+                                         lease.fence, error=error)
+                args += [lease.task_id, lease.fence, "dead", fin, error, *timing]
+        k = self.keys
+        keys = [k.leases, k.delayed, k.counts, k.stats, k.audit, k.histograms]
+        if before is None:
+            reply = self._run("complete", keys, args)
+        else:
+            log.debug("redis script complete keys=%d args=%d (after queued commands)",
+                      len(keys), len(args))
+            reply = self._scripts.run_after(before, "complete", keys, args)
+        return [bool(int(x)) for x in reply[1:]]
+
+    # ---- reaping ------------------------------------------------------------------------
+    def reap(self, limit: int = 1000) -> ReapReport:
+        """Take back leases expired by server time: requeue, or ``dead`` on the last attempt.
+
+        Takes pages of ``limit`` until none is left (at most ``REAP_PAGES``), so a dead node's
+        whole batch returns in one pass. A record that does not verify is requeued, never made
+        dead here: the acquirer judges it, and quarantines, counts and audits it.
+        """
+        requeued, dead = 0, 0
+        dead_leases: list[tuple[str, int]] = []
+        for _ in range(REAP_PAGES):
+            page, scanned = self._reap_page(limit)
+            requeued += page.requeued
+            dead += page.dead
+            dead_leases += page.dead_leases
+            if scanned < limit:  # a short page: nothing expired is left
+                break
+        report = ReapReport(requeued, dead, tuple(dead_leases))
+        if requeued or dead:
+            log.info("reaped %d expired leases (%d requeued, %d dead)", requeued + dead,
+                     requeued, dead)
+        return report
+
+    def _reap_page(self, limit: int) -> tuple[ReapReport, int]:
+        """One page of expired leases: what was taken back, and how many entries were seen."""
+        k = self.keys
+        reply = self._run("expired", [k.leases], [k.prefix, limit])
+        if len(reply) <= 1:
+            return ReapReport(0, 0), 0
+        args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
+        maxima = self._max_attempts([as_text(reply[i]) for i in range(1, len(reply), 4)])
+        entries: list[tuple[str, int, str]] = []
+        for i in range(1, len(reply), 4):
+            task_id, fence, attempts = as_text(reply[i]), int(reply[i + 1]), int(reply[i + 2])
+            limit_for_task = maxima.get(task_id)
+            if limit_for_task is not None and attempts >= limit_for_task:
+                fin = self._final_record(task_id, TaskState.DEAD, attempts, fence,
+                                         error="lease expired on the last attempt")
+                args += [task_id, fence, "dead", fin]
+                entries.append((task_id, fence, "dead"))
+            else:
+                args += [task_id, fence, "requeue", ""]
+                entries.append((task_id, fence, "requeue"))
+        done = self._run("expire", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
+        taken = [e for e, ok in zip(entries, done[1:], strict=True) if int(ok)]
+        dead = tuple((t, f) for t, f, action in taken if action == "dead")
+        return ReapReport(len(taken) - len(dead), len(dead), dead), len(entries)
+
+    def _max_attempts(self, task_ids: list[str]) -> dict[str, int]:
+        """max_attempts from each verified record; unverifiable records are left out."""
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self.keys.task(task_id), "rec")
+        out: dict[str, int] = {}
+        for task_id, data in zip(task_ids, pipe.execute(), strict=True):
+            try:
+                body = self.sealer.open(bytes(data), RECORD).body if data else None
+                if isinstance(body, dict) and body.get("id") == task_id:
+                    out[task_id] = int(body["max_attempts"])
+            except (IntegrityError, KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    # ---- control and queries --------------------------------------------------------------
+    def cancel(self, task_id: str) -> TaskState:
+        """Cancel a task not yet final; return the state it was in. Final tasks are unchanged."""
+        check_task_id(task_id)
+        k = self.keys
+        fin = self._final_record(task_id, TaskState.CANCELLED, 0, 0)
+        before = as_text(self._run("cancel", [k.pending, k.delayed, k.leases, k.counts, k.audit],
+                                 [k.prefix, self._audit, AUDIT_MAXLEN, task_id, fin]))
+        if not before:
+            raise NotFound(f"no task {task_id} in namespace {self.namespace}")
+        return TaskState(before)

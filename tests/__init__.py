@@ -1,0 +1,1 @@
+"""The raysys test suites (``pytest`` runs them all; markers select one)."""

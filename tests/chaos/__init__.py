@@ -1,0 +1,1 @@
+"""Faults (kill -9, SIGSTOP, Redis restarts, partitions, resends) over a record of every attempt."""

@@ -1,0 +1,1 @@
+"""Attacks on records and messages, transport security, secrets, static scans."""

@@ -1,0 +1,1 @@
+"""Core logic without Ray; real Redis where storage is involved."""
