@@ -9,8 +9,8 @@ check: lint typecheck test
 lint:
 	$(PYTHON) -m ruff check .
 
-typecheck:  # files = ["raysys"] in pyproject.toml
-	$(PYTHON) -m mypy
+typecheck:  # mypy --strict over raysys, raysys.actors and raysys.serve as one package
+	PYTHON=$(PYTHON) .ci/typecheck
 
 test:
 	$(PYTHON) -m pytest

@@ -64,7 +64,7 @@ def pool_exists(namespace: str) -> bool:
 def run_in_job(namespace: str) -> dict[str, Any]:
     """Inside ``ray job submit``: a pool of our own on the job's cluster, removed at the end."""
     from raysys.config import load_settings
-    from raysys.redis_server.embedded import attach_or_start
+    from raysys.redis_server.attach import attach_or_start
 
     if pool_exists(namespace):
         # Its workers would lack this job's handlers, and client.down() would remove them.

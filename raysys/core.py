@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 import redis
 
 from raysys.config import Settings, load_settings
+from raysys.redis_server.attach import attach_or_start
 from raysys.redis_server.connection import connect_redis, server_policy_warnings
-from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start
+from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring
 from raysys.signing.keysource import keyring_source

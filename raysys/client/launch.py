@@ -20,7 +20,8 @@ from raysys.actor_config import SECRET_SETTINGS, ActorConfig
 from raysys.client.client import Client, Owned
 from raysys.config import Settings, load_settings
 from raysys.errors import ConfigurationError, RayUnavailable
-from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start
+from raysys.redis_server.attach import attach_or_start
+from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.signing.keysource import keyring_path, keyring_source
 
 log = logging.getLogger(__name__)

@@ -55,8 +55,26 @@ def connect_redis(
         use_tls = settings.tls_enabled
         if settings.redis_url is not None:
             url = settings.redis_url.get_secret_value()
+    options = _client_options(settings, use_tls, decode_responses, socket_timeout)
+    if url is not None:
+        client, endpoint = _client_for_url(url, use_tls, options)
+    else:
+        endpoint = settings.redis_endpoint()
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        client = redis.Redis(ssl=use_tls, host=endpoint[0], port=endpoint[1],
+                             username=settings.redis_username, password=password, **options)
+    try:
+        check_connection(client, settings, endpoint)
+    except BaseException:
+        client.close()
+        raise
+    return client
 
-    common: dict[str, Any] = {
+
+def _client_options(settings: Settings, use_tls: bool, decode_responses: bool,
+                    socket_timeout: float) -> dict[str, Any]:
+    """redis-py options every raysys client shares: timeouts, retries, health checks, TLS."""
+    options: dict[str, Any] = {
         "decode_responses": decode_responses,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
@@ -64,39 +82,25 @@ def connect_redis(
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
     }
     if use_tls:
-        common.update(_tls_options(settings))
+        options.update(_tls_options(settings))
         if settings.redis_ssl_cert_reqs == "none":  # allowed by RAYSYS_INSECURE_DEV: say so
             log.warning(
                 "REDIS_SSL_CERT_REQS=none (RAYSYS_INSECURE_DEV): the Redis server's certificate "
                 "is not checked, so anyone on the network path can impersonate it; "
                 "development only"
             )
+    return options
 
-    if url is not None:
-        parsed = urlparse(url)
-        if use_tls and parsed.scheme == "unix":
-            raise ConfigurationError("RAYSYS_REDIS_URL: TLS cannot be used with a unix:// socket")
-        if use_tls and parsed.scheme == "redis":
-            url = urlunparse(parsed._replace(scheme="rediss"))
-        endpoint = _url_endpoint(url)
-        client = redis.Redis.from_url(url, **common)
-    else:
-        endpoint = settings.redis_endpoint()
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
-        client = redis.Redis(
-            ssl=use_tls,
-            host=endpoint[0],
-            port=endpoint[1],
-            username=settings.redis_username,
-            password=password,
-            **common,
-        )
-    try:
-        check_connection(client, settings, endpoint)
-    except BaseException:
-        client.close()
-        raise
-    return client
+
+def _client_for_url(url: str, use_tls: bool, options: dict[str, Any]
+                    ) -> tuple[redis.Redis, tuple[str, int]]:
+    """A client for ``url`` (upgraded to ``rediss://`` when TLS is on) and its endpoint."""
+    parsed = urlparse(url)
+    if use_tls and parsed.scheme == "unix":
+        raise ConfigurationError("RAYSYS_REDIS_URL: TLS cannot be used with a unix:// socket")
+    if use_tls and parsed.scheme == "redis":
+        url = urlunparse(parsed._replace(scheme="rediss"))
+    return redis.Redis.from_url(url, **options), _url_endpoint(url)
 
 
 def check_connection(client: redis.Redis, settings: Settings, endpoint: tuple[str, int]) -> None:

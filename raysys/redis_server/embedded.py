@@ -12,16 +12,14 @@ With ``tls_cert``/``tls_key``/``tls_ca`` the server speaks TLS only (``--port 0 
 readiness over TLS, presenting its server certificate as the client certificate (as Redis does for
 replication), so that certificate must allow client authentication (``raysys certs`` makes it so).
 
-:func:`attach_or_start` is what CLI commands call: attach to the server that owns the directory,
-or start one (under an ``fcntl`` lock, so two processes never start two servers on one directory).
+Its command line and stdin configuration are :mod:`raysys.redis_server.command`'s; attaching to
+a running one is :mod:`raysys.redis_server.attach`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
 import signal
 import subprocess
 import time
@@ -43,84 +41,30 @@ from raysys.redis_server.binary import (
     pid_alive,
     port_is_free,
 )
+from raysys.redis_server.command import server_command, stdin_config
+from raysys.redis_server.probe import START_TIMEOUT_S, probe
 from raysys.redis_server.state import (
     BINARY_FILE,
     STATE_FILE,
     dir_lock,
+    load_or_generate_password,
     make_redis_dir,
     read_state,
     recorded_binary,
+    repair_aof,
     write_state,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    pass
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 20
 APPENDFSYNC_VALUES = ("always", "everysec", "no")
 
-PASSWORD_FILE = "password"
 LOG_FILE = "redis.log"
-
-# ok: answers as expected; foreign: answers, but is not the expected process; loading: replaying
-# its AOF; refused: nothing listens; auth: rejects the password; error: anything else (timeout).
-_Probe = Literal["ok", "foreign", "loading", "refused", "auth", "error"]
-
-
-def _config_quote(value: str) -> str:
-    """Quote ``value`` for a redis.conf line (``sdssplitargs`` syntax)."""
-    out = []
-    for ch in value:
-        if ch.isascii() and ch.isprintable() and ch not in '"\\':
-            out.append(ch)
-        else:
-            out.extend(f"\\x{b:02x}" for b in ch.encode())
-    return '"' + "".join(out) + '"'
-
-
-def _probe(
-    port: int,
-    password: str | None,
-    *,
-    expect_pid: int | None = None,
-    timeout: float = 1.0,
-    tls: Mapping[str, Any] | None = None,
-) -> _Probe:
-    """PING 127.0.0.1:port once, without retries; with ``expect_pid``, check the server's pid.
-
-    ``tls``: redis-py TLS keyword arguments (``ssl=True, ssl_ca_certs=...``) for a TLS-only server.
-    """
-    client = redis.Redis(
-        host=HOST,
-        port=port,
-        password=password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        **(tls or {}),
-    )
-    try:
-        client.ping()
-        if expect_pid is not None:
-            info = client.info("server")
-            if int(info.get("process_id", -1)) != expect_pid:
-                return "foreign"
-    except redis.BusyLoadingError:
-        return "loading"
-    except redis.AuthenticationError:
-        return "auth"
-    except redis.ConnectionError as exc:
-        refused = isinstance(exc.__context__, ConnectionRefusedError) or "refused" in str(exc)
-        return "refused" if refused else "error"
-    except redis.RedisError:
-        return "error"
-    finally:
-        client.close()
-    return "ok"
 
 
 class EmbeddedRedis:
@@ -202,7 +146,7 @@ class EmbeddedRedis:
     def password(self) -> str | None:
         """The password (a generated one is read from, or written to, ``redis/password``)."""
         if self._password is None and self._password_mode == "generate":
-            self._password = self._load_or_generate_password()
+            self._password = load_or_generate_password(self.data_dir)
         return self._password
 
     @property
@@ -254,15 +198,21 @@ class EmbeddedRedis:
             return self
         make_redis_dir(self.data_dir)
         with dir_lock(self.redis_dir):
-            self._start_locked()
+            self.start_holding_lock()
         return self
 
-    def _start_locked(self) -> None:
+    def prefer_port(self, port: int) -> None:
+        """Use ``port`` at the next start (a crashed server's, kept stable when free)."""
+        self._port = port
+
+    def start_holding_lock(self) -> None:
+        """:meth:`start`, for a caller that already holds the directory lock."""
         state = read_state(self.redis_dir)
         if (
             state is not None
             and pid_alive(state[0])
-            and _probe(state[1], self.password, expect_pid=state[0], tls=self.client_tls_options())
+            and probe(state[1], self.password, expect_pid=state[0],
+                      tls=self.client_tls_options())
             not in ("refused", "foreign")
         ):
             raise RedisUnavailable(
@@ -270,7 +220,8 @@ class EmbeddedRedis:
                 f"{self.redis_dir}: stop it first"
             )
         if state is not None and not pid_alive(state[0]):
-            self._repair_aof()  # the last run did not stop cleanly (kill -9, power loss)
+            # the last run did not stop cleanly (kill -9, power loss)
+            repair_aof(self.binary, self.redis_dir)
         if self._port is not None:
             self._launch(self._port)
         else:
@@ -296,71 +247,16 @@ class EmbeddedRedis:
             self.binary,
         )
 
-    def _repair_aof(self) -> None:
-        """Cut a torn AOF back to its last whole transaction before the server loads it.
-
-        Redis 7.0 (``aof-load-truncated yes``) truncates a torn AOF after the last complete
-        command, which can sit inside a script's MULTI block: half a script would be replayed
-        and accepted tasks stranded. ``redis-check-aof --fix`` truncates before that MULTI.
-        Valkey truncates to whole transactions itself (valkey-io/valkey#4342).
-        """
-        manifest = self.redis_dir / "appendonlydir" / "appendonly.aof.manifest"
-        checker = self.binary.parent / "redis-check-aof"
-        if "valkey" in self.binary.name or not manifest.is_file():
-            return
-        if not checker.is_file():
-            log.warning("the embedded Redis stopped uncleanly and %s is missing: a torn AOF "
-                        "may replay half a script", checker)
-            return
-        result = subprocess.run([str(checker), "--fix", str(manifest)], input=b"y\n",
-                                capture_output=True, timeout=120, check=False)
-        output = result.stdout.decode(errors="replace")
-        if "Successfully truncated" in output:
-            log.warning("the embedded Redis stopped uncleanly; its torn AOF tail was cut back to "
-                        "the last whole transaction (%s)", manifest)
-        elif result.returncode != 0:
-            log.warning("redis-check-aof could not check %s: %s", manifest,
-                        output.strip().splitlines()[-1:] or result.returncode)
-
     def _command(self, port: int) -> list[str]:
-        # fmt: off
-        if self.tls:  # TLS only: no plain TCP listener at all
-            listen = [
-                "--port", "0",
-                "--tls-port", str(port),
-                "--tls-cert-file", str(self.tls_cert),
-                "--tls-key-file", str(self.tls_key),
-                "--tls-ca-cert-file", str(self.tls_ca),
-                "--tls-auth-clients", "yes",
-            ]
-        else:
-            listen = ["--port", str(port)]
-        args = [
-            str(self.binary),
-            "--bind", HOST,
-            *listen,
-            "--dir", str(self.redis_dir),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            # A task hash holds its ~450-byte signed record: kept a listpack, not a hash table,
-            # it takes ~25 % less memory (benchmarks/memory_bench.py, docs/PERFORMANCE.md).
-            "--hash-max-listpack-value", "1024",
-            "--protected-mode", "yes",
-            "--daemonize", "no",
-            "--logfile", str(self.log_file),
-            *self.extra_args,
-        ]
-        # fmt: on
-        # The password goes in the config read from stdin ("-" must be the last argument),
-        # so it never shows in the process list.
-        return [*args, "-"]
+        tls = None
+        if self.tls_cert is not None and self.tls_key is not None and self.tls_ca is not None:
+            tls = (self.tls_cert, self.tls_key, self.tls_ca)
+        return server_command(self.binary, port, self.redis_dir, self.log_file,
+                              appendfsync=self.appendfsync, tls=tls, extra_args=self.extra_args)
 
     def _launch(self, port: int) -> None:
         password = self.password
-        config = f"requirepass {_config_quote(password)}\n" if password else ""
-        config += "".join(f"{line}\n" for line in self.config_lines)
+        config = stdin_config(password, self.config_lines)
         self._close_log()
         self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - kept open for the child
         proc = subprocess.Popen(
@@ -393,9 +289,9 @@ class EmbeddedRedis:
                     f"on port {port}{hint}; last log lines:\n{tail}"
                 )
             # Check the pid too: another server already on this port must not pass for ours.
-            probe = _probe(port, password, expect_pid=proc.pid, timeout=0.5,
+            answer = probe(port, password, expect_pid=proc.pid, timeout=0.5,
                            tls=self.client_tls_options())
-            if probe == "ok":
+            if answer == "ok":
                 return
             if time.monotonic() > deadline:
                 self._terminate(proc)
@@ -485,74 +381,3 @@ class EmbeddedRedis:
         if state is not None and state[0] == pid:
             with contextlib.suppress(FileNotFoundError):
                 (self.redis_dir / STATE_FILE).unlink()
-
-    def _load_or_generate_password(self) -> str:
-        redis_dir = make_redis_dir(self.data_dir)
-        path = redis_dir / PASSWORD_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            fd = -1
-        if fd >= 0:
-            password = secrets.token_urlsafe(32)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(password + "\n")
-            return password
-        if path.stat().st_mode & 0o077:
-            log.warning("tightening the permissions of %s to 0600", path)
-            path.chmod(0o600)
-        password = path.read_text().strip()
-        if not password:
-            raise ConfigurationError(f"{path} is empty: delete it to generate a new one")
-        return password
-
-
-def attach_or_start(
-    data_dir: Path, appendfsync: str = "always"
-) -> tuple[str, EmbeddedRedis | None]:
-    """The embedded default for CLI commands: ``(url, server)``.
-
-    If ``<data_dir>/redis/embedded.json`` names a live server that answers PING with the stored
-    password, return ``(url, None)``: attached, not owned. Otherwise start one and return
-    ``(url, server)``: the caller owns it and must ``stop()`` it. Check-and-start runs under an
-    ``fcntl`` lock, so concurrent callers on one directory share a single server.
-    """
-    redis_dir = make_redis_dir(Path(data_dir))
-    with dir_lock(redis_dir):
-        server = EmbeddedRedis(data_dir, appendfsync=appendfsync)
-        password = server.password
-        state = read_state(redis_dir)
-        if state is not None:
-            pid, port = state
-            if _attachable(pid, port, password):
-                log.debug(
-                    "attached to the embedded Redis: pid=%d port=%d dir=%s", pid, port, redis_dir
-                )
-                server._port = port
-                return server.url, None
-            if port_is_free(port):
-                server._port = port  # keep a stable port across crashes when we can
-        server._start_locked()
-        return server.url, server
-
-
-def _attachable(pid: int, port: int, password: str | None) -> bool:
-    """True when the recorded server answers; False when it is gone; raise when it is stuck."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        result = _probe(port, password, expect_pid=pid)
-        if result == "ok":
-            return True
-        if result in ("refused", "foreign") or not pid_alive(pid):
-            return False  # the recorded server no longer listens there: it is gone
-        if result == "auth":
-            raise RedisUnavailable(
-                f"the server on port {port} (pid {pid}) recorded in {STATE_FILE} rejects the "
-                f"stored password: stop it, or remove {STATE_FILE} if it is not raysys's"
-            )
-        if time.monotonic() > deadline:
-            raise RedisUnavailable(
-                f"the embedded Redis (pid {pid}, port {port}) is running but does not answer "
-                f"PING: stop it (kill {pid}) and retry"
-            )
-        time.sleep(0.05)

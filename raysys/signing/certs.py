@@ -156,40 +156,9 @@ def write_dev_certs(
         ip_sans, dns_sans = [ipaddress.ip_address(a) for a in DEFAULT_IPS], list(DEFAULT_DNS)
     if not 1 <= days <= MAX_DAYS:
         raise ValidationError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
-    files = CertFiles(Path(directory))
-    if files.directory.exists() and not files.directory.is_dir():
-        raise ValidationError(f"{files.directory} exists and is not a directory")
-    if not force:
-        existing = [path.name for path in files.all().values() if path.exists()]
-        if existing:
-            raise ValidationError(
-                f"{files.directory} already holds {', '.join(existing)}: "
-                "refusing to overwrite (use --force to replace them)"
-            )
-
+    files = _checked_target(Path(directory), force)
     start = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0) - BACKDATE
-    end = start + BACKDATE + dt.timedelta(days=days)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "raysys development"),
-        # a unique name: two dev CAs never pass for one another, even by name
-        x509.NameAttribute(NameOID.COMMON_NAME, f"raysys dev CA {secrets.token_hex(4)}"),
-    ])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    issuer = _Issuer(ca_cert, ca_key, ca_ski, start, end)
+    issuer = _Issuer.new_ca(start, start + BACKDATE + dt.timedelta(days=days))
     server_names: list[x509.GeneralName] = [
         *(x509.DNSName(name) for name in dns_sans),
         *(x509.IPAddress(addr) for addr in ip_sans),
@@ -202,15 +171,35 @@ def write_dev_certs(
     client_key, client_cert = issuer.leaf(
         CLIENT_NAME, [x509.DNSName(CLIENT_NAME)], [ExtendedKeyUsageOID.CLIENT_AUTH]
     )
-
-    contents = {
-        files.ca_cert: (_cert_pem(ca_cert), CERT_MODE),
-        files.ca_key: (_key_pem(ca_key), KEY_MODE),
+    _write_all(files, {
+        files.ca_cert: (_cert_pem(issuer.cert), CERT_MODE),
+        files.ca_key: (_key_pem(issuer.key), KEY_MODE),
         files.server_cert: (_cert_pem(server_cert), CERT_MODE),
         files.server_key: (_key_pem(server_key), KEY_MODE),
         files.client_cert: (_cert_pem(client_cert), CERT_MODE),
         files.client_key: (_key_pem(client_key), KEY_MODE),
-    }
+    }, force)
+    return DevCerts(files, tuple(str(a) for a in ip_sans), tuple(dns_sans), issuer.end)
+
+
+def _checked_target(directory: Path, force: bool) -> CertFiles:
+    """The files to write; ValidationError if the directory is a file, or (without ``force``)
+    if any of them exists already."""
+    files = CertFiles(directory)
+    if files.directory.exists() and not files.directory.is_dir():
+        raise ValidationError(f"{files.directory} exists and is not a directory")
+    if not force:
+        existing = [path.name for path in files.all().values() if path.exists()]
+        if existing:
+            raise ValidationError(
+                f"{files.directory} already holds {', '.join(existing)}: "
+                "refusing to overwrite (use --force to replace them)"
+            )
+    return files
+
+
+def _write_all(files: CertFiles, contents: dict[Path, tuple[bytes, int]], force: bool) -> None:
+    """Write every file atomically; on failure leave no partial set behind (without ``force``)."""
     written: list[Path] = []
     try:
         files.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -219,22 +208,16 @@ def write_dev_certs(
             written.append(path)
         _fsync_directory(files.directory)
     except OSError as exc:
-        if not force:  # leave no partial set behind (with --force the old files are gone anyway)
+        if not force:  # with --force the old files are gone anyway
             for path in written:
                 path.unlink(missing_ok=True)
-        if isinstance(exc, FileExistsError):  # created by someone else since the check above
+        if isinstance(exc, FileExistsError):  # created by someone else since the check
             raise ValidationError(
                 f"{exc.filename} appeared while writing: refusing to overwrite (use --force)"
             ) from None
         raise ValidationError(
             f"cannot write certificates to {files.directory}: {exc.strerror or exc}"
         ) from None
-    return DevCerts(
-        files,
-        tuple(str(a) for a in ip_sans),
-        tuple(dns_sans),
-        end,
-    )
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -245,6 +228,31 @@ class _Issuer:
     ski: x509.SubjectKeyIdentifier
     start: dt.datetime
     end: dt.datetime
+
+    @classmethod
+    def new_ca(cls, start: dt.datetime, end: dt.datetime) -> _Issuer:
+        """A fresh self-signed CA (``CA:TRUE, pathlen:0``) valid from ``start`` to ``end``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "raysys development"),
+            # a unique name: two dev CAs never pass for one another, even by name
+            x509.NameAttribute(NameOID.COMMON_NAME, f"raysys dev CA {secrets.token_hex(4)}"),
+        ])
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(ca=True), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key, ski, start, end)
 
     def leaf(
         self,
