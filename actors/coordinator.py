@@ -1,14 +1,17 @@
-"""The Coordinator actor: the submission path, the reaper, and status/progress queries.
+"""The Coordinator actor: the submission path, the reaper, the pool keeper, and queries.
 
 Fault-tolerance contract:
 
 * Keeps in Redis: everything. Submissions go through ``TaskStore.submit_many`` (the one write
   path): a call returns only after the signed records are stored. The reaper (``store.reap``
   every ``RAYSYS_REAPER_INTERVAL_S``) is stateless: any incarnation finishes what another began.
-* A restart re-runs ``__init__`` (reaper restarts; nothing to recover). A ``submit_many`` cut off
-  by the crash either stored its whole batch or nothing (one Lua script); the caller cannot tell
-  which, so it resubmits only with idempotency keys. ``status``/``statuses``/``counts``/
-  ``workers``/``cancel`` are idempotent and safe to retry.
+* The pool keeper (:mod:`raysys.actors.pool`, every ``POOL_INTERVAL_S``) replaces workers whose
+  every slot is stuck, follows the backlog between MIN and MAX workers, and asks Ray's
+  autoscaler for what held-back kinds need; it decides from Redis and Ray alone.
+* A restart re-runs ``__init__`` (reaper and keeper restart; nothing to recover). A
+  ``submit_many`` cut off by the crash either stored its whole batch or nothing (one Lua
+  script); the caller cannot tell which, so it resubmits only with idempotency keys.
+  ``status``/``statuses``/``counts``/``workers``/``cancel`` are idempotent and safe to retry.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from raysys.registry import Registry
 from raysys.timer import PeriodicTimer
 
 if TYPE_CHECKING:
+    from raysys.actors.pool import PoolKeeper
     from raysys.actors.ray_metrics import RayMetricsMirror
 
 log = logging.getLogger(__name__)
 MIRROR_INTERVAL_S = 5.0
+POOL_INTERVAL_S = 2.0
 
 
 class Coordinator:
@@ -44,10 +49,14 @@ class Coordinator:
         self._reaper = PeriodicTimer("reaper", self.core.settings.reaper_interval_s, self.reap)
         self._mirror: PeriodicTimer | None = None
         self._ray_mirror: RayMetricsMirror | None = None  # first use: needs Ray's runtime
+        self._pool: PeriodicTimer | None = None
+        self._keeper: PoolKeeper | None = None
         if reaper:
             self._reaper.start()
             self._mirror = PeriodicTimer("ray-metrics", MIRROR_INTERVAL_S, self.publish_metrics)
             self._mirror.start()
+            self._pool = PeriodicTimer("pool", POOL_INTERVAL_S, self.keep_pool)
+            self._pool.start()
 
     def submit_many(self, specs: Sequence[dict[str, Any] | TaskSpec]) -> list[str]:
         """Validate and store tasks (all or nothing per 10,000); ids in order."""
@@ -73,10 +82,25 @@ class Coordinator:
         return out
 
     def cancel(self, task_id: str) -> TaskState:
+        """Cancel one task; the state it was in (a final state: nothing changed)."""
         before = self.store.cancel(task_id)
         if self.ledger is not None and before not in FINAL_STATES:
             self.ledger.record([(task_id, 0, TaskState.CANCELLED.value)])
         return before
+
+    def cancel_many(self, task_ids: Sequence[str]) -> list[TaskState | None]:
+        """:meth:`cancel` each id; None where the task is unknown."""
+        out: list[TaskState | None] = []
+        for task_id in task_ids:
+            try:
+                out.append(self.cancel(task_id))
+            except NotFound:
+                out.append(None)
+        return out
+
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Kinds held back (no node can place them, max_in_flight reached), and why."""
+        return self.registry.waiting()
 
     def counts(self) -> dict[str, int]:
         return self.store.counts()
@@ -90,9 +114,20 @@ class Coordinator:
     def reap(self) -> tuple[int, int]:
         """One reaper pass: (requeued, dead). Dead-by-expiry is a final commit for the ledger."""
         report = self.store.reap()
-        if self.ledger is not None and report.dead_leases:
-            self.ledger.record((tid, fence, "dead") for tid, fence in report.dead_leases)
+        if self.ledger is not None and (report.dead_leases or report.unstarted):
+            self.ledger.record([*((tid, fence, "dead") for tid, fence in report.dead_leases),
+                                *((tid, 0, "dead") for tid in report.unstarted)])
         return report.requeued, report.dead
+
+    def keep_pool(self) -> dict[str, Any]:
+        """One pass of the pool keeper (stuck workers, autoscaling, resource requests)."""
+        if self._keeper is None:
+            from raysys.actors.pool import PoolKeeper
+
+            self._keeper = PoolKeeper(self.config, self.store, self.registry,
+                                      worker_max_age_ms=int(self.ttl_s * 1000),
+                                      scale_down_idle_s=self.config.scale_down_idle_s)
+        return self._keeper.check()
 
     def publish_metrics(self) -> int:
         """Copy the system-wide metrics into Ray's metrics API (the Ray dashboard)."""
@@ -120,6 +155,7 @@ class Coordinator:
 
     def stop(self) -> None:
         self._reaper.stop()
-        if self._mirror is not None:
-            self._mirror.stop()
+        for timer in (self._mirror, self._pool):
+            if timer is not None:
+                timer.stop()
         self.core.close()

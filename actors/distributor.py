@@ -2,13 +2,17 @@
 
 It acquires leases ON BEHALF of a worker (holder = that worker's id) and delivers them as one
 signed, replay-protected message (``Messenger``); the worker verifies it before running anything.
-Backpressure: a worker is offered at most ``capacity - (queued + running)`` leases, and none
-while it drains or its heartbeat is older than the lease TTL.
+Backpressure: a worker is offered at most the ``room`` it reports (its free slots plus a small
+prefetch), and nothing while it drains, is stuck, or its heartbeat is older than the lease TTL.
+Placement (:mod:`raysys.placement`): a kind no live node can place is not leased (its tasks wait
+pending, listed in the ``waiting`` hash); a kind's per-worker ``concurrency`` and cluster-wide
+``max_in_flight`` bound what is leased of it.
 
 Fault-tolerance contract:
 
 * Keeps in Redis: the queue and every lease it granted (through ``TaskStore.acquire_verified``),
-  the ``paused`` flag (``control`` hash). In memory: nothing that matters.
+  the ``paused`` flag (``control`` hash), the kinds held back (``waiting``). In memory: nothing
+  that matters.
 * A restart re-runs ``__init__`` and resumes the loop. Leases it granted but had not delivered
   belong to a worker that does not know them: nobody renews them, they expire and the reaper
   requeues them. A message delivered twice is rejected by the worker (nonce).
@@ -27,7 +31,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,11 +41,15 @@ from raysys.actors.context import ActorConfig, open_actor_core
 from raysys.ledger import CommitLedger
 from raysys.messaging.messenger import Messenger
 from raysys.messaging.wire import ASSIGN, assignment_chunks
+from raysys.models import Lease
+from raysys.placement import Plan, plan
 from raysys.registry import Registry
 
 log = logging.getLogger(__name__)
 
 LIVE_REFRESH_S = 0.25  # how stale the live-worker set may be (a new worker waits this long)
+LOAD_REFRESH_S = 0.25  # workers are asked their load at least this often while work waits
+PLAN_REFRESH_S = 1.0  # queued/in-flight counts per kind and the nodes are re-read this often
 PAUSE_REFRESH_S = 1.0  # the pause flag is also re-read from Redis this often
 REPLY_TIMEOUT_S = 5.0  # a delivery unanswered this long counts as failed (worker stopped, gone)
 WAKE_WAIT_S = 0.05  # longest wait on the wake-up list: bounds how late polled work is seen
@@ -48,12 +57,17 @@ IDLE_MIN_S, IDLE_MAX_S = 0.002, 0.005  # backoff while work waits for room or a 
 
 
 class WorkerPort(Protocol):
-    """How the distributor reaches workers (Ray in production, anything in unit tests)."""
+    """How the distributor reaches workers and sees nodes (Ray in production, anything in unit
+    tests)."""
 
     def loads(self, worker_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
     def send(self, worker_id: str, envelope: bytes) -> Future[int]:
         """Deliver without waiting; the future gives the worker's ``assign`` reply."""
+        ...
+
+    def nodes(self) -> list[dict[str, float]] | None:
+        """Total resources of each live node (None: no cluster to place on)."""
         ...
 
 
@@ -81,11 +95,17 @@ class Distributor:
         self.delivered = 0
         self.failed_deliveries = 0
         self._cycle_lock = threading.Lock()
-        self._free: dict[str, int] = {}  # estimated free room per worker since the last poll
+        self._free: dict[str, int] = {}  # estimated room per worker since the last poll
+        self._held: dict[str, Counter[str]] = {}  # per worker: leases held per kind (estimate)
+        self._loads_at = 0.0
         self._live_ids: list[str] = []
         self._live_at = 0.0
         self._paused = False
         self._paused_at = 0.0
+        self._counts: tuple[dict[str, int], dict[str, int]] = ({}, {})  # queued, inflight
+        self._nodes: list[dict[str, float]] | None = None
+        self._waiting: dict[str, dict[str, Any]] = {}
+        self._plan_at = float("-inf")
         self._sent: list[_Sent] = []  # deliveries not answered yet
         self._queue_empty = False  # the last round found nothing to lease
         self._stop = threading.Event()
@@ -104,13 +124,16 @@ class Distributor:
             live = self._live()
             if not live:
                 return 0
-            best, room = self._pick(live, fresh=False)
-            if room <= 0:  # estimates say everyone is full: ask the workers themselves
+            fresh = time.monotonic() - self._loads_at > LOAD_REFRESH_S
+            best, room = self._pick(live, fresh=fresh)
+            if room <= 0 and not fresh:  # estimates say everyone is full: ask the workers
                 best, room = self._pick(live, fresh=True)
             if room <= 0:
                 return 0
             wanted = min(self.config.batch, room)
-            leases, quarantined = self.store.acquire_verified(best, wanted, self.ttl_s)
+            current = self._plan(self._held.get(best, Counter()))
+            leases, quarantined = self.store.acquire_verified(best, wanted, self.ttl_s,
+                                                              quotas=current.quotas)
             if quarantined and self.ledger is not None:
                 self.ledger.record((tid, fence, "quarantined") for tid, fence in quarantined)
             # Fewer than asked for: the queue ran dry (wait for a wake-up, not another round).
@@ -119,16 +142,20 @@ class Distributor:
                 return 0
             self.granted += len(leases)
             self._free[best] = room - len(leases)
-            for chunk in assignment_chunks(leases):
-                envelope = self.messenger.seal(best, ASSIGN, {"leases": chunk})
-                try:
-                    reply = self.port.send(best, envelope)
-                except Exception as exc:  # the leases expire and the reaper requeues them
-                    self._failed(best, f"delivery of {len(chunk)} leases failed: {exc}")
-                    continue
-                self._sent.append(_Sent(best, len(chunk), reply,
-                                        time.monotonic() + REPLY_TIMEOUT_S))
+            self._held.setdefault(best, Counter()).update(lease.kind for lease in leases)
+            self._deliver(best, leases)
             return len(leases)
+
+    def _deliver(self, worker_id: str, leases: list[Lease]) -> None:
+        for chunk in assignment_chunks(leases):
+            envelope = self.messenger.seal(worker_id, ASSIGN, {"leases": chunk})
+            try:
+                reply = self.port.send(worker_id, envelope)
+            except Exception as exc:  # the leases expire and the reaper requeues them
+                self._failed(worker_id, f"delivery of {len(chunk)} leases failed: {exc}")
+                continue
+            self._sent.append(_Sent(worker_id, len(chunk), reply,
+                                    time.monotonic() + REPLY_TIMEOUT_S))
 
     def _settle(self) -> None:
         """Count the deliveries answered since the last round; time out the silent ones."""
@@ -161,27 +188,55 @@ class Distributor:
             log.warning("to %s: %s", worker_id, why)
 
     def _pick(self, live: list[str], *, fresh: bool) -> tuple[str, int]:
-        """The live, non-draining worker with the most free room, and that room.
+        """The live, non-draining worker with the most room, and that room.
 
         ``fresh``: ask every worker its load (one Ray round trip); otherwise use the estimates
         kept since the last poll (room minus what was handed out since).
         """
         if fresh:
-            self._free = {}
-            unanswered: dict[str, int] = {}
-            for sent in self._sent:
-                unanswered[sent.worker_id] = unanswered.get(sent.worker_id, 0) + sent.leases
-            for worker_id, load in self.port.loads(live).items():
-                if not load.get("draining"):
-                    self._free[worker_id] = (int(load["capacity"]) - int(load["queued"])
-                                             - int(load["running"])
-                                             - unanswered.get(worker_id, 0))
+            self._poll_loads(live)
         best, room = "", 0
         for worker_id in live:
             free = self._free.get(worker_id, 0)
             if free > room:
                 best, room = worker_id, free
         return best, room
+
+    def _poll_loads(self, live: list[str]) -> None:
+        self._free, self._held = {}, {}
+        self._loads_at = time.monotonic()
+        unanswered: Counter[str] = Counter()
+        for sent in self._sent:
+            unanswered[sent.worker_id] += sent.leases
+        for worker_id, load in self.port.loads(live).items():
+            if not load.get("draining"):
+                self._free[worker_id] = int(load["room"]) - unanswered[worker_id]
+                self._held[worker_id] = Counter(load.get("by_kind") or {})
+
+    # ---- placement ----------------------------------------------------------------------------
+    def _plan(self, held: Mapping[str, int]) -> Plan:
+        """Quotas for one hand-out; re-reads counts and nodes (and publishes the kinds held
+        back) at most every PLAN_REFRESH_S."""
+        book = self.store.kinds.read()
+        if time.monotonic() - self._plan_at > PLAN_REFRESH_S:
+            self._plan_at = time.monotonic()
+            self._counts = (self.store.queued_by_kind(), self.store.inflight_by_kind())
+            self._nodes = self.port.nodes()
+            self._publish_waiting(plan(book, nodes=self._nodes, queued=self._counts[0],
+                                       inflight=self._counts[1], held_by_worker={}).waiting)
+        return plan(book, nodes=self._nodes, queued=self._counts[0], inflight=self._counts[1],
+                    held_by_worker=held)
+
+    def _publish_waiting(self, waiting: dict[str, dict[str, Any]]) -> None:
+        now_ms = int(time.time() * 1000)
+        for kind, doc in waiting.items():
+            doc["since_ms"] = self._waiting.get(kind, {}).get("since_ms", now_ms)
+        if waiting != self._waiting:
+            for kind, doc in waiting.items():
+                if kind not in self._waiting:
+                    log.warning("kind %s held back: %s", kind, doc)
+            self.registry.set_waiting(waiting)
+            self._waiting = waiting
 
     def _live(self) -> list[str]:
         """Workers with a fresh heartbeat (re-read from Redis at most every LIVE_REFRESH_S)."""
@@ -213,7 +268,8 @@ class Distributor:
 
     def info(self) -> dict[str, Any]:
         return {"id": self.party, "paused": self.registry.paused(), "granted": self.granted,
-                "delivered": self.delivered, "failed_deliveries": self.failed_deliveries}
+                "delivered": self.delivered, "failed_deliveries": self.failed_deliveries,
+                "waiting": self._waiting}
 
     def pid(self) -> int:
         return os.getpid()
@@ -240,4 +296,3 @@ class Distributor:
             except Exception:
                 log.exception("distributor round failed; retrying")
                 self._stop.wait(0.5)
-

@@ -63,14 +63,16 @@ class ControlPlane:
     distributor: DistributorHandle
 
 
-def deploy(config: ActorConfig, workers: int) -> ControlPlane:
-    """Find or start the Coordinator, the Distributor and workers ``0..workers-1``; return
-    once each answers (idempotent: actors that exist are found, not started twice).
+def deploy(config: ActorConfig, workers: int | None = None) -> ControlPlane:
+    """Find or start the Coordinator, the Distributor and workers ``0..workers-1`` (default
+    the pool's MIN); return once each answers (idempotent: actors that exist are found, not
+    started twice).
 
     Raises whatever Ray raises when an actor does not come up within ``READY_TIMEOUT_S``.
     """
     plane = ControlPlane(start_coordinator(config), start_distributor(config))
-    started = [start_worker(config, i) for i in range(workers)]
+    count = config.min_workers if workers is None else workers
+    started = [start_worker(config, i) for i in range(count)]
     answers: list[Ref[object]] = [plane.coordinator.ping.remote(),
                                   plane.distributor.pid.remote(),
                                   *[h.pid.remote() for h in started]]
@@ -105,7 +107,7 @@ def start_worker(config: ActorConfig, index: int) -> WorkerHandle:
     """Worker ``index``; ``SPREAD`` places the pool across the cluster's nodes."""
     cls = ray.remote(Worker)
     handle = cls.options(name=worker_name(index), namespace=config.namespace,
-                         max_task_retries=0, max_concurrency=8, scheduling_strategy="SPREAD",
+                         max_task_retries=0, max_concurrency=16, scheduling_strategy="SPREAD",
                          **_COMMON).remote(worker_id(config.namespace, index), config)
     return cast(WorkerHandle, handle)
 
@@ -165,6 +167,12 @@ class RayWorkerPort:
             except Exception:  # dead or replaced: look the name up afresh next time
                 self._handles.pop(holder, None)
         return out
+
+    def nodes(self) -> list[dict[str, float]] | None:
+        """Total resources of each live node of the cluster."""
+        return [{str(k): float(v) for k, v in node.get("Resources", {}).items()}
+                for node in ray.nodes()  # type: ignore[no-untyped-call]  # Ray: no hints
+                if node.get("Alive")]
 
     def send(self, worker_id: str, envelope: bytes) -> Future[int]:
         handle = self._handle(worker_id)

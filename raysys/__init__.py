@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from raysys.errors import (
     ConfigurationError,
+    Fail,
     IntegrityError,
     LeaseError,
     LeaseLost,
@@ -12,24 +13,29 @@ from raysys.errors import (
     RaysysError,
     RayUnavailable,
     RedisUnavailable,
+    Retry,
+    TaskCancelled,
+    TaskDead,
     TaskFailed,
+    TaskQuarantined,
     ValidationError,
 )
-from raysys.handlers import TaskContext, task
+from raysys.handlers import CancelSignal, TaskContext, task
 from raysys.models import TaskSpec, TaskState, TaskStatus
 
 if TYPE_CHECKING:
     from raysys.client import Client
 
 
-def start(workers: int = 2, **options: Any) -> "Client":
+def start(workers: int | str | tuple[int, int] = 2, **options: Any) -> "Client":
     """Run raysys on this machine (embedded Redis, local Ray, the actors); see raysys.client."""
     from raysys.client import start as _start
 
     return _start(workers, **options)
 
 
-def up(address: str = "auto", workers: int = 2, **options: Any) -> "Client":
+def up(address: str = "auto", workers: int | str | tuple[int, int] = 2,
+       **options: Any) -> "Client":
     """Start (or find) the named actors on a running Ray cluster (`raysys up`); see client."""
     from raysys.client import up as _up
 
@@ -45,7 +51,9 @@ def connect(address: str = "auto", namespace: str | None = None, **options: Any)
 
 __version__ = "0.1.0"
 __all__ = [
+    "CancelSignal",
     "ConfigurationError",
+    "Fail",
     "IntegrityError",
     "LeaseError",
     "LeaseLost",
@@ -53,8 +61,12 @@ __all__ = [
     "RayUnavailable",
     "RaysysError",
     "RedisUnavailable",
+    "Retry",
+    "TaskCancelled",
     "TaskContext",
+    "TaskDead",
     "TaskFailed",
+    "TaskQuarantined",
     "TaskSpec",
     "TaskState",
     "TaskStatus",

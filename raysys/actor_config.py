@@ -15,17 +15,48 @@ from raysys.errors import ConfigurationError
 
 # Settings that must never travel as actor arguments (Ray records them in its GCS and logs).
 SECRET_SETTINGS = frozenset({"redis_url", "redis_password", "signing_keys", "api_token"})
+DEFAULT_CONCURRENCY = 16  # leases a worker runs at once: sized for I/O-bound work
+MAX_CONCURRENCY = 10_000
+MAX_WORKERS = 1_000
+Workers = int | str | tuple[int, int]
+
+
+def pool_size(workers: Workers) -> tuple[int, int]:
+    """(MIN, MAX) workers from N, (MIN, MAX) or "MIN:MAX"; ConfigurationError if malformed."""
+    if isinstance(workers, tuple) and len(workers) == 2:
+        low, high = workers
+    elif isinstance(workers, int) and not isinstance(workers, bool):
+        low = high = workers
+    elif isinstance(workers, str):
+        low_text, sep, high_text = workers.partition(":")
+        try:
+            low = int(low_text)
+            high = int(high_text) if sep else low
+        except ValueError:
+            raise ConfigurationError(f"workers {workers!r} is not N or MIN:MAX") from None
+    else:
+        raise ConfigurationError(f"workers {workers!r} is not N or MIN:MAX")
+    if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high <= MAX_WORKERS):
+        raise ConfigurationError(f"workers {workers!r}: need 0 <= MIN <= MAX <= {MAX_WORKERS}")
+    return low, high
 
 
 @dataclass(frozen=True)
 class ActorConfig:
-    """Non-secret configuration shared by the three actors (picklable, small)."""
+    """Non-secret configuration shared by the actors (picklable, small).
+
+    ``batch``: leases per assignment at most. ``concurrency``: leases a worker runs at once.
+    ``min_workers``/``max_workers``: the pool the Coordinator keeps (equal: a fixed pool).
+    """
 
     namespace: str
     overrides: dict[str, Any] = field(default_factory=dict)  # Settings field -> value
-    batch: int = 50  # leases per assignment
-    capacity: int = 100  # leases a worker may hold (queued + running)
+    batch: int = 50
+    concurrency: int = DEFAULT_CONCURRENCY
+    min_workers: int = 2
+    max_workers: int = 2
     ledger: bool = False  # record acknowledged commits in the CommitLedger (demo, tests)
+    scale_down_idle_s: float = 30.0  # an autoscaled pool removes a worker idle this long
 
     def __post_init__(self) -> None:
         secret = SECRET_SETTINGS.intersection(self.overrides)
@@ -33,8 +64,30 @@ class ActorConfig:
             raise ConfigurationError(
                 f"{', '.join(sorted(secret))} must reach actors through their environment or a "
                 "file, never as an actor argument")
-        if self.batch < 1 or self.capacity < self.batch:
-            raise ConfigurationError("actor batch must be >= 1 and capacity >= batch")
+        if self.batch < 1:
+            raise ConfigurationError("actor batch must be >= 1")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigurationError(f"concurrency must be from 1 to {MAX_CONCURRENCY}, not "
+                                     f"{self.concurrency}")
+        if not self.scale_down_idle_s > 0:
+            raise ConfigurationError("scale_down_idle_s must be above 0")
+        if not 0 <= self.min_workers <= self.max_workers <= MAX_WORKERS:
+            raise ConfigurationError(f"workers MIN:MAX needs 0 <= MIN <= MAX <= {MAX_WORKERS}, "
+                                     f"not {self.min_workers}:{self.max_workers}")
+
+    @classmethod
+    def build(cls, namespace: str, overrides: dict[str, Any], *, workers: Workers = 2,
+              batch: int = 50, concurrency: int = DEFAULT_CONCURRENCY, ledger: bool = False,
+              scale_down_idle_s: float = 30.0) -> ActorConfig:
+        """A config for a pool of ``workers`` (N, (MIN, MAX) or "MIN:MAX")."""
+        low, high = pool_size(workers)
+        return cls(namespace, overrides, batch=batch, concurrency=concurrency,
+                   min_workers=low, max_workers=high, ledger=ledger,
+                   scale_down_idle_s=scale_down_idle_s)
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_workers > self.min_workers
 
     def settings(self) -> Settings:
         return load_settings(**{**self.overrides, "namespace": self.namespace})

@@ -6,6 +6,8 @@ signals (:class:`LeaseLost`) are named as such and carry no user-facing advice.
 
 from __future__ import annotations
 
+MAX_RETRY_DELAY_S = 86_400.0  # the longest delay a handler may ask for with Retry
+
 
 class RaysysError(Exception):
     """Root of every raysys error. ``exit_code`` is what the CLI exits with."""
@@ -72,4 +74,38 @@ class NotFound(RaysysError):
 
 
 class TaskFailed(RaysysError):
-    """Raised by handlers (or wrapped around their errors) to fail one attempt."""
+    """Raised by handlers (or wrapped around their errors) to fail one attempt; it is retried
+    (after the kind's backoff) while attempts remain."""
+
+
+class Retry(TaskFailed):
+    """Control-flow signal a handler raises: this attempt failed, run the task again after
+    ``delay_s`` seconds (default: the exponential backoff). Counts against ``max_attempts``."""
+
+    def __init__(self, message: str = "retry requested by the handler", *,
+                 delay_s: float | None = None) -> None:
+        if delay_s is not None and not 0 <= delay_s <= MAX_RETRY_DELAY_S:
+            raise ValueError(f"Retry delay_s must be between 0 and {MAX_RETRY_DELAY_S:g} s")
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class Fail(TaskFailed):
+    """Control-flow signal a handler raises: the task is ``dead`` now, no further attempt."""
+
+
+class TaskDead(RaysysError):
+    """``result()`` of a task that ended ``dead`` (its attempts failed); ``error`` says why."""
+
+    exit_code = 1
+
+
+class TaskCancelled(RaysysError):
+    """``result()`` of a task that was cancelled."""
+
+    exit_code = 1
+
+
+class TaskQuarantined(IntegrityError):
+    """``result()`` of a task whose record failed verification: it never ran (exit 6)."""
+

@@ -19,7 +19,9 @@ Names (``cluster/prometheus/alerts.yaml`` and the Grafana dashboard query these)
 * gauges: ``redis_connected``, ``pending_tasks`` (pending plus failed awaiting retry),
   ``raysys_tasks{state}``, ``raysys_live_workers``, ``raysys_reaper_lag_seconds`` (how long
   the oldest expired lease has waited for the reaper), ``raysys_redis_pool_connections{state}``
-  (summed over the workers' heartbeats and the scraping process), ``raysys_actor_up{actor}``.
+  (summed over the workers' heartbeats and the scraping process), ``raysys_actor_up{actor}``,
+  ``raysys_tasks_waiting{kind,reason}`` (pending tasks of kinds held back: no live node can
+  place them, or ``max_in_flight`` reached).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Snapshot:
     reaper_lag_s: float = 0.0
     pool: dict[str, int] = field(default_factory=dict)
     actors: dict[str, bool] = field(default_factory=dict)
+    waiting: dict[str, dict[str, Any]] = field(default_factory=dict)  # kinds held back
 
 
 def read(core: Core, *, worker_max_age_ms: int,
@@ -92,8 +95,9 @@ def read(core: Core, *, worker_max_age_ms: int,
     pipe.hgetall(keys.histograms)
     pipe.hgetall(keys.workers)
     pipe.zrange(keys.leases, 0, 0, withscores=True)
+    pipe.hgetall(keys.waiting)
     try:
-        now, counts, stats, hist, workers, oldest = pipe.execute()
+        now, counts, stats, hist, workers, oldest, waiting = pipe.execute()
     except (redis.RedisError, OSError):
         return Snapshot(False, actors=dict(actors or {}))
     now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
@@ -109,7 +113,7 @@ def read(core: Core, *, worker_max_age_ms: int,
         lag = (now_ms - float(oldest[0][1])) / 1000
     return Snapshot(True, _ints(counts), _ints(stats),
                     {as_text(k): as_text(v) for k, v in hist.items()}, live, lag, pool,
-                    dict(actors or {}))
+                    dict(actors or {}), _docs(waiting))
 
 
 def families(snap: Snapshot) -> Iterator[Metric]:
@@ -161,6 +165,12 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                  snap.live_workers)
     yield _gauge("raysys_reaper_lag_seconds", "How long the oldest expired lease has waited "
                  "for the reaper", snap.reaper_lag_s)
+    waiting = GaugeMetricFamily("raysys_tasks_waiting", "Pending tasks of kinds held back, by "
+                                "kind and why (resources: no live node can place them)",
+                                labels=["kind", "reason"])
+    for kind, doc in sorted(snap.waiting.items()):
+        waiting.add_metric([kind, str(doc.get("reason", ""))], float(doc.get("pending", 0)))
+    yield waiting
     pool = GaugeMetricFamily("raysys_redis_pool_connections", "Redis connections in the "
                              "workers' and this process's pools", labels=["state"])
     for pool_use in ("in_use", "available"):
@@ -197,6 +207,18 @@ class _Fixed(Collector):
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help_text, value=value)
+
+
+def _docs(raw: Mapping[Any, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out[as_text(key, errors="replace")] = doc
+    return out
 
 
 def _ints(raw: Mapping[Any, Any]) -> dict[str, int]:

@@ -23,6 +23,8 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_PAYLOAD_DEPTH = 32
 MAX_BATCH = 10_000
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+DEFAULT_MAX_ATTEMPTS = 3  # a kind's attempts unless @raysys.task says otherwise
+DEFAULT_TIMEOUT_S = 300.0  # a kind's time limit per attempt unless @raysys.task says otherwise
 KIND_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -100,8 +102,11 @@ class TaskSpec(BaseModel):
     payload: JsonValue = None
     priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
-    max_attempts: int = Field(3, ge=1, le=100)
-    timeout_s: float = Field(300.0, gt=0, le=86_400)
+    # None: the kind's own (``@raysys.task``; 3 attempts, 300 s if it sets none). A value lowers
+    # the kind's, never raises it.
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    timeout_s: float | None = Field(None, gt=0, le=86_400)
+    schedule_to_start_s: float | None = Field(None, gt=0, le=365 * 86_400)
 
     @field_validator("payload")
     @classmethod
@@ -145,6 +150,7 @@ def record_body(task_id: str, spec: TaskSpec, namespace: str) -> dict[str, Any]:
         "idempotency_key": spec.idempotency_key,
         "max_attempts": spec.max_attempts,
         "timeout_s": spec.timeout_s,
+        "schedule_to_start_s": spec.schedule_to_start_s,
     }
 
 
@@ -162,8 +168,8 @@ class Lease(NamedTuple):
     kind: str
     payload: Any
     priority: int
-    max_attempts: int
-    timeout_s: float
+    max_attempts: int | None  # None: the kind's default
+    timeout_s: float | None  # None: the kind's default
     idempotency_key: str | None
 
     @classmethod
@@ -173,10 +179,12 @@ class Lease(NamedTuple):
 
         Raises KeyError, TypeError or ValueError when a field is missing or of the wrong type.
         """
-        key = doc.get("idempotency_key")
+        key, attempts, timeout = (doc.get("idempotency_key"), doc.get("max_attempts"),
+                                  doc.get("timeout_s"))
         return cls(str(doc["task_id"]), int(doc["fence"]), int(doc["attempt"]),
                    int(doc["deadline_ms"]), str(doc["kind"]), doc["payload"],
-                   int(doc["priority"]), int(doc["max_attempts"]), float(doc["timeout_s"]),
+                   int(doc["priority"]), None if attempts is None else int(attempts),
+                   None if timeout is None else float(timeout),
                    None if key is None else str(key))
 
     @property
@@ -198,9 +206,10 @@ class TaskStatus:
     error: str | None = None
     fence: int = 0
     holder: str | None = None
+    waiting: str | None = None  # pending and held back: why (no node can place its kind, ...)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "id": self.id,
             "state": self.state.value,
             "result": self.result,
@@ -209,6 +218,9 @@ class TaskStatus:
             "kind": self.kind,
             "priority": self.priority,
         }
+        if self.waiting is not None:
+            doc["waiting"] = self.waiting
+        return doc
 
 
 class Outcome(NamedTuple):
@@ -219,3 +231,4 @@ class Outcome(NamedTuple):
     error: str | None = None
     retryable: bool = True
     seconds: float = 0.0  # how long the handler ran
+    delay_s: float | None = None  # a retry's delay the handler asked for (None: the backoff)

@@ -1,12 +1,16 @@
-"""Worker heartbeats and pool control flags in Redis (server-time stamps).
+"""Worker heartbeats, pool control flags and kinds waiting for a node, in Redis.
 
 Keys (named in :mod:`raysys.store.keyspace`), under the namespace prefix ``{raysys:<ns>}:``:
 
 * ``workers`` — hash: worker id -> JSON ``{"ts": server ms, "pid", "node", "queued",
-  "inflight", "capacity", "draining", "completed"}``, written by each worker's heartbeat.
+  "running", "stuck", "concurrency", "room", "inflight", "draining", "completed", ...}``,
+  written by each worker's heartbeat.
 * ``control`` — hash: ``paused`` ("1": the distributor hands out nothing) and
   ``drain:<worker id>`` ("1": that worker takes no new work). Flags live here, not in actor
   memory, so a restarted actor obeys them.
+* ``waiting`` — hash: kind -> JSON ``{"reason", "need", "since_ms", "pending"}`` for kinds the
+  Distributor holds back (no node can place them now; ``max_in_flight`` reached), written by
+  the Distributor, read by ``status``, ``/health`` and the workers.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Registry:
         self.client = core.client
         self.workers_key = core.keys.workers
         self.control_key = core.keys.control
+        self.waiting_key = core.keys.waiting
 
     def server_ms(self) -> int:
         seconds, micros = self.client.time()
@@ -74,6 +79,31 @@ class Registry:
     def draining(self, worker_id: str) -> bool:
         return self.client.hget(self.control_key, f"drain:{worker_id}") is not None
 
+    # ---- kinds held back --------------------------------------------------------------------
+    def set_waiting(self, waiting: dict[str, dict[str, Any]]) -> None:
+        """Replace the kinds held back and why (one round trip)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.waiting_key)
+        if waiting:
+            pipe.hset(self.waiting_key, mapping={k: json.dumps(v) for k, v in waiting.items()})
+        pipe.execute()
+
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Kind -> why its tasks are held back (``reason``, ``need``, ``since_ms``, ...)."""
+        out: dict[str, dict[str, Any]] = {}
+        for kind, raw in self.client.hgetall(self.waiting_key).items():
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                out[as_text(kind, errors="replace")] = doc
+        return out
+
+    def waiting_kinds(self) -> set[str]:
+        """Kinds no node can place now (``reason`` ``resources``)."""
+        return {kind for kind, doc in self.waiting().items() if doc.get("reason") == "resources"}
+
     def clear(self) -> None:
         """Forget every heartbeat and flag (``raysys down``)."""
-        self.client.delete(self.workers_key, self.control_key)
+        self.client.delete(self.workers_key, self.control_key, self.waiting_key)

@@ -36,13 +36,13 @@ from ray import serve
 from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
 from raysys import metrics
-from raysys.actor_config import ActorConfig
+from raysys.actor_config import DEFAULT_CONCURRENCY, ActorConfig
 from raysys.actors import factory
 from raysys.actors.context import open_actor_core
 from raysys.config import load_settings
 from raysys.errors import NotFound, RaysysError
 from raysys.errors import ValidationError as SpecError
-from raysys.models import TaskSpec
+from raysys.models import FINAL_STATES, TaskSpec
 from raysys.serve.api_models import BatchIn, TaskIn
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def _error(status: int, detail: list[dict[str, Any]], *, auth: bool = False) -> 
                   health_check_period_s=10, health_check_timeout_s=30)
 @serve.ingress(api)
 class RaysysAPI:
-    def __init__(self, config: ActorConfig, workers: int = 2, start_actors: bool = True) -> None:
+    def __init__(self, config: ActorConfig, workers: int | None = None,
+                 start_actors: bool = True) -> None:
         self.config = config
         self.core = open_actor_core(config, "serve")
         self.namespace = config.namespace
@@ -103,13 +104,14 @@ class RaysysAPI:
         if not snap.redis_connected or not actors["coordinator"]:
             status = "unhealthy"
         elif (not actors["distributor"] or snap.live_workers == 0
-              or snap.reaper_lag_s > 2 * self.reaper_interval_s + 1):
+              or snap.reaper_lag_s > 2 * self.reaper_interval_s + 1
+              or any(d.get("reason") == "resources" for d in snap.waiting.values())):
             status = "degraded"
         body = {"status": status, "agent_id": self.agent_id,
                 "uptime": round(time.time() - self.started, 1),
                 "redis_connected": snap.redis_connected, "namespace": self.namespace,
                 "actors": actors, "live_workers": snap.live_workers,
-                "reaper_lag_s": round(snap.reaper_lag_s, 3)}
+                "reaper_lag_s": round(snap.reaper_lag_s, 3), "waiting": snap.waiting}
         return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
     @api.get("/metrics")
@@ -150,6 +152,28 @@ class RaysysAPI:
             return _error(503, [{"msg": "coordinator unavailable; retry (with an "
                                         "idempotency_key to be safe)"}])
         return JSONResponse({"ids": ids} if batch else {"id": ids[0]})
+
+    @api.delete("/tasks/{task_id}")
+    async def cancel(self, task_id: str, request: Request) -> JSONResponse:
+        """Cancel one task: ``{"id", "before", "state", "cancelled"}``; a final task is a
+        no-op (``cancelled`` false), an unknown one a 404."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            coordinator = factory.get_actor(factory.COORDINATOR, self.namespace)
+            before = await coordinator.cancel.remote(task_id)
+        except Exception as exc:
+            cause = getattr(exc, "cause", exc)
+            if isinstance(cause, NotFound):
+                return _error(404, [{"msg": f"no task {task_id}"}])
+            if isinstance(cause, SpecError):
+                return _error(422, [{"loc": ["path", "task_id"], "msg": str(cause)}])
+            log.warning("cancel failed: %s", exc)
+            return _error(503, [{"msg": "coordinator unavailable; retry"}])
+        done = before not in FINAL_STATES
+        return JSONResponse({"id": task_id, "before": before.value, "cancelled": done,
+                             "state": "cancelled" if done else before.value})
 
     @api.get("/tasks/{task_id}")
     async def status(self, task_id: str, request: Request) -> JSONResponse:
@@ -205,16 +229,19 @@ def _deployment() -> serve.Deployment:
 def app(args: dict[str, str] | None = None) -> Any:
     """Serve application builder (``import_path: raysys.serve.app:app``).
 
-    ``args``: ``workers`` (default 2). Everything else comes from the environment
-    (``RAYSYS_*``/``REDIS_*``), as on every node.
+    ``args``: ``workers`` (N or MIN:MAX, default 2), ``concurrency`` (leases each worker runs
+    at once, default 16). Everything else comes from the environment (``RAYSYS_*``/``REDIS_*``),
+    as on every node.
     """
     args = dict(args or {})
     settings = load_settings()
     overrides: dict[str, Any] = {}
     if settings.signing_key_file is not None:
         overrides["signing_key_file"] = str(settings.signing_key_file)
-    config = ActorConfig(settings.namespace, overrides)
-    return _deployment().bind(config, int(args.get("workers", 2)), True)
+    config = ActorConfig.build(settings.namespace, overrides,
+                               workers=str(args.get("workers", "2")),
+                               concurrency=int(args.get("concurrency", DEFAULT_CONCURRENCY)))
+    return _deployment().bind(config, None, True)
 
 
 def running_http() -> tuple[str, int] | None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from raysys.redis_server.embedded import attach_or_start
+from raysys.redis_server.attach import attach_or_start
 
 
 @contextmanager

@@ -39,6 +39,8 @@ class RunOptions:
     tasks: int = 2000
     workers: int = 2
     batch: int = 50  # leases per assignment (the actors' batch)
+    concurrency: int = 16  # leases each worker runs at once
+    kind: str = "noop"
     submit_batch: int = 500  # tasks per submission call
     rate: float | None = None  # offered load, tasks/s; None: as fast as possible
     timeout_s: float = 900.0
@@ -136,6 +138,7 @@ def run_on_cluster(client: _Client, ledger: CommitLedger, specs: Sequence[TaskSp
         **({"actor_rss_mb": _rss_report({**rss, "after": resident_mb(pids)})} if pids else {}),
         "settings": {"fsync": options.fsync, "signing": options.signing, "serve": options.serve,
                      "audit": options.audit, "workers": options.workers, "batch": options.batch,
+                     "concurrency": options.concurrency, "kind": options.kind,
                      "mode": "ray-actors", "signed_messages": True, "heartbeats": True,
                      "ledger": True, "warmup": options.warmup},
     })

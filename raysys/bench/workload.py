@@ -37,7 +37,12 @@ def demo_specs(n: int, seed: int = 7) -> list[TaskSpec]:
 
 
 def noop_specs(n: int) -> list[TaskSpec]:
-    spec = TaskSpec.build(kind="noop", payload=None)
+    return kind_specs(n, "noop")
+
+
+def kind_specs(n: int, kind: str, payload: object = None) -> list[TaskSpec]:
+    """``n`` tasks of one kind with one payload (the bench's workload)."""
+    spec = TaskSpec.build(kind=kind, payload=payload)
     return [spec] * n
 
 

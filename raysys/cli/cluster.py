@@ -10,7 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit, positive_int
+from raysys.actor_config import DEFAULT_CONCURRENCY
+from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit, positive_int, workers_arg
 from raysys.config import Settings
 
 
@@ -18,7 +19,11 @@ def register(sub: Any) -> None:
     """``up``, ``down``, ``drain``, ``workers``: the named actors on a running Ray cluster."""
     p = sub.add_parser("up", help="start the named actors on a running Ray cluster")
     p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
-    p.add_argument("--workers", type=positive_int, default=2, help="worker actors (default 2)")
+    p.add_argument("--workers", type=workers_arg, default=(2, 2),
+                   help="worker actors: N, or MIN:MAX for a pool that follows the backlog "
+                   "(default 2)")
+    p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
+                   help=f"leases each worker runs at once (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--batch", type=positive_int, default=50,
                    help="leases per assignment (default 50)")
     add_json_flag(p)
@@ -46,7 +51,8 @@ def register(sub: Any) -> None:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from raysys.client import up
 
-    client = up(args.address, workers=args.workers, batch=args.batch)
+    client = up(args.address, workers=args.workers, batch=args.batch,
+                concurrency=args.concurrency)
     try:
         url = client.serve(settings.http_host, settings.http_port)
         doc: dict[str, Any] = {"namespace": client.namespace, "http": url,

@@ -63,6 +63,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def workers_arg(text: str) -> tuple[int, int]:
+    """argparse type: N or MIN:MAX workers."""
+    from raysys.actor_config import pool_size
+    from raysys.errors import ConfigurationError
+
+    try:
+        low, high = pool_size(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if high < 1:
+        raise argparse.ArgumentTypeError("at least one worker (MAX >= 1)")
+    return low, high
+
+
 def int_between(low: int, high: int) -> Callable[[str], int]:
     """argparse type: a whole number in ``[low, high]``."""
 

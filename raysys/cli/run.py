@@ -21,10 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from raysys.actor_config import DEFAULT_CONCURRENCY
 from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit, positive_float, positive_int
 from raysys.config import Settings
 from raysys.errors import ValidationError
-from raysys.models import TaskSpec
+from raysys.models import TaskSpec, parse_json_payload
 from raysys.redis_server.embedded import APPENDFSYNC_VALUES
 from raysys.signing.keyring import (
     ALGORITHMS,
@@ -50,13 +51,19 @@ def register(sub: Any) -> None:
     p.add_argument("--tasks", type=positive_int, default=2000,
                    help="tasks to submit (default 2000)")
     p.add_argument("--workers", type=positive_int, default=2, help="worker actors (default 2)")
+    add_concurrency_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     p.set_defaults(handler=cmd_demo)
 
-    p = sub.add_parser("bench", help="measure tasks/s and latency for noop tasks")
+    p = sub.add_parser("bench", help="measure tasks/s and latency (noop tasks, or any kind)")
     p.add_argument("--tasks", type=positive_int, default=20_000,
                    help="measured tasks (default 20000)")
+    p.add_argument("--kind", default="noop", help="the kind to run (default noop; a kind of "
+                   "yours needs RAYSYS_HANDLERS)")
+    p.add_argument("--payload", default=None, help="the payload of every task, as JSON "
+                   "(e.g. '{\"seconds\": 0.02}' for sleep)")
     p.add_argument("--workers", type=positive_int, default=2, help="worker actors (default 2)")
+    add_concurrency_flag(p)
     p.add_argument("--rate", type=positive_float, default=None,
                    help="offered load, tasks/s (default: as fast as possible)")
     p.add_argument("--batch", type=positive_int, default=500,
@@ -74,23 +81,27 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from raysys.bench.cluster_run import RunOptions
     from raysys.bench.workload import demo_specs
 
-    options = RunOptions(tasks=args.tasks, workers=args.workers)
+    options = RunOptions(tasks=args.tasks, workers=args.workers, concurrency=args.concurrency,
+                         kind="mixed")
     return run_workload(settings, demo_specs(args.tasks), options, args.json, "demo")
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from raysys.bench.cluster_run import RunOptions
-    from raysys.bench.workload import noop_specs
+    from raysys.bench.workload import kind_specs
 
+    payload = parse_json_payload(args.payload) if args.payload is not None else None
+    specs = kind_specs(args.tasks, args.kind, payload)  # validated before anything starts
     if args.signing is not None and keys_configured(settings):
         raise ValidationError("--signing picks the algorithm of the bench's own key; with "
                               "RAYSYS_SIGNING_KEYS or RAYSYS_SIGNING_KEY_FILE set, the "
                               "configured keys sign (unset them, or drop --signing)")
     options = RunOptions(tasks=args.tasks, workers=args.workers, rate=args.rate,
-                         batch=args.batch, fsync=args.fsync,
+                         batch=args.batch, concurrency=args.concurrency, kind=args.kind,
+                         fsync=args.fsync,
                          signing=cast(Algorithm, args.signing or DEFAULT_ALGORITHM),
                          warmup=min(WARMUP_MAX, max(args.tasks // 20, 1)))
-    return run_workload(settings, noop_specs(args.tasks), options, args.json, "bench")
+    return run_workload(settings, specs, options, args.json, "bench")
 
 
 @dataclasses.dataclass
@@ -158,8 +169,8 @@ def _run_in_place(place: RunPlace, specs: list[TaskSpec], options: RunOptions, w
         print(f"raysys {what}: {len(specs)} tasks, {options.workers} workers, "
               f"{'embedded' if embedded else 'configured'} Redis, namespace "
               f"{place.namespace}; starting Ray and the actors...", file=sys.stderr)
-        with start(options.workers, batch=options.batch, ledger=True,
-                   **place.overrides) as client:
+        with start(options.workers, batch=options.batch, concurrency=options.concurrency,
+                   ledger=True, **place.overrides) as client:
             url = client.serve(settings.http_host, settings.http_port)
             options = dataclasses.replace(options, serve=url is not None)
             if url:
@@ -190,6 +201,11 @@ def _run_core(place: RunPlace, options: RunOptions) -> Iterator[tuple[CommitLedg
             if not core.embedded:
                 drop_keys(core.client, core.keys.pattern())
             ledger.clear()
+
+
+def add_concurrency_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
+                        help=f"leases each worker runs at once (default {DEFAULT_CONCURRENCY})")
 
 
 def keys_configured(settings: Settings) -> bool:

@@ -1,4 +1,4 @@
-"""``raysys submit`` and ``raysys status``: tasks straight against Redis (no cluster needed).
+"""``raysys submit``, ``status`` and ``cancel``: tasks straight against Redis (no cluster needed).
 
 Submissions go through the store's submit script, the one write path (DESIGN.md, "One
 writer"): the same one the Coordinator uses.
@@ -15,9 +15,10 @@ from typing import Any
 from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit
 from raysys.config import Settings
 from raysys.core import open_core
-from raysys.errors import ValidationError
+from raysys.errors import NotFound, ValidationError
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
 from raysys.store import TaskStore
+from raysys.store.records import check_task_id
 
 WAIT_POLL_S = 0.2
 WATCH_EVERY_S = 1.0
@@ -30,13 +31,22 @@ def register(sub: Any) -> None:
     src.add_argument("--payload", help="the payload as JSON (default: null)")
     src.add_argument("--file", type=Path, help="JSON Lines: one payload per line")
     p.add_argument("--priority", type=int, default=0, help="higher runs first (-1000..1000)")
-    p.add_argument("--max-attempts", type=int, default=3, help="attempts before dead (1..100)")
+    p.add_argument("--max-attempts", type=int, default=None,
+                   help="attempts before dead (1..100; default: the kind's, 3 if it sets none)")
+    p.add_argument("--schedule-to-start", type=float, default=None, metavar="SECONDS",
+                   help="dead if not started this long after submission (default: the kind's)")
     p.add_argument("--idempotency-key", help="resubmitting with this key returns the same task "
                    "(with --file, line N uses KEY-N)")
     p.add_argument("--wait", action="store_true", help="wait until the task is final")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
     add_json_flag(p)
     p.set_defaults(handler=cmd_submit)
+
+    p = sub.add_parser("cancel", help="cancel tasks: pending ones at once, running ones are "
+                       "told to stop (within a second) and fenced out")
+    p.add_argument("task_ids", nargs="+", metavar="ID", help="task ids")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("status", help="one task, or counts by state")
     p.add_argument("task_id", nargs="?", help="a task id (default: counts by state)")
@@ -65,7 +75,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 def specs_from_args(args: argparse.Namespace) -> list[TaskSpec]:
     """The validated specs of ``submit``: one from ``--payload``, or one per ``--file`` line."""
-    common = {"kind": args.kind, "priority": args.priority, "max_attempts": args.max_attempts}
+    common = {"kind": args.kind, "priority": args.priority, "max_attempts": args.max_attempts,
+              "schedule_to_start_s": args.schedule_to_start}
     if args.file is None:
         payload = parse_json_payload(args.payload) if args.payload is not None else None
         return [TaskSpec.build(payload=payload, idempotency_key=args.idempotency_key, **common)]
@@ -98,6 +109,35 @@ def wait_final(store: TaskStore, task_id: str, timeout: float) -> dict[str, Any]
         if status.state in FINAL_STATES or time.monotonic() > deadline:
             return dict(status.to_json())
         time.sleep(WAIT_POLL_S)
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    """Cancel each id; a final task is a no-op (said so); an unknown id makes the exit 8."""
+    for task_id in args.task_ids:
+        check_task_id(task_id)  # every id checked before anything changes
+    results: list[dict[str, Any]] = []
+    with open_core(settings) as core:
+        for task_id in args.task_ids:
+            try:
+                before = core.store.cancel(task_id)
+            except NotFound:
+                results.append({"id": task_id, "before": None, "state": None,
+                                "cancelled": False})
+                continue
+            done = before not in FINAL_STATES
+            results.append({"id": task_id, "before": before.value, "cancelled": done,
+                            "state": TaskState.CANCELLED.value if done else before.value})
+    emit({"results": results}, args.json, "\n".join(_cancel_line(r) for r in results))
+    return NotFound.exit_code if any(r["before"] is None for r in results) else 0
+
+
+def _cancel_line(result: dict[str, Any]) -> str:
+    if result["before"] is None:
+        return f"{result['id']}: no such task"
+    if result["cancelled"]:
+        told = " (its worker is told to stop)" if result["before"] == "leased" else ""
+        return f"{result['id']}: cancelled (was {result['before']}){told}"
+    return f"{result['id']}: already {result['before']}: nothing to cancel"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -27,7 +27,15 @@ from raysys.client.handles import (
     get_all,
     kill,
 )
-from raysys.errors import ConfigurationError, NotFound, RaysysError, RayUnavailable
+from raysys.errors import (
+    ConfigurationError,
+    NotFound,
+    RaysysError,
+    RayUnavailable,
+    TaskCancelled,
+    TaskDead,
+    TaskQuarantined,
+)
 from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus
 from raysys.redis_server.embedded import EmbeddedRedis
 
@@ -144,8 +152,25 @@ class Client:
             time.sleep(POLL_S)
 
     def cancel(self, task_id: str) -> TaskState:
-        """Cancel a task that is not final yet; the state it was in."""
+        """Cancel a task; the state it was in. Pending: cancelled at once; running: its handler
+        is told (``ctx.cancelled``, within a second; a Ray task is force-cancelled) and any
+        late commit is fenced out. A final state comes back unchanged: nothing to cancel."""
         return self._call(lambda: self.coordinator.cancel.remote(task_id))
+
+    def cancel_many(self, task_ids: Sequence[str]) -> list[TaskState | None]:
+        """:meth:`cancel` each id; the state each was in (None: unknown id)."""
+        ids = list(task_ids)
+        return self._call(lambda: self.coordinator.cancel_many.remote(ids))
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """The task's result once it succeeded. Raises TaskDead, TaskCancelled or
+        TaskQuarantined when it ended otherwise, TimeoutError when not final in time."""
+        status = self.wait([task_id], timeout)[0]
+        return result_of(status)
+
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Kinds held back now (no node can place them; max_in_flight reached), and why."""
+        return self._call(lambda: self.coordinator.waiting.remote())
 
     def counts(self) -> dict[str, int]:
         return self._call(lambda: self.coordinator.counts.remote())
@@ -321,6 +346,20 @@ class Client:
     def _ready(self, refs: list[Ref[Any]]) -> None:
         if refs:
             ready_or_raise(refs)
+
+
+def result_of(status: TaskStatus) -> Any:
+    """A final status's result, or the error its state stands for."""
+    if status.state == TaskState.SUCCEEDED:
+        return status.result
+    why = f"task {status.id} {status.state.value}: {status.error or 'no error recorded'}"
+    if status.state == TaskState.DEAD:
+        raise TaskDead(why)
+    if status.state == TaskState.CANCELLED:
+        raise TaskCancelled(why)
+    if status.state == TaskState.QUARANTINED:
+        raise TaskQuarantined(why, reason="quarantined")
+    raise TimeoutError(f"task {status.id} is still {status.state.value}")
 
 
 def ready_or_raise(refs: Sequence[Ref[Any]]) -> None:

@@ -40,6 +40,9 @@ class CoordinatorHandle(Protocol):
     status: Method[[str], TaskStatus]
     statuses: Method[[Sequence[str]], list[TaskStatus | None]]
     cancel: Method[[str], TaskState]
+    cancel_many: Method[[Sequence[str]], list[TaskState | None]]
+    waiting: Method[[], dict[str, dict[str, Any]]]
+    keep_pool: Method[[], dict[str, Any]]
     counts: Method[[], dict[str, int]]
     stats: Method[[], dict[str, int]]
     workers: Method[[], list[dict[str, Any]]]
@@ -61,6 +64,7 @@ class DistributorHandle(Protocol):
 
 class WorkerHandle(Protocol):
     assign: Method[[bytes], int]
+    attempt_started: Method[[str, int, float], None]
     load: Method[[], dict[str, Any]]
     info: Method[[], dict[str, Any]]
     drain: Method[[float], bool]

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from raysys.actor_config import SECRET_SETTINGS, ActorConfig
+from raysys.actor_config import DEFAULT_CONCURRENCY, SECRET_SETTINGS, ActorConfig, Workers
 from raysys.client.client import Client, Owned
 from raysys.config import Settings, load_settings
 from raysys.errors import ConfigurationError, RayUnavailable
@@ -27,11 +27,13 @@ from raysys.signing.keysource import keyring_path, keyring_source
 log = logging.getLogger(__name__)
 
 
-def start(workers: int = 2, *, batch: int = 50, capacity: int | None = None,
+def start(workers: Workers = 2, *, batch: int = 50, concurrency: int = DEFAULT_CONCURRENCY,
           ledger: bool = False, ray_temp_dir: Path | None = None, log_to_driver: bool = False,
-          **settings_overrides: Any) -> Client:
+          scale_down_idle_s: float = 30.0, **settings_overrides: Any) -> Client:
     """Run raysys on this machine and return a client; ``shutdown()`` takes it all down.
 
+    ``workers``: N, or (MIN, MAX) / "MIN:MAX" for a pool that follows the backlog;
+    ``concurrency``: leases each worker runs at once.
     ``settings_overrides`` are :class:`~raysys.config.Settings` fields (``data_dir``,
     ``namespace``, ``lease_ttl_s``, ``reaper_interval_s``, ``handlers``, ...). Secrets cannot be
     passed here (the actors would receive them as arguments): set them in the environment.
@@ -39,7 +41,9 @@ def start(workers: int = 2, *, batch: int = 50, capacity: int | None = None,
     """
     import ray
 
-    settings, config, server = _prepare(settings_overrides, batch, capacity, ledger)
+    settings, config, server = _prepare(settings_overrides, workers=workers, batch=batch,
+                                        concurrency=concurrency, ledger=ledger,
+                                        scale_down_idle_s=scale_down_idle_s)
     owned = Owned(server)
     try:
         if not ray.is_initialized():
@@ -49,7 +53,7 @@ def start(workers: int = 2, *, batch: int = 50, capacity: int | None = None,
             ray.init(namespace=settings.namespace, include_dashboard=False,
                      log_to_driver=log_to_driver, _temp_dir=str(temp))
             owned.ray_started = True
-        return _deployed(config, workers, owned=owned, ray_connected=owned.ray_started)
+        return _deployed(config, owned=owned, ray_connected=owned.ray_started)
     except BaseException:
         if owned.ray_started:
             ray.shutdown()
@@ -57,8 +61,8 @@ def start(workers: int = 2, *, batch: int = 50, capacity: int | None = None,
         raise
 
 
-def up(address: str = "auto", workers: int = 2, *, batch: int = 50, capacity: int | None = None,
-       **settings_overrides: Any) -> Client:
+def up(address: str = "auto", workers: Workers = 2, *, batch: int = 50,
+       concurrency: int = DEFAULT_CONCURRENCY, **settings_overrides: Any) -> Client:
     """Start (or find) the named actors on a running Ray cluster (``raysys up``).
 
     The actors are detached: they outlive this process; ``Client.down()`` removes them. With no
@@ -67,13 +71,14 @@ def up(address: str = "auto", workers: int = 2, *, batch: int = 50, capacity: in
     """
     import ray
 
-    settings, config, server = _prepare(settings_overrides, batch, capacity, False)
+    settings, config, server = _prepare(settings_overrides, workers=workers, batch=batch,
+                                        concurrency=concurrency, ledger=False)
     if server is not None:
         log.warning("started the embedded Redis in %s for the cluster; it keeps running",
                     settings.data_dir)
     connected = join_cluster(address, settings.namespace)
     try:
-        return _deployed(config, workers, owned=None, ray_connected=connected)
+        return _deployed(config, owned=None, ray_connected=connected)
     except BaseException:
         if connected:
             ray.shutdown()
@@ -107,13 +112,12 @@ def connect(address: str = "auto", namespace: str | None = None, *,
     return Client(config, plane.coordinator, plane.distributor, ray_connected=connected)
 
 
-def _deployed(config: ActorConfig, workers: int, *, owned: Owned | None,
-              ray_connected: bool) -> Client:
+def _deployed(config: ActorConfig, *, owned: Owned | None, ray_connected: bool) -> Client:
     """Find or start the actors; a Client over them. On failure, remove what ``start`` made."""
     from raysys.actors import factory
 
     try:
-        plane = factory.deploy(config, workers)
+        plane = factory.deploy(config)
     except Exception as exc:
         if owned is not None:
             try:
@@ -126,8 +130,9 @@ def _deployed(config: ActorConfig, workers: int, *, owned: Owned | None,
                   ray_connected=ray_connected)
 
 
-def _prepare(overrides: dict[str, Any], batch: int, capacity: int | None,
-             ledger: bool) -> tuple[Settings, ActorConfig, EmbeddedRedis | None]:
+def _prepare(overrides: dict[str, Any], *, workers: Workers, batch: int, concurrency: int,
+             ledger: bool, scale_down_idle_s: float = 30.0
+             ) -> tuple[Settings, ActorConfig, EmbeddedRedis | None]:
     """Settings, the actors' config, and the embedded Redis if this call started it."""
     secret = SECRET_SETTINGS.intersection(overrides)
     if secret:
@@ -143,8 +148,9 @@ def _prepare(overrides: dict[str, Any], batch: int, capacity: int | None,
         if settings.signing_keys is None:
             keyring_source(settings)()  # the embedded default creates data_dir/keys.json once
             actor_overrides["signing_key_file"] = str(keyring_path(settings))
-        config = ActorConfig(settings.namespace, actor_overrides, batch=batch,
-                             capacity=capacity or 2 * batch, ledger=ledger)
+        config = ActorConfig.build(settings.namespace, actor_overrides, workers=workers,
+                                   batch=batch, concurrency=concurrency, ledger=ledger,
+                                   scale_down_idle_s=scale_down_idle_s)
     except BaseException:
         if server is not None:
             server.stop()

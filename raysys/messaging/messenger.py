@@ -24,7 +24,7 @@ import redis
 from raysys.errors import IntegrityError, ValidationError
 from raysys.signing.envelope import Sealer
 from raysys.store.histograms import MESSAGE_LATENCY, bucket
-from raysys.store.task_store import AUDIT_MAXLEN
+from raysys.store.records import AUDIT_MAXLEN
 
 if TYPE_CHECKING:
     from raysys.core import Core

@@ -61,8 +61,8 @@ from raysys.snapshots.format import (
     read_snapshot_file,
     write_snapshot_file,
 )
+from raysys.store.records import AUDIT_MAXLEN
 from raysys.store.replies import as_bytes, as_text
-from raysys.store.task_store import AUDIT_MAXLEN
 
 if TYPE_CHECKING:
     from raysys.core import Core

@@ -35,9 +35,45 @@ class Keyspace:
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"
 
+    def queue(self, kind: str) -> str:
+        """Sorted set: pending tasks of one kind, scored by -priority * 2**40 + submission
+        sequence (higher priority first, FIFO within one)."""
+        return f"{self.prefix}q:{kind}"
+
     @property
-    def pending(self) -> str:
-        """Sorted set: task id scored by -priority * 2**40 + submission sequence."""
+    def queued_kinds(self) -> str:
+        """Hash: kind -> pending tasks of that kind (no field when none)."""
+        return self.prefix + "qkinds"
+
+    @property
+    def inflight(self) -> str:
+        """Hash: kind -> leased tasks of that kind (no field when none): max_in_flight."""
+        return self.prefix + "inflight"
+
+    @property
+    def kinds(self) -> str:
+        """Hash: kind -> signed description (options, placement needs), written by workers."""
+        return self.prefix + "kinds"
+
+    @property
+    def waiting(self) -> str:
+        """Hash: kind -> JSON saying why its tasks are not handed out now (no node can place
+        them, max_in_flight reached), written by the Distributor."""
+        return self.prefix + "waiting"
+
+    def cancels(self, holder: str) -> str:
+        """List: ids of tasks cancelled while ``holder`` held their lease (it stops them)."""
+        return f"{self.prefix}cancel:{holder}"
+
+    @property
+    def start_by(self) -> str:
+        """Sorted set: task id scored by the server time (ms) by which it must have started
+        (tasks submitted with a schedule-to-start limit)."""
+        return self.prefix + "startby"
+
+    @property
+    def legacy_pending(self) -> str:
+        """Sorted set of earlier versions (one queue for every kind); migrated away."""
         return self.prefix + "pending"
 
     @property

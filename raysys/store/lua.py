@@ -1,4 +1,9 @@
-"""The Lua scripts of every state transition, loaded from ``raysys/store/scripts/*.lua``."""
+"""The Lua scripts of every state transition, loaded from ``raysys/store/scripts/*.lua``.
+
+A script whose text has the line ``-- uses: lib`` gets ``lib.lua`` (helpers several scripts
+share: kind queues, counters, server time) put in front of it when it is loaded: one source for
+those helpers, and each script still runs as one atomic unit.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,19 @@ from redis.exceptions import NoScriptError
 
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
                 "quarantine", "cas_record", "claim_nonces", "cas_manifest", "release",
-                "snapshot_read", "snapshot_write")
+                "snapshot_read", "snapshot_write", "unstarted", "migrate_queues")
+USES_LIB = "-- uses: lib\n"
 
 
 @cache
 def script_source(name: str) -> str:
-    """The text of ``raysys/store/scripts/<name>.lua``."""
+    """The text Redis runs for script ``name``: its file, with ``lib.lua`` in front if it
+    uses it."""
+    text = _file(name)
+    return _file("lib") + "\n" + text if USES_LIB in text else text
+
+
+def _file(name: str) -> str:
     return resources.files("raysys.store").joinpath("scripts", f"{name}.lua").read_text("utf-8")
 
 

@@ -8,6 +8,7 @@ completion records of final states), answers queries, and rewrites a record's by
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from raysys.store.lua import Scripts
 
 log = logging.getLogger(__name__)
+AUDIT_MAXLEN = 100_000  # the audit stream is capped at about this many entries
 RECORD = "task"  # envelope purpose of a task record
 COMPLETION = "completion"  # envelope purpose of the signed record of a final state
 _TASK_ID = re.compile(TASK_ID_PATTERN)
@@ -89,18 +91,46 @@ class StoreRecords:
                     raise IntegrityError("completion record names another task",
                                          reason="copied_record")
                 result, error = body.get("result"), body.get("error") or error
+                if body.get("state") == TaskState.SUCCEEDED.value:
+                    error = None  # an earlier attempt's error is history, not the outcome
             except IntegrityError as exc:
                 error = f"completion record failed verification ({exc.reason})"
         task_state = TaskState(as_text(state))
+        waiting = self._waiting_reason(kind) if task_state == TaskState.PENDING else None
         return TaskStatus(task_id, task_state, int(att or 0), prio, kind, result, error,
                           int(fence or 0),
-                          as_text(holder) if holder and task_state == TaskState.LEASED else None)
+                          as_text(holder) if holder and task_state == TaskState.LEASED else None,
+                          waiting)
+
+    def _waiting_reason(self, kind: str) -> str | None:
+        """Why tasks of ``kind`` are held back now, in words (None: they are not)."""
+        raw = self.client.hget(self.keys.waiting, kind) if kind else None
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        if doc.get("reason") == "resources":
+            need = ", ".join(f"{name} {amount:g}" for name, amount in doc.get("need", {}).items())
+            return f"waiting for resources: no live node has {need}"
+        if doc.get("reason") == "max_in_flight":
+            return f"waiting: {doc.get('max_in_flight')} of its kind in flight (max_in_flight)"
+        return f"waiting: {doc.get('reason')}"
 
     def counts(self) -> dict[str, int]:
         """Tasks per state (every state present, zero included)."""
         raw = self.client.hgetall(self.keys.counts)
         got = {as_text(key): int(value) for key, value in raw.items()}
         return {state.value: got.get(state.value, 0) for state in TaskState}
+
+    def queued_by_kind(self) -> dict[str, int]:
+        """Pending tasks per kind (kinds with none are absent)."""
+        return _int_hash(self.client.hgetall(self.keys.queued_kinds))
+
+    def inflight_by_kind(self) -> dict[str, int]:
+        """Leased tasks per kind (kinds with none are absent)."""
+        return _int_hash(self.client.hgetall(self.keys.inflight))
 
     def stats(self) -> dict[str, int]:
         """Event counters: submitted, granted, renewed, fenced_rejected, retries, expired, ..."""
@@ -160,6 +190,11 @@ class StoreRecords:
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         log.debug("redis script %s keys=%d args=%d", name, len(keys), len(args))
         return self._scripts.run(name, keys, args)
+
+
+def _int_hash(raw: dict[Any, Any]) -> dict[str, int]:
+    return {as_text(key, errors="replace"): int(value) for key, value in raw.items()
+            if int(value) > 0}
 
 
 def check_task_id(task_id: str) -> None:

@@ -23,26 +23,38 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from raysys.errors import IntegrityError, NotFound, ValidationError
-from raysys.models import MAX_BATCH, Lease, Outcome, TaskSpec, TaskState, new_task_id, record_body
+from raysys.models import (
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_BATCH,
+    Lease,
+    Outcome,
+    TaskSpec,
+    TaskState,
+    new_task_id,
+    record_body,
+)
 from raysys.store.histograms import bucket as duration_bucket
-from raysys.store.records import COMPLETION, RECORD, StoreRecords, check_task_id
+from raysys.store.kinds import KindBook
+from raysys.store.reaping import StoreReaping
+from raysys.store.records import AUDIT_MAXLEN, COMPLETION, RECORD, check_task_id
 from raysys.store.replies import as_text
 
 if TYPE_CHECKING:
     from raysys.core import Core
 
 log = logging.getLogger(__name__)
+KindQuota = tuple[int, int]  # (take in this call or -1, cluster-wide cap or -1)
 FENCES_PER_MS = 1000  # fence floor scale: assumes < 1,000 grants per ms (1e6/s) on average
-AUDIT_MAXLEN = 100_000
 MAX_KEY_DEFERRALS = 50  # leases of a record under an unknown key before it is quarantined
-REAP_PAGES = 50  # pages of expired leases one reap() call takes back
+CANCEL_LIST_KEEP_MS = 600_000  # a holder's cancel list outlives a holder that died this long
+CANCEL_TAKE = 1000
 MAX_RESULT_ERROR_CHARS = 2_000
 
 
@@ -59,16 +71,7 @@ class RetryPolicy:
         return max(1, int(raw * 1000 * (1 + random.uniform(-self.jitter, self.jitter))))
 
 
-@dataclass(frozen=True, slots=True)
-class ReapReport:
-    """What one reap did; ``dead_leases`` are (task id, fence) it made final (for ledgers)."""
-
-    requeued: int
-    dead: int
-    dead_leases: tuple[tuple[str, int], ...] = ()
-
-
-class TaskStore(StoreRecords):
+class TaskStore(StoreReaping):
     """Task store for one namespace on one Redis: the state transitions (reads and record
     rewrites in :class:`~raysys.store.records.StoreRecords`). Thread-safe as far as the
     client is. Built over a :class:`~raysys.core.Core` (its client, keys, sealer, scripts)."""
@@ -85,6 +88,7 @@ class TaskStore(StoreRecords):
         self.fences_per_ms = fences_per_ms
         self._scripts = core.scripts
         self._audit = "1" if self.audit_enabled else "0"
+        self.kinds = KindBook(core.client, core.keys, core.sealer)
 
     # ---- submission: the one write path -------------------------------------------------
     def submit(self, spec: TaskSpec) -> str:
@@ -106,10 +110,11 @@ class TaskStore(StoreRecords):
                 spec = specs[index]
                 task_id = new_task_id()
                 record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
-                args += [task_id, record, spec.priority, spec.idempotency_key or ""]
+                args += [task_id, record, spec.priority, spec.idempotency_key or "", spec.kind,
+                         self._start_limit_ms(spec)]
             try:
-                reply = self._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit,
-                                             k.wake], args)
+                reply = self._run("submit", [k.seq, k.counts, k.stats, k.audit, k.wake,
+                                             k.start_by], args)
             except redis.ResponseError as exc:
                 if "ERR_CORRUPT" not in str(exc):
                     raise
@@ -124,22 +129,37 @@ class TaskStore(StoreRecords):
         raise IntegrityError("task ids keep colliding with existing keys: is someone writing "
                              "raysys keys?", reason="id_collision")
 
+    def _start_limit_ms(self, spec: TaskSpec) -> int:
+        """The schedule-to-start limit in ms: the submission's, else its kind's, else 0."""
+        limit = spec.schedule_to_start_s
+        if limit is None:
+            info = self.kinds.get(spec.kind)
+            limit = info.schedule_to_start_s if info is not None else None
+        return int(limit * 1000) if limit else 0
+
     # ---- leasing ------------------------------------------------------------------------
     def acquire(self, holder: str, n: int, ttl_s: float) -> list[Lease]:
         """Lease up to ``n`` verified tasks to ``holder`` for ``ttl_s`` (server time)."""
         return self.acquire_verified(holder, n, ttl_s)[0]
 
-    def acquire_verified(self, holder: str, n: int, ttl_s: float
+    def acquire_verified(self, holder: str, n: int, ttl_s: float, *,
+                         quotas: Mapping[str, KindQuota] | None = None, default_quota: int = -1,
                          ) -> tuple[list[Lease], list[tuple[str, int]]]:
-        """Like :meth:`acquire`, also returning the (id, fence) of records it quarantined."""
+        """Like :meth:`acquire`, also returning the (id, fence) of records it quarantined.
+
+        ``quotas``: per kind, (at most this many in this call, -1 for no limit; at most this
+        many leased at once across the cluster, -1 for no cap); a kind not named takes
+        ``default_quota`` (-1: up to ``n``). The best ``n`` by priority, then submission order,
+        across the kinds allowed; the cap is checked in the same atomic step.
+        """
         k = self.keys
-        reply = self._run(
-            "acquire",
-            [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit,
-             k.acquire_log],
-            [k.prefix, holder, n, int(ttl_s * 1000), self._audit, AUDIT_MAXLEN,
-             self.fences_per_ms, os.urandom(8).hex()],  # one request id: a resend replays
-        )
+        args: list[Any] = [k.prefix, holder, n, int(ttl_s * 1000), self._audit, AUDIT_MAXLEN,
+                           self.fences_per_ms, os.urandom(8).hex(),  # a resend replays
+                           default_quota]
+        for kind, (take, cap) in (quotas or {}).items():
+            args += [kind, int(take), int(cap)]
+        reply = self._run("acquire", [k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats,
+                                      k.audit, k.acquire_log, k.start_by], args)
         if int(reply[1]) == 2:
             log.warning("Redis run_id changed (restart or failover): fences raised to the "
                         "server-clock floor before leasing")
@@ -160,7 +180,7 @@ class TaskStore(StoreRecords):
                 rejected += [task_id, fence, exc.reason, action]
         quarantined: list[tuple[str, int]] = []
         if rejected:
-            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit, k.pending],
+            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit],
                              [k.prefix, AUDIT_MAXLEN, MAX_KEY_DEFERRALS, *rejected])
             quarantined = [(rejected[i * 4], rejected[i * 4 + 1])
                            for i, verdict in enumerate(done) if int(verdict) == 1]
@@ -187,7 +207,7 @@ class TaskStore(StoreRecords):
         args: list[Any] = [k.prefix, holder, self._audit, AUDIT_MAXLEN]
         for task_id, fence in leases:
             args += [task_id, fence]
-        reply = self._run("release", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
+        reply = self._run("release", [k.leases, k.counts, k.stats, k.audit], args)
         return [bool(int(x)) for x in reply[1:]]
 
     def wait_for_work(self, timeout_s: float) -> bool:
@@ -222,8 +242,9 @@ class TaskStore(StoreRecords):
                     outcome = Outcome(ok=False, error=f"result not storable: {exc}",
                                       retryable=False)
             error = (outcome.error or "failed")[:MAX_RESULT_ERROR_CHARS]
-            if outcome.retryable and lease.attempt < lease.max_attempts:
-                delay = self.retry.delay_ms(lease.attempt)
+            if outcome.retryable and lease.attempt < (lease.max_attempts or DEFAULT_MAX_ATTEMPTS):
+                delay = (self.retry.delay_ms(lease.attempt) if outcome.delay_s is None
+                         else max(1, int(outcome.delay_s * 1000)))
                 args += [lease.task_id, lease.fence, "retry", "", f"{delay}|{error}", *timing]
             else:
                 fin = self._final_record(lease.task_id, TaskState.DEAD, lease.attempt,
@@ -239,77 +260,26 @@ class TaskStore(StoreRecords):
             reply = self._scripts.run_after(before, "complete", keys, args)
         return [bool(int(x)) for x in reply[1:]]
 
-    # ---- reaping ------------------------------------------------------------------------
-    def reap(self, limit: int = 1000) -> ReapReport:
-        """Take back leases expired by server time: requeue, or ``dead`` on the last attempt.
-
-        Takes pages of ``limit`` until none is left (at most ``REAP_PAGES``), so a dead node's
-        whole batch returns in one pass. A record that does not verify is requeued, never made
-        dead here: the acquirer judges it, and quarantines, counts and audits it.
-        """
-        requeued, dead = 0, 0
-        dead_leases: list[tuple[str, int]] = []
-        for _ in range(REAP_PAGES):
-            page, scanned = self._reap_page(limit)
-            requeued += page.requeued
-            dead += page.dead
-            dead_leases += page.dead_leases
-            if scanned < limit:  # a short page: nothing expired is left
-                break
-        report = ReapReport(requeued, dead, tuple(dead_leases))
-        if requeued or dead:
-            log.info("reaped %d expired leases (%d requeued, %d dead)", requeued + dead,
-                     requeued, dead)
-        return report
-
-    def _reap_page(self, limit: int) -> tuple[ReapReport, int]:
-        """One page of expired leases: what was taken back, and how many entries were seen."""
-        k = self.keys
-        reply = self._run("expired", [k.leases], [k.prefix, limit])
-        if len(reply) <= 1:
-            return ReapReport(0, 0), 0
-        args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
-        maxima = self._max_attempts([as_text(reply[i]) for i in range(1, len(reply), 4)])
-        entries: list[tuple[str, int, str]] = []
-        for i in range(1, len(reply), 4):
-            task_id, fence, attempts = as_text(reply[i]), int(reply[i + 1]), int(reply[i + 2])
-            limit_for_task = maxima.get(task_id)
-            if limit_for_task is not None and attempts >= limit_for_task:
-                fin = self._final_record(task_id, TaskState.DEAD, attempts, fence,
-                                         error="lease expired on the last attempt")
-                args += [task_id, fence, "dead", fin]
-                entries.append((task_id, fence, "dead"))
-            else:
-                args += [task_id, fence, "requeue", ""]
-                entries.append((task_id, fence, "requeue"))
-        done = self._run("expire", [k.pending, k.leases, k.counts, k.stats, k.audit], args)
-        taken = [e for e, ok in zip(entries, done[1:], strict=True) if int(ok)]
-        dead = tuple((t, f) for t, f, action in taken if action == "dead")
-        return ReapReport(len(taken) - len(dead), len(dead), dead), len(entries)
-
-    def _max_attempts(self, task_ids: list[str]) -> dict[str, int]:
-        """max_attempts from each verified record; unverifiable records are left out."""
-        pipe = self.client.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hget(self.keys.task(task_id), "rec")
-        out: dict[str, int] = {}
-        for task_id, data in zip(task_ids, pipe.execute(), strict=True):
-            try:
-                body = self.sealer.open(bytes(data), RECORD).body if data else None
-                if isinstance(body, dict) and body.get("id") == task_id:
-                    out[task_id] = int(body["max_attempts"])
-            except (IntegrityError, KeyError, TypeError, ValueError):
-                continue
-        return out
-
     # ---- control and queries --------------------------------------------------------------
     def cancel(self, task_id: str) -> TaskState:
         """Cancel a task not yet final; return the state it was in. Final tasks are unchanged."""
         check_task_id(task_id)
         k = self.keys
         fin = self._final_record(task_id, TaskState.CANCELLED, 0, 0)
-        before = as_text(self._run("cancel", [k.pending, k.delayed, k.leases, k.counts, k.audit],
-                                 [k.prefix, self._audit, AUDIT_MAXLEN, task_id, fin]))
+        before = as_text(self._run("cancel", [k.delayed, k.leases, k.counts, k.audit,
+                                              k.start_by],
+                                   [k.prefix, self._audit, AUDIT_MAXLEN, task_id, fin,
+                                    CANCEL_LIST_KEEP_MS]))
         if not before:
             raise NotFound(f"no task {task_id} in namespace {self.namespace}")
         return TaskState(before)
+
+    def take_cancels(self, holder: str, wait_s: float) -> list[str]:
+        """Ids of tasks cancelled while ``holder`` held their lease, waiting up to ``wait_s``
+        for the first (a push from ``cancel``: the holder stops them within a second)."""
+        key = self.keys.cancels(holder)
+        first = self.client.blpop([key], timeout=wait_s)
+        if first is None:
+            return []
+        rest = self.client.lpop(key, CANCEL_TAKE) or []
+        return [as_text(first[1]), *(as_text(x) for x in rest)]

@@ -31,7 +31,8 @@ import redis
 
 import raysys
 from raysys.ledger import CommitLedger
-from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.redis_server.attach import attach_or_start
 from raysys.store.keyspace import Keyspace, drop_keys
 from tests.chaos.harness import HANDLER_MODULE, AttemptLog, DeployFn, Deployment, ResultsFile
 from tests.cluster_harness import private_ray, served_data_dir

@@ -21,7 +21,7 @@ import redis
 import raysys
 from raysys.client import Client
 from raysys.ledger import CommitLedger, LedgerReport
-from raysys.redis_server.embedded import attach_or_start
+from raysys.redis_server.attach import attach_or_start
 from raysys.store.keyspace import Keyspace, drop_keys
 from tests.cluster_harness import private_ray, served_data_dir
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from raysys.redis_server.binary import free_port
+from raysys.redis_server.embedded import EmbeddedRedis
 from tests.cli_harness import (
     SETTINGS_FIELDS,
     Cli,

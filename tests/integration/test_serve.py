@@ -28,7 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import raysys
 from raysys.client import Client, connect
 from raysys.models import FINAL_STATES, TaskSpec, TaskState
-from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start, free_port
+from raysys.redis_server.attach import attach_or_start
+from raysys.redis_server.binary import free_port
+from raysys.redis_server.embedded import EmbeddedRedis
 from tests.deploy.metric_usage import metric_names_used
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]

@@ -46,7 +46,8 @@ import raysys
 from raysys.client import Client
 from raysys.errors import ValidationError
 from raysys.models import MAX_PAYLOAD_BYTES
-from raysys.redis_server.embedded import attach_or_start, free_port
+from raysys.redis_server.attach import attach_or_start
+from raysys.redis_server.binary import free_port
 from raysys.store.keyspace import Keyspace, drop_keys, glob_escape
 from tests.security.security_results import ResultsFile, environment, security_row
 

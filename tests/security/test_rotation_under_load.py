@@ -40,7 +40,7 @@ from raysys.client import Client
 from raysys.ledger import CommitLedger
 from raysys.messaging.messenger import Messenger
 from raysys.models import TaskSpec, TaskState
-from raysys.redis_server.embedded import attach_or_start
+from raysys.redis_server.attach import attach_or_start
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import (
     Keyring,

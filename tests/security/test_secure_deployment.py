@@ -50,7 +50,8 @@ from test_redis_tls_acl import (
 )
 
 from raysys.bench.workload import demo_specs
-from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.redis_server.binary import free_port
 from raysys.signing.certs import CertFiles, write_dev_certs
 from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
 from tests.cli_harness import check_report, wait_no_processes

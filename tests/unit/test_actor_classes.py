@@ -21,7 +21,7 @@ from raysys.errors import ConfigurationError
 from raysys.ledger import CommitLedger
 from raysys.messaging.messenger import Messenger
 from raysys.models import FINAL_STATES, TaskState
-from raysys.redis_server.embedded import attach_or_start
+from raysys.redis_server.attach import attach_or_start
 from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -45,6 +45,9 @@ class DirectPort:
         reply.set_result(self.workers[worker_id].assign(envelope))
         return reply
 
+    def nodes(self) -> list[dict[str, float]] | None:
+        return None  # no cluster: nothing is held back for resources
+
 
 @pytest.fixture
 def config(tmp_path: Path) -> Iterator[ActorConfig]:
@@ -54,7 +57,7 @@ def config(tmp_path: Path) -> Iterator[ActorConfig]:
     yield ActorConfig(f"u{uuid.uuid4().hex[:8]}",
                       {"data_dir": str(tmp_path), "signing_key_file": str(keyfile),
                        "lease_ttl_s": 5.0},
-                      batch=5, capacity=10, ledger=True)
+                      batch=5, concurrency=5, ledger=True)
     if server is not None:
         server.stop()
 
@@ -115,7 +118,8 @@ def test_replayed_or_misaddressed_assignment_is_rejected(pool: Any, config: Acto
 def test_backpressure_pause_and_drain_hand_out_nothing(pool: Any) -> None:
     coordinator, distributor, worker, port = pool
     coordinator.submit_many([{"kind": "noop"} for _ in range(5)])
-    port.load_override = {"capacity": 10, "queued": 6, "running": 4, "draining": False}
+    port.load_override = {"room": 0, "concurrency": 5, "queued": 6, "running": 4,
+                          "draining": False}
     assert distributor.cycle() == 0  # the only worker is full
     port.load_override = None
     distributor.pause()
@@ -134,6 +138,27 @@ def test_cancel_and_registry(pool: Any) -> None:
     assert coordinator.cancel(task_id) == TaskState.PENDING
     assert coordinator.status(task_id).state == TaskState.CANCELLED
     assert [w["id"] for w in coordinator.workers()] == [worker.worker_id]
+
+
+def test_a_cancel_reaches_the_running_handler_within_a_second(pool: Any) -> None:
+    # given: a running sleep task on the worker
+    coordinator, distributor, worker, _ = pool
+    [task_id] = coordinator.submit_many([{"kind": "sleep", "payload": {"seconds": 30}}])
+    assert distributor.cycle() == 1
+    deadline = time.monotonic() + 5
+    while worker.load()["running"] != 1:
+        assert time.monotonic() < deadline, "the task did not start"
+        time.sleep(0.02)
+    # when: it is cancelled through the Coordinator
+    asked = time.monotonic()
+    assert coordinator.cancel(task_id) == TaskState.LEASED
+    # then: the worker's watcher stops the handler within a second; nothing is committed
+    while worker.load()["running"] != 0:
+        assert time.monotonic() - asked < 1.0, "the handler was not told within a second"
+        time.sleep(0.01)
+    assert worker.runner.counters.cancelled == 1
+    assert coordinator.status(task_id).state == TaskState.CANCELLED
+    assert coordinator.stats().get("fenced_rejected", 0) == 0
 
 
 def test_secrets_never_become_actor_arguments() -> None:
@@ -186,7 +211,7 @@ def test_accepted_message_metrics_are_written_off_the_delivery_path(pool: Any) -
     client = coordinator.core.client
     before = int(client.hget(stats_key, "messages:assign:accepted") or 0)
     worker._stop.set()  # hold the worker's own flushing thread back
-    worker._thread.join(timeout=5)
+    worker._watcher.join(timeout=5)
     coordinator.submit_many([{"kind": "noop"} for _ in range(5)])
     assert distributor.cycle() == 5
 

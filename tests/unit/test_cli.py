@@ -28,7 +28,8 @@ import pytest
 import redis
 
 from raysys.models import TaskSpec
-from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.redis_server.binary import free_port
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import load_keyring_file
 from raysys.worker_loop import WorkerLoop

@@ -31,9 +31,11 @@ RANKS: dict[str, int] = {
     "signing": 2, "redis_server": 2, "handlers": 2, "timer": 2, "actor_config": 2,
     "store": 3,
     "core": 4, "messaging": 4, "snapshots": 4, "ledger": 4, "registry": 4, "metrics": 4,
-    "rotation": 5, "worker_loop": 5, "bench": 5,
-    "client": 6,
-    "cli": 7,
+    "placement": 4,
+    "rotation": 5, "execution": 5, "bench": 5,
+    "worker_loop": 6,
+    "client": 7,
+    "cli": 8,
 }
 TOP = "__init__"  # raysys/__init__.py: the public API, may import any group
 FORBIDDEN_IN_CORE = ("ray", "raysys.actors", "raysys.serve")

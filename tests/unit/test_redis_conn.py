@@ -22,7 +22,8 @@ from raysys.redis_server.connection import (
     server_policy_warnings,
     server_run_id,
 )
-from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.redis_server.binary import free_port
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServerFactory

@@ -1,4 +1,5 @@
 -- complete.lua: commit the outcomes of a batch of leases, each under its fencing token.
+-- uses: lib
 -- KEYS[1] leases zset  KEYS[2] delayed zset  KEYS[3] counts hash  KEYS[4] stats hash
 -- KEYS[5] audit stream  KEYS[6] histograms hash
 -- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] audit on  ARGV[4] audit max length
@@ -6,7 +7,7 @@
 --   detail (retry: "<delay ms>|<error>", dead: error text, ok: ""), the handler's run time in
 --   seconds, and the task_duration_seconds bucket ("le" bound) that time falls in
 --   action "ok" -> succeeded, "dead" -> dead (attempts exhausted), "retry" -> failed + backoff
--- Touches: <prefix>t:<id> hashes, and the KEYS above. Metrics, in the same step as the state
+-- Touches: <prefix>t:<id> hashes, <prefix>inflight (lib.lua), and the KEYS above. Metrics, in the same step as the state
 --   change so they count each task once whoever commits: stats "attempt_failures" (every
 --   accepted dead or retry outcome); histogram fields task_duration_seconds:<le> (non-cumulative),
 --   :sum and :count for the attempt that made the task final (ok or dead).
@@ -15,9 +16,9 @@
 -- The same outcome under the same fence, already applied, is acknowledged again (1) and changes
 -- nothing: a client that resends a call whose reply was lost learns the truth.
 local prefix, holder, audit, maxlen = ARGV[1], ARGV[2], ARGV[3] == "1", ARGV[4]
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_ms()
 local out = {now}
+local landed = {}  -- kind -> leases of it that ended here (inflight goes down)
 local done, zrem = {succeeded = 0, dead = 0, failed = 0}, {}
 local rejected, duration_sum, buckets = 0, 0, {}
 local applied = {ok = "succeeded", dead = "dead", retry = "failed"}
@@ -25,7 +26,7 @@ for i = 5, #ARGV, 7 do
   local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local seconds, bucket = tonumber(ARGV[i + 5]), ARGV[i + 6]
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "fence", "fin", "reaped")
+  local h = redis.call("HMGET", tk, "state", "fence", "fin", "reaped", "k")
   if h[2] == fence and h[1] == applied[action] and not h[4] then
     out[#out + 1] = 1
   elseif h[1] ~= "leased" or h[2] ~= fence or h[3] then
@@ -54,6 +55,8 @@ for i = 5, #ARGV, 7 do
       duration_sum = duration_sum + seconds
     end
     zrem[#zrem + 1] = id
+    local kind = h[5] or kind_of(prefix, id)
+    landed[kind] = (landed[kind] or 0) + 1
     out[#out + 1] = 1
   end
 end
@@ -62,6 +65,7 @@ if #zrem > 0 then
     redis.call("ZREM", KEYS[1], unpack(zrem, j, math.min(j + 1999, #zrem)))
   end
   redis.call("HINCRBY", KEYS[3], "leased", -#zrem)
+  for kind, k in pairs(landed) do count(prefix .. "inflight", kind, -k) end
   for state, k in pairs(done) do
     if k > 0 then redis.call("HINCRBY", KEYS[3], state, k) end
   end

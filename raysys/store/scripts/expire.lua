@@ -1,9 +1,9 @@
 -- expire.lua: take back expired leases (the reaper's second step).
--- KEYS[1] pending zset  KEYS[2] leases zset  KEYS[3] counts hash  KEYS[4] stats hash
--- KEYS[5] audit stream
+-- uses: lib
+-- KEYS[1] leases zset  KEYS[2] counts hash  KEYS[3] stats hash  KEYS[4] audit stream
 -- ARGV[1] key prefix  ARGV[2] audit on  ARGV[3] audit max length
 -- ARGV[4..] per lease, 4 values: id, fence, action ("requeue" | "dead"), signed final record
--- Touches: <prefix>t:<id> hashes, and the KEYS above.
+-- Touches: <prefix>t:<id> hashes, the kind queues and counts (lib.lua), and the KEYS above.
 -- Returns: {now_ms, 1 (taken back) or 0 (no longer expired under that fence) per lease}.
 -- An entry in the leases set whose task is not leased at all is stale: it is removed, so stale
 -- entries can never fill the reaper's page and hide real expired leases. A task this script
@@ -12,44 +12,44 @@
 -- A lease is taken back only if it is still leased under the same fence and its deadline has
 -- passed by server time, so a renewal or commit racing the reaper wins cleanly.
 local prefix, audit, maxlen = ARGV[1], ARGV[2] == "1", ARGV[3]
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_ms()
 local out = {now}
 local requeued, dead = 0, 0
 for i = 4, #ARGV, 4 do
   local id, fence, action, fin = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local tk = prefix .. "t:" .. id
   local h = redis.call("HMGET", tk, "state", "fence", "sc", "holder", "fin")
-  local dl = tonumber(redis.call("ZSCORE", KEYS[2], id) or "0")
+  local dl = tonumber(redis.call("ZSCORE", KEYS[1], id) or "0")
   if h[1] == "leased" and h[2] == fence and dl > 0 and dl <= now and not h[5] then
-    redis.call("ZREM", KEYS[2], id)
+    redis.call("ZREM", KEYS[1], id)
+    left_flight(prefix, id)
     if action == "dead" then
       redis.call("HSET", tk, "state", "dead", "fin", fin, "holder", "", "reaped", "1",
         "err", "lease expired on the last attempt")
       dead = dead + 1
     else
       redis.call("HSET", tk, "state", "pending", "holder", "")
-      redis.call("ZADD", KEYS[1], h[3], id)
+      enqueue(prefix, kind_of(prefix, id), h[3], id)
       requeued = requeued + 1
     end
     if audit then
-      redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "lease_expired", "id", id,
+      redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "lease_expired", "id", id,
         "holder", h[4] or "", "fence", fence, "action", action)
     end
     out[#out + 1] = 1
   else
-    if h[1] ~= "leased" then redis.call("ZREM", KEYS[2], id) end
+    if h[1] ~= "leased" then redis.call("ZREM", KEYS[1], id) end
     out[#out + 1] = 0
   end
 end
 local taken = requeued + dead
 if taken > 0 then
-  redis.call("HINCRBY", KEYS[3], "leased", -taken)
+  redis.call("HINCRBY", KEYS[2], "leased", -taken)
   if requeued > 0 then
-    redis.call("HINCRBY", KEYS[3], "pending", requeued)
-    redis.call("HINCRBY", KEYS[4], "retries", requeued)
+    redis.call("HINCRBY", KEYS[2], "pending", requeued)
+    redis.call("HINCRBY", KEYS[3], "retries", requeued)
   end
-  if dead > 0 then redis.call("HINCRBY", KEYS[3], "dead", dead) end
-  redis.call("HINCRBY", KEYS[4], "expired", taken)
+  if dead > 0 then redis.call("HINCRBY", KEYS[2], "dead", dead) end
+  redis.call("HINCRBY", KEYS[3], "expired", taken)
 end
 return out

@@ -1,11 +1,12 @@
 -- quarantine.lua: set aside leased tasks whose records failed verification (never executed),
 -- or defer those signed by a key this node does not know yet (a rotation still propagating).
+-- uses: lib
 -- KEYS[1] leases zset  KEYS[2] counts hash  KEYS[3] stats hash  KEYS[4] audit stream
--- KEYS[5] pending zset
 -- ARGV[1] key prefix  ARGV[2] audit max length  ARGV[3] deferrals allowed per task
 -- ARGV[4..] per task, 4 values: id, fence, reason code (bad_signature, copied_record, ...),
 --   action ("quarantine" | "defer")
--- Touches: <prefix>t:<id> hashes (state, att, err, defer), and the KEYS above.
+-- Touches: <prefix>t:<id> hashes (state, att, err, defer), the kind queues and counts
+--   (lib.lua), and the KEYS above.
 -- Returns: per task 1 (quarantined), 2 (deferred: back to pending, the attempt not counted),
 --   0 (no longer leased under that fence: nothing done, e.g. a resent call).
 -- A deferral past ARGV[3] quarantines instead, so a record under a bogus key id cannot cycle.
@@ -17,9 +18,10 @@ for i = 4, #ARGV, 4 do
   local h = redis.call("HMGET", tk, "state", "fence", "att", "sc")
   if h[1] == "leased" and h[2] == fence then
     redis.call("ZREM", KEYS[1], id)
+    left_flight(prefix, id)
     if action == "defer" and redis.call("HINCRBY", tk, "defer", 1) <= max_defer then
       redis.call("HSET", tk, "state", "pending", "att", math.max(tonumber(h[3] or "1") - 1, 0))
-      redis.call("ZADD", KEYS[5], h[4], id)
+      enqueue(prefix, kind_of(prefix, id), h[4], id)
       redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "deferred", "id", id,
         "reason", reason, "fence", fence)
       deferred = deferred + 1

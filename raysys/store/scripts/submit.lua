@@ -1,21 +1,26 @@
 -- submit.lua: accept a batch of signed task records (the one write path).
--- KEYS[1] pending zset   KEYS[2] seq counter   KEYS[3] counts hash
--- KEYS[4] stats hash     KEYS[5] audit stream   KEYS[6] wake list (one element at most: pushed
---   when tasks were created, popped by the Distributor waiting for work with BLPOP)
+-- uses: lib
+-- KEYS[1] seq counter   KEYS[2] counts hash   KEYS[3] stats hash   KEYS[4] audit stream
+-- KEYS[5] wake list (one element at most: pushed when tasks were created, popped by the
+--   Distributor waiting for work with BLPOP)   KEYS[6] start-by zset (id -> server ms by which
+--   the task must have started, for tasks submitted with a schedule-to-start limit)
 -- ARGV[1] key prefix "{raysys:<ns>}:"   ARGV[2] audit on ("1"/"0")   ARGV[3] audit max length
--- ARGV[4..] per task, 4 values: id, signed record bytes, priority, idempotency key ("" = none)
--- Touches: <prefix>t:<id> (hash: rec, state, sc), <prefix>idem:<key> (string), the KEYS above.
+-- ARGV[4..] per task, 6 values: id, signed record bytes, priority, idempotency key ("" = none),
+--   kind, schedule-to-start limit in ms ("0" = none)
+-- Touches: <prefix>t:<id> (hash: rec, state, sc, k), <prefix>idem:<key> (string), the kind's
+--   queue <prefix>q:<kind> and <prefix>qkinds (lib.lua), the KEYS above.
 -- Returns: one reply per task, in order: the new id; the existing task's id when its
 --   idempotency key was seen before, or when the same id with identical bytes is already stored
 --   (a retried call); or "" when the id is taken by different bytes (nothing was written for
 --   that task: the caller re-issues it under a fresh id).
 local prefix, audit, maxlen = ARGV[1], ARGV[2] == "1", ARGV[3]
-local n = (#ARGV - 3) / 4
+local per = 6
+local n = (#ARGV - 3) / per
 -- Read-only pass first: a key of the wrong type (planted, corrupted) must fail the call before
 -- anything is written, never half way through (Lua errors do not roll back earlier writes).
 local known = {}
 for i = 0, n - 1 do
-  local idem = ARGV[4 + i * 4 + 3]
+  local idem = ARGV[4 + i * per + 3]
   if idem ~= "" then
     local prev = redis.pcall("GET", prefix .. "idem:" .. idem)
     if type(prev) == "table" and prev.err then
@@ -24,11 +29,13 @@ for i = 0, n - 1 do
     known[i] = prev
   end
 end
-local seq = redis.call("INCRBY", KEYS[2], n) - n
-local out, zargs, created = {}, {}, 0
+local now = server_ms()
+local seq = redis.call("INCRBY", KEYS[1], n) - n
+local out, created, by_kind = {}, 0, {}
 for i = 0, n - 1 do
-  local b = 4 + i * 4
-  local id, rec, idem = ARGV[b], ARGV[b + 1], ARGV[b + 3]
+  local b = 4 + i * per
+  local id, rec, idem, kind = ARGV[b], ARGV[b + 1], ARGV[b + 3], ARGV[b + 4]
+  local start_limit = tonumber(ARGV[b + 5])
   local prev = known[i] or false
   if idem ~= "" and not prev then prev = redis.call("GET", prefix .. "idem:" .. idem) end
   if prev then
@@ -37,11 +44,13 @@ for i = 0, n - 1 do
     local tk = prefix .. "t:" .. id
     if redis.call("HSETNX", tk, "rec", rec) == 1 then
       local score = -tonumber(ARGV[b + 2]) * 1099511627776 + seq + i + 1
-      redis.call("HSET", tk, "state", "pending", "sc", score)
+      redis.call("HSET", tk, "state", "pending", "sc", score, "k", kind)
       if idem ~= "" then redis.call("SET", prefix .. "idem:" .. idem, id) end
+      local zargs = by_kind[kind]
+      if not zargs then zargs = {}; by_kind[kind] = zargs end
       zargs[#zargs + 1] = score
       zargs[#zargs + 1] = id
-      if #zargs >= 2000 then redis.call("ZADD", KEYS[1], unpack(zargs)); zargs = {} end
+      if start_limit > 0 then redis.call("ZADD", KEYS[6], now + start_limit, id) end
       created = created + 1
       out[i + 1] = id
     elseif redis.call("HGET", tk, "rec") == rec then
@@ -51,14 +60,21 @@ for i = 0, n - 1 do
     end
   end
 end
-if #zargs > 0 then redis.call("ZADD", KEYS[1], unpack(zargs)) end
+for kind, zargs in pairs(by_kind) do  -- one ZADD per kind and 1,000 tasks, not one per task
+  local added = 0
+  for j = 1, #zargs, 2000 do
+    added = added + redis.call("ZADD", prefix .. "q:" .. kind,
+      unpack(zargs, j, math.min(j + 1999, #zargs)))
+  end
+  if added > 0 then count(prefix .. "qkinds", kind, added) end
+end
 if created > 0 then
-  redis.call("LPUSH", KEYS[6], "1")
-  redis.call("LTRIM", KEYS[6], 0, 0)
-  redis.call("HINCRBY", KEYS[3], "pending", created)
-  redis.call("HINCRBY", KEYS[4], "submitted", created)
+  redis.call("LPUSH", KEYS[5], "1")
+  redis.call("LTRIM", KEYS[5], 0, 0)
+  redis.call("HINCRBY", KEYS[2], "pending", created)
+  redis.call("HINCRBY", KEYS[3], "submitted", created)
   if audit then
-    redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "submitted", "n", created)
+    redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "submitted", "n", created)
   end
 end
 return out
