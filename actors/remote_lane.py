@@ -20,7 +20,7 @@ from typing import Any
 import ray
 
 from raysys.execution import call_async, call_sync
-from raysys.execution.lanes import Stop
+from raysys.execution.lanes import Report, Stop, outcome_of
 from raysys.handlers import Handler, KindOptions, TaskContext
 from raysys.models import Lease, Outcome
 
@@ -48,16 +48,16 @@ class RayRemoteLane:
     def __init__(self, worker: Any = None) -> None:
         self.worker = worker
 
-    def start(self, handler: Handler, lease: Lease, ctx: TaskContext
-              ) -> tuple[Future[Outcome], Stop]:
+    def start(self, handler: Handler, lease: Lease, ctx: TaskContext, report: Report) -> Stop:
         options = {**handler.options.ray_options(), "name": f"raysys:{lease.kind}"}
         fields = {"task_id": ctx.task_id, "attempt": ctx.attempt, "fence": ctx.fence,
                   "idempotency_key": ctx.idempotency_key, "timeout_s": ctx.timeout_s}
         ref = run_attempt.options(**options).remote(handler.fn, handler.is_async, lease.kind,
                                                     lease.payload, fields, self.worker)
         future: Future[Outcome] = ref.future()
+        future.add_done_callback(lambda done: report(outcome_of(done)))
 
         def stop() -> None:
             ray.cancel(ref, force=True)
 
-        return future, stop
+        return stop

@@ -1,4 +1,4 @@
-"""raysys against Dramatiq, side by side in one invocation: no-op tasks/s and their ratio.
+"""raysys against Dramatiq, side by side in one invocation: tasks/s, CPU per task, the ratio.
 
 A benchmark, not a test: it prints figures, and fails only when a side fails or skips work.
 The sides run one after the other (``--rounds`` alternates them), each on its own Redis with AOF
@@ -14,8 +14,17 @@ on and the same ``appendfsync``, so the ratio of the medians holds on a noisy ma
 - raysys: ``raysys bench --tasks N --fsync F --json`` in a private environment, timed by itself
   from its first submit to its last commit, with lost tasks and duplicate commits counted.
 
-Usage: python benchmarks/compare_dramatiq.py [--tasks 20000] [--rounds 1]
-       [--fsync always|everysec] [--processes 2] [--threads 8] [--senders 8] [--json]
+Workloads (``--workload``), the same on both sides: ``noop``; ``sleep`` (``--ms`` of waiting, an
+I/O-bound task: raysys's built-in ``sleep`` kind, ``time.sleep`` in Dramatiq); ``spin`` (``--ms``
+of pure-Python work: raysys's ``spin`` kind). Each side runs with its defaults (Dramatiq: a
+process per core x 8 threads; raysys: 2 workers x 16); ``--equal`` adds a raysys run with as
+many leases in flight as Dramatiq has threads (``--concurrency`` = threads x processes / 2).
+CPU per task is the CPU time (user + system) of everything the side ran, Redis included, over
+its tasks (``getrusage`` of this process and its waited-for children).
+
+Usage: python benchmarks/compare_dramatiq.py [--tasks 20000] [--rounds 1] [--workload noop]
+       [--ms 20] [--equal] [--fsync always|everysec] [--processes 2] [--threads 8]
+       [--senders 8] [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import importlib
 import importlib.util
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -62,12 +72,21 @@ def log(message: str) -> None:
 
 
 # ---- Dramatiq ---------------------------------------------------------------------------------
-def start_workers(url: str, processes: int, threads: int, cwd: Path) -> subprocess.Popen[str]:
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its waited-for children (and theirs), so far."""
+    mine, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return mine.ru_utime + mine.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def start_workers(url: str, processes: int, threads: int, cwd: Path,
+                  workload: str) -> subprocess.Popen[str]:
     """The ``dramatiq`` CLI in its own session: a terminal's Ctrl-C reaches only this script,
     which stops the workers itself (and a SIGKILL to the session reaches them all)."""
     command = [sys.executable, "-m", "dramatiq", "dramatiq_app:broker", "--path", str(HERE),
                "--processes", str(processes), "--threads", str(threads)]
-    return subprocess.Popen(command, cwd=cwd, env={**os.environ, URL_ENV: url},
+    env = {**os.environ, URL_ENV: url, "DRAMATIQ_BENCH_WORKLOAD": workload}
+    return subprocess.Popen(command, cwd=cwd, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -109,13 +128,13 @@ def stop_workers(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def send_all(actor: Any, tasks: int, senders: int) -> list[Any]:
-    """``actor.send(i)`` for every i, over ``senders`` threads; the messages sent. The threads
-    stop early when the caller is interrupted."""
+def send_all(actor: Any, tasks: int, senders: int, extra: tuple[Any, ...] = ()) -> list[Any]:
+    """``actor.send(i, *extra)`` for every i, over ``senders`` threads; the messages sent. The
+    threads stop early when the caller is interrupted."""
     stop = threading.Event()
 
     def send(part: range) -> list[Any]:
-        return [actor.send(i) for i in part if not stop.is_set()]
+        return [actor.send(i, *extra) for i in part if not stop.is_set()]
 
     pool = ThreadPoolExecutor(senders)
     try:
@@ -151,19 +170,22 @@ def count_results(client: Any, backend: Any, messages: list[Any]) -> int:
     return good
 
 
-def run_dramatiq(tasks: int, fsync: str, processes: int, threads: int, senders: int
-                 ) -> dict[str, Any]:
+def run_dramatiq(args: argparse.Namespace) -> dict[str, Any]:
+    tasks, fsync, processes, threads = args.tasks, args.fsync, args.processes, args.threads
+    extra = {"noop": (), "sleep": (args.ms / 1000,), "spin": (args.ms,)}[args.workload]
+    cpu_before = cpu_seconds()
     with tempfile.TemporaryDirectory(prefix="cd-", ignore_cleanup_errors=True) as tmp:
         log(f"Dramatiq and its Redis in {tmp}")
         server = EmbeddedRedis(Path(tmp), password=None, appendfsync=fsync).start()
         try:
             os.environ[URL_ENV] = server.url  # importing dramatiq_app needs it, once
-            broker, backend, actor = importlib.import_module("dramatiq_app").build(server.url)
-            proc = start_workers(server.url, processes, threads, Path(tmp))
+            broker, backend, actor = importlib.import_module("dramatiq_app").build(
+                server.url, args.workload)
+            proc = start_workers(server.url, processes, threads, Path(tmp), args.workload)
             try:
                 wait_ready(proc, processes)
                 started = time.perf_counter()
-                messages = send_all(actor, tasks, senders)
+                messages = send_all(actor, tasks, args.senders, extra)
                 wait_drained(broker.client, proc)
                 seconds = time.perf_counter() - started
             finally:
@@ -172,12 +194,15 @@ def run_dramatiq(tasks: int, fsync: str, processes: int, threads: int, senders: 
             processed = count_results(broker.client, backend, messages)
         finally:
             server.stop()
+    cpu = cpu_seconds() - cpu_before
     if processed != tasks or dead:
         raise BenchError(f"Dramatiq processed {processed} of {tasks} messages ({dead} dead)")
     return {"tasks": tasks, "processed": processed, "seconds": round(seconds, 2),
-            "tasks_per_s": round(tasks / seconds, 1),
+            "tasks_per_s": round(tasks / seconds, 1), "cpu_ms_per_task": round(
+                1000 * cpu / tasks, 3), "in_flight": processes * threads,
             "settings": {"fsync": fsync, "processes": processes, "threads": threads,
-                         "senders": senders, "results": True, "version": version("dramatiq")}}
+                         "senders": args.senders, "results": True,
+                         "version": version("dramatiq")}}
 
 
 # ---- raysys -----------------------------------------------------------------------------------
@@ -203,9 +228,17 @@ def stop_raysys(proc: subprocess.Popen[str]) -> None:
             return
 
 
-def run_raysys(tasks: int, fsync: str) -> dict[str, Any]:
+def run_raysys(args: argparse.Namespace, concurrency: int | None = None) -> dict[str, Any]:
+    tasks = args.tasks
     command = [sys.executable, "-m", "raysys.cli", "bench", "--tasks", str(tasks),
-               "--fsync", fsync, "--json"]
+               "--fsync", args.fsync, "--json", "--kind", args.workload]
+    payload = {"noop": None, "sleep": {"seconds": args.ms / 1000},
+               "spin": {"ms": args.ms}}[args.workload]
+    if payload is not None:
+        command += ["--payload", json.dumps(payload)]
+    if concurrency is not None:
+        command += ["--concurrency", str(concurrency)]
+    cpu_before = cpu_seconds()
     with tempfile.TemporaryDirectory(prefix="cr-", dir=SHORT_TMP,
                                      ignore_cleanup_errors=True) as tmp:
         log(f"raysys bench in {tmp}")
@@ -219,6 +252,9 @@ def run_raysys(tasks: int, fsync: str) -> dict[str, Any]:
     if proc.returncode != 0 or not stdout.startswith("{"):
         raise BenchError(f"raysys bench exited {proc.returncode} (its stderr is above)")
     report: dict[str, Any] = json.loads(stdout)
+    warmup = int(report.get("warmup", {}).get("tasks", 0))
+    report["cpu_ms_per_task"] = round(1000 * (cpu_seconds() - cpu_before) / (tasks + warmup), 3)
+    report["in_flight"] = report["settings"]["workers"] * report["settings"]["concurrency"]
     if report["lost"] or report["duplicate_commits"]:
         raise BenchError(f"raysys lost {report['lost']} tasks and committed "
                          f"{report['duplicate_commits']} twice")
@@ -228,33 +264,57 @@ def run_raysys(tasks: int, fsync: str) -> dict[str, Any]:
 # ---- report -----------------------------------------------------------------------------------
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
+    equal = max(1, args.threads * args.processes // 2)  # raysys runs 2 workers
     for n in range(1, args.rounds + 1):
-        log(f"round {n}/{args.rounds}: Dramatiq, {args.tasks} messages")
-        dq = run_dramatiq(args.tasks, args.fsync, args.processes, args.threads, args.senders)
+        log(f"round {n}/{args.rounds}: Dramatiq, {args.tasks} {args.workload} messages")
+        dq = run_dramatiq(args)
         log(f"round {n}/{args.rounds}: Dramatiq {dq['tasks_per_s']:,.0f} tasks/s; raysys bench")
-        rounds.append({"dramatiq": dq, "raysys": run_raysys(args.tasks, args.fsync)})
-        log(f"round {n}/{args.rounds}: raysys {rounds[-1]['raysys']['tasks_per_s']:,.0f} tasks/s")
-    dq_median = statistics.median(r["dramatiq"]["tasks_per_s"] for r in rounds)
-    rs_median = statistics.median(r["raysys"]["tasks_per_s"] for r in rounds)
-    return {"tasks": args.tasks, "fsync": args.fsync, "rounds": rounds,
-            "dramatiq_tasks_per_s": dq_median, "raysys_tasks_per_s": rs_median,
-            "ratio": round(rs_median / dq_median, 3)}
+        row = {"dramatiq": dq, "raysys": run_raysys(args)}
+        log(f"round {n}/{args.rounds}: raysys {row['raysys']['tasks_per_s']:,.0f} tasks/s")
+        if args.equal:
+            row["raysys_equal"] = run_raysys(args, equal)
+            log(f"round {n}/{args.rounds}: raysys at {2 * equal} in flight "
+                f"{row['raysys_equal']['tasks_per_s']:,.0f} tasks/s")
+        rounds.append(row)
+    out: dict[str, Any] = {"tasks": args.tasks, "workload": args.workload, "ms": args.ms,
+                           "fsync": args.fsync, "rounds": rounds}
+    for side in ("dramatiq", "raysys", "raysys_equal"):
+        if side in rounds[0]:
+            out[f"{side}_tasks_per_s"] = statistics.median(r[side]["tasks_per_s"] for r in rounds)
+            out[f"{side}_cpu_ms_per_task"] = statistics.median(
+                r[side]["cpu_ms_per_task"] for r in rounds)
+    out["ratio"] = round(out["raysys_tasks_per_s"] / out["dramatiq_tasks_per_s"], 3)
+    if args.equal:
+        out["ratio_equal_in_flight"] = round(
+            out["raysys_equal_tasks_per_s"] / out["dramatiq_tasks_per_s"], 3)
+    return out
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print(f"{report['tasks']} no-op tasks, appendfsync {report['fsync']}")
-    print(f"{'round':>6}  {'dramatiq tasks/s':>16}  {'raysys tasks/s':>14}  {'ratio':>6}")
+    what = report["workload"] + (f" {report['ms']:g} ms" if report["workload"] != "noop" else "")
+    print(f"{report['tasks']} tasks ({what}), appendfsync {report['fsync']}")
+    sides = [s for s in ("dramatiq", "raysys", "raysys_equal") if s in report["rounds"][0]]
+    print(f"{'round':>6}  " + "  ".join(f"{s + ' tasks/s':>20}" for s in sides) + "   ratio")
     for n, r in enumerate(report["rounds"], 1):
-        dq, rs = r["dramatiq"]["tasks_per_s"], r["raysys"]["tasks_per_s"]
-        print(f"{n:>6}  {dq:>16,.0f}  {rs:>14,.0f}  {rs / dq:>6.2f}")
-    print(f"{'median':>6}  {report['dramatiq_tasks_per_s']:>16,.0f}  "
-          f"{report['raysys_tasks_per_s']:>14,.0f}  {report['ratio']:>6.2f}")
+        rates = [r[s]["tasks_per_s"] for s in sides]
+        print(f"{n:>6}  " + "  ".join(f"{x:>20,.0f}" for x in rates)
+              + f"  {rates[1] / rates[0]:>6.2f}")
+    print(f"{'median':>6}  " + "  ".join(f"{report[s + '_tasks_per_s']:>20,.0f}" for s in sides)
+          + f"  {report['ratio']:>6.2f}")
+    print(f"{'cpu ms':>6}  " + "  ".join(f"{report[s + '_cpu_ms_per_task']:>20.3f}"
+                                         for s in sides) + "  per task")
+    for s in sides:
+        print(f"{s}: {report['rounds'][0][s]['in_flight']} in flight")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workload", choices=["noop", "sleep", "spin"], default="noop")
+    parser.add_argument("--ms", type=float, default=20.0, help="sleep/spin length per task")
+    parser.add_argument("--equal", action="store_true",
+                        help="also run raysys with as many tasks in flight as Dramatiq")
     parser.add_argument("--fsync", choices=["always", "everysec"], default="always")
     parser.add_argument("--processes", type=int, default=2, help="Dramatiq worker processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per Dramatiq process")

@@ -2,16 +2,17 @@
 loop (``async def`` handlers), or a Ray task placed by Ray's scheduler (kinds with Ray
 options; :class:`RemoteLane` is implemented in ``raysys.actors``, the only place with Ray).
 
-Each lane starts an attempt and gives back a :class:`~concurrent.futures.Future` of its
-:class:`~raysys.models.Outcome` and a way to stop it early.
+A lane starts an attempt, calls ``report(outcome)`` exactly once when it ends (from whatever
+thread it ends on: the runner only queues it), and gives back a way to stop it early.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from raysys.execution.outcomes import call_async, call_sync
@@ -19,32 +20,58 @@ from raysys.handlers import Handler, TaskContext
 from raysys.models import Lease, Outcome
 
 Stop = Callable[[], None]
+Report = Callable[[Outcome], None]
+MAX_ERROR_CHARS = 2_000
 
 
 class RemoteLane(Protocol):
     """Runs a kind as a Ray task with its Ray options (``max_retries=0``)."""
 
-    def start(self, handler: Handler, lease: Lease, ctx: TaskContext
-              ) -> tuple[Future[Outcome], Stop]:
-        """Submit the task; its outcome, and a force-cancel (the task's process is killed)."""
+    def start(self, handler: Handler, lease: Lease, ctx: TaskContext, report: Report) -> Stop:
+        """Submit the task; ``report`` its outcome; return a force-cancel (the task's process
+        is killed)."""
         ...
 
 
 class ThreadLane:
-    """Plain handlers on a pool of ``size`` threads (created as needed)."""
+    """Plain handlers on ``size`` threads (started as needed), fed through one queue.
 
-    def __init__(self, size: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="raysys-task")
+    The runner never hands it more attempts than it has free threads, so an attempt starts at
+    once; a thread whose handler overran its limit stays busy (stuck) until the handler
+    returns, and the runner counts it as taken.
+    """
 
-    def start(self, handler: Handler, payload: Any, ctx: TaskContext
-              ) -> tuple[Future[Outcome], Stop]:
-        future = self._pool.submit(call_sync, handler, payload, ctx)
+    def __init__(self, size: int, name: str = "raysys-task") -> None:
+        self.size = size
+        self.name = name
+        self._ready: queue.SimpleQueue[tuple[Handler, Any, TaskContext, Report] | None] = (
+            queue.SimpleQueue())
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def start(self, handler: Handler, payload: Any, ctx: TaskContext, report: Report) -> Stop:
+        with self._lock:
+            if len(self._threads) < self.size:
+                thread = threading.Thread(target=self._serve, name=f"{self.name}-"
+                                          f"{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        self._ready.put((handler, payload, ctx, report))
         # Python cannot stop a thread: the handler is told (ctx.cancelled) and its result,
         # whenever it comes, is not committed.
-        return future, _nothing
+        return _nothing
+
+    def _serve(self) -> None:
+        while True:
+            item = self._ready.get()
+            if item is None:
+                return
+            handler, payload, ctx, report = item
+            report(call_sync(handler, payload, ctx))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._threads:
+            self._ready.put(None)
 
 
 class AsyncLane:
@@ -54,12 +81,12 @@ class AsyncLane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
-    def start(self, handler: Handler, payload: Any, ctx: TaskContext
-              ) -> tuple[Future[Outcome], Stop]:
+    def start(self, handler: Handler, payload: Any, ctx: TaskContext, report: Report) -> Stop:
         loop = self._running_loop()
         future = asyncio.run_coroutine_threadsafe(call_async(handler, payload, ctx), loop)
+        future.add_done_callback(lambda done: report(outcome_of(done)))
         # CancelledError inside the handler at its next await
-        return future, lambda: _cancel(future)
+        return lambda: _cancel(future)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -75,6 +102,16 @@ class AsyncLane:
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._loop = None
+
+
+def outcome_of(future: Future[Outcome]) -> Outcome:
+    """The outcome a finished future holds; a cancelled or failed one is a failed attempt."""
+    if future.cancelled():
+        return Outcome(ok=False, error="cancelled")
+    exc = future.exception()
+    if exc is not None:
+        return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+    return future.result()
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:

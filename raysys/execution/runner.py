@@ -5,11 +5,15 @@ it; the core-only loop drives it too). Contract:
 
 * Up to ``concurrency`` attempts run at once, a kind with its own ``concurrency`` at most that
   many; leases beyond that wait in a queue (the prefetch), kept small: about what the worker
-  finishes in ``PREFETCH_WINDOW_S``, never less than ``concurrency`` nor more than
-  ``max_prefetch``. :meth:`load` says how many more the worker should be given (``room``).
+  finishes in ``PREFETCH_WINDOW_S`` at its recent rate, at most ``max_prefetch`` — so short
+  tasks flow in large batches while long ones are not hoarded (a worker busy with long tasks
+  holds none queued that another worker could start). :meth:`load` says how many more the
+  worker should be given (``room``).
 * Plain handlers run on a thread of the pool, ``async def`` ones on the event loop, kinds with
   Ray options as Ray tasks (``remote``). One path for every kind, the built-in ones included.
 * Each outcome is committed as it comes in (the :class:`Committer` batches what is ready).
+  Lanes only queue what ended; one dispatcher thread does the bookkeeping for a whole batch
+  of endings under one lock, so handler threads never queue up on it.
 * Time limits count from the handler's start. At the deadline the attempt fails ("timed out")
   and follows the retry policy: ``ctx.cancelled`` is set; an async handler is cancelled; a Ray
   task is force-cancelled. A thread cannot be killed: until its handler returns it stays
@@ -25,16 +29,16 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from raysys.execution.committer import Committer, Finished
-from raysys.execution.lanes import AsyncLane, RemoteLane, Stop, ThreadLane
+from raysys.execution.lanes import AsyncLane, RemoteLane, Report, Stop, ThreadLane
 from raysys.execution.outcomes import effective_limits, unknown_kind
 from raysys.execution.watchdog import Watchdog
 from raysys.handlers import Handler, TaskContext, get_handler
@@ -48,6 +52,7 @@ DEFAULT_CONCURRENCY = 16
 PREFETCH_WINDOW_S = 0.25  # queue about this much work per worker, to hide the hand-out latency
 MAX_PREFETCH = 1000
 RATE_HALF_LIFE_S = 2.0
+DISPATCH_BATCH = 1000  # ended attempts accounted for under one lock
 
 
 @dataclass(eq=False)
@@ -88,7 +93,7 @@ class TaskRunner:
         self.holder = holder
         self.concurrency = concurrency
         self.ttl_s = ttl_s
-        self.max_prefetch = max(max_prefetch, concurrency)
+        self.max_prefetch = max_prefetch
         self.counters = RunnerCounters()
         self.committer = Committer(store, holder, ledger=ledger)
         self.committer.start()
@@ -97,10 +102,14 @@ class TaskRunner:
         self._running: dict[str, Attempt] = {}
         self._stuck: dict[str, Attempt] = {}
         self._by_kind: collections.Counter[str] = collections.Counter()  # running, per kind
-        self._threads = ThreadLane(concurrency)
+        self._threads = ThreadLane(concurrency, f"{holder}-task")
         self._async = AsyncLane()
         self._remote = remote
         self._watchdog = Watchdog(f"{holder}-deadlines", self._on_deadline)
+        self._ended: queue.SimpleQueue[tuple[Attempt, Outcome] | None] = queue.SimpleQueue()
+        self._dispatcher = threading.Thread(target=self._dispatch, name=f"{holder}-dispatch",
+                                            daemon=True)
+        self._dispatcher.start()
         self._rate = 0.0  # finished attempts per second, decaying average
         self._rate_at = time.monotonic()
         self._closed = False
@@ -128,8 +137,7 @@ class TaskRunner:
         """Leases to hold queued: what finishes within the window at the current rate."""
         idle_s = time.monotonic() - self._rate_at
         rate = self._rate * 0.5 ** (idle_s / RATE_HALF_LIFE_S)  # decays while nothing finishes
-        return int(min(self.max_prefetch,
-                       max(self.concurrency, math.ceil(rate * PREFETCH_WINDOW_S))))
+        return int(min(self.max_prefetch, math.ceil(rate * PREFETCH_WINDOW_S)))
 
     # ---- starting attempts --------------------------------------------------------------
     def _fill(self) -> None:
@@ -168,46 +176,59 @@ class TaskRunner:
             attempt.begun, attempt.deadline = False, math.inf
         else:
             self._watchdog.add(lease.task_id, attempt.deadline)
+        report = partial(self._report, attempt)
         try:
-            future, attempt.stop = self._launch(attempt)
+            attempt.stop = self._launch(attempt, report)
         except Exception as exc:  # e.g. Ray refused the task's options
             log.warning("task %s could not start: %s", lease.task_id, exc)
-            future = Future()
-            future.set_result(Outcome(ok=False, error=f"could not start: {exc}"[:2000]))
-        future.add_done_callback(partial(self._on_done, attempt))
+            report(Outcome(ok=False, error=f"could not start: {exc}"[:2000]))
 
-    def _launch(self, attempt: Attempt) -> tuple[Future[Outcome], Stop]:
+    def _launch(self, attempt: Attempt, report: Report) -> Stop:
         handler, lease, ctx = attempt.handler, attempt.lease, attempt.ctx
         if attempt.lane == "remote":
             if self._remote is None:
                 raise RuntimeError(f"kind {lease.kind} needs Ray resources, and this worker "
                                    "runs without Ray")
-            return self._remote.start(handler, lease, ctx)
+            return self._remote.start(handler, lease, ctx, report)
         if attempt.lane == "async":
-            return self._async.start(handler, lease.payload, ctx)
-        return self._threads.start(handler, lease.payload, ctx)
+            return self._async.start(handler, lease.payload, ctx, report)
+        return self._threads.start(handler, lease.payload, ctx, report)
 
     # ---- attempts ending ----------------------------------------------------------------
-    def _on_done(self, attempt: Attempt, future: Future[Outcome]) -> None:
-        if future.cancelled():
-            outcome = Outcome(ok=False, error="cancelled")
-        elif future.exception() is not None:
-            outcome = Outcome(ok=False, error=f"{type(future.exception()).__name__}: "
-                              f"{future.exception()}"[:2000])
-        else:
-            outcome = future.result()
-        with self._lock:
-            if attempt.stuck:  # finished long after its deadline: its slot is free again
-                self._stuck.pop(attempt.lease.task_id, None)
-                attempt.stuck = False
-            if attempt.done:
-                self._fill()
+    def _report(self, attempt: Attempt, outcome: Outcome) -> None:
+        """A lane's word that ``attempt`` ended (any thread): queued for the dispatcher."""
+        self._ended.put((attempt, outcome))
+
+    def _dispatch(self) -> None:
+        """Account for ended attempts in batches, start more, hand outcomes to the committer."""
+        while True:
+            first = self._ended.get()
+            if first is None:
                 return
-            self._end(attempt)
-            self.counters.finished += 1
-            self._count_rate()
-            self._fill()
-        self.committer.put(Finished(attempt.lease, outcome, attempt.started))
+            batch = [first]
+            while len(batch) < DISPATCH_BATCH:
+                try:
+                    item = self._ended.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._ended.put(None)  # seen after this batch
+                    break
+                batch.append(item)
+            finished = []
+            with self._lock:
+                for attempt, outcome in batch:
+                    if attempt.stuck:  # ended long after its deadline: its slot is free again
+                        self._stuck.pop(attempt.lease.task_id, None)
+                        attempt.stuck = False
+                    if attempt.done:  # timed out, cancelled or handed back: nothing to commit
+                        continue
+                    self._end(attempt)
+                    self.counters.finished += 1
+                    self._count_rate()
+                    finished.append(Finished(attempt.lease, outcome, attempt.started))
+                self._fill()
+            self.committer.put_many(finished)
 
     def _end(self, attempt: Attempt, *, stuck: bool = False) -> None:
         """Mark ``attempt`` decided and free its slot (unless its thread is stuck)."""
@@ -357,6 +378,7 @@ class TaskRunner:
             for attempt in list(self._running.values()):
                 self._stop(attempt, SHUTTING_DOWN)
         self._watchdog.stop()
+        self._ended.put(None)
         self.committer.stop()
         self._threads.close()
         self._async.close()

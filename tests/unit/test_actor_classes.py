@@ -196,11 +196,12 @@ def test_an_unanswered_or_failed_delivery_is_counted_and_its_worker_asked_afresh
     time.sleep(0.3)
     distributor.cycle()
 
-    # then: leases in unanswered messages counted against the room (10): two rounds of 5,
-    # then each delivery is counted failed once settled, and nothing counted delivered
-    assert granted == 10
+    # then: leases in an unanswered message count against the room (5 idle slots): one round
+    # of 5 and none after it; a failed delivery is settled and the worker asked afresh, so
+    # the second round offers its room again. Nothing is counted delivered
+    assert granted == (10 if fail else 5)
     info = distributor.info()
-    assert info["delivered"] == 0 and info["failed_deliveries"] >= 2
+    assert info["delivered"] == 0 and info["failed_deliveries"] >= 1
     distributor.stop()
 
 
