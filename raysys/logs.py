@@ -18,6 +18,7 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 MAX_BYTES = 20 * 1024 * 1024
 BACKUPS = 3
+ROOT_LOGGER = "raysys"
 _configured: set[str] = set()
 
 
@@ -30,7 +31,7 @@ def configure(level: str, role: str, log_dir: Path | None, *, stderr: bool = Tru
 
     Idempotent per (role, process): a restarted actor gets a new pid, hence a new file.
     """
-    logger = logging.getLogger(__name__)
+    logger = logging.getLogger(ROOT_LOGGER)  # every raysys.* module logs below it
     logger.setLevel(getattr(logging, level))
     key = f"{role}:{os.getpid()}"
     if key in _configured:

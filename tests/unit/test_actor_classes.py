@@ -21,7 +21,7 @@ from raysys.errors import ConfigurationError
 from raysys.ledger import CommitLedger
 from raysys.messaging.messenger import Messenger
 from raysys.models import FINAL_STATES, TaskState
-from raysys.redis_server.embedded import attach_or_start
+from raysys.redis_server.attach import attach_or_start
 from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]

@@ -25,10 +25,12 @@ import raysys
 from raysys.errors import ConfigurationError, RedisUnavailable
 from raysys.redis_server import binary as redis_binary
 from raysys.redis_server import state as server_state
-from raysys.redis_server.embedded import EmbeddedRedis, attach_or_start, find_redis_binary
+from raysys.redis_server.attach import attach_or_start
+from raysys.redis_server.binary import find_redis_binary
+from raysys.redis_server.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServerFactory
+    from tests.support.redis_servers import RedisServerFactory
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -294,7 +296,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from raysys.redis_server.embedded import attach_or_start
+    from raysys.redis_server.attach import attach_or_start
 
     print("ready", flush=True)
     go_at = float(sys.stdin.readline())  # the same wall-clock instant for both children

@@ -14,30 +14,26 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from raysys.config import KNOWN_VARIABLES, Settings
+from raysys.config import Settings
 from raysys.errors import RedisUnavailable
+from raysys.redis_server.binary import free_port
 from raysys.redis_server.connection import (
     check_connection,
     connect_redis,
     server_policy_warnings,
     server_run_id,
 )
-from raysys.redis_server.embedded import EmbeddedRedis, free_port
+from raysys.redis_server.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServerFactory
+    from tests.support.redis_servers import RedisServerFactory
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+# Settings in these tests come from arguments only, never the machine's environment.
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60),
+              pytest.mark.usefixtures("no_settings_variables")]
 
 PASSWORD = "correct-horse-battery-staple-0123456789"
 WRONG = "wrong-password-9876543210-abcdefghijklmno"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings in these tests come from arguments only, never the machine's environment."""
-    for name in KNOWN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 def make_settings(**fields: Any) -> Settings:
