@@ -316,10 +316,15 @@ def collect(namespace: str, conn: redis.Redis, log: AttemptLog,
             outcome, detail = UNKNOWN, "not_committed"
         attempts.append(Attempt(a.task_id, a.attempt, a.fence, a.worker, a.pid, a.started,
                                 a.ended, outcome, detail))
-    gaps = [a.task_id for a in attempts if a.outcome == OK and not commits.get(a.task_id)
-            and _ledger_write_lost(a, redis_outage, killed or {})]
+    report = ledger.report(ids)
+    # a gap is a task the ledger counts lost (no entry, no intent that the store confirms)
+    # whose committed attempt a fault could have cut off; each task once
+    lost = set(report.lost_ids)
+    gaps = list(dict.fromkeys(
+        a.task_id for a in attempts if a.outcome == OK and a.task_id in lost
+        and _ledger_write_lost(a, redis_outage, killed or {})))
     counts = {as_text(k): int(v) for k, v in conn.hgetall(Keyspace(namespace).counts).items()}
-    return RunRecord(namespace, ids, by_id, attempts, ledger.report(ids), commits, audit, counts,
+    return RunRecord(namespace, ids, by_id, attempts, report, commits, audit, counts,
                      twice_run, gaps)
 
 
