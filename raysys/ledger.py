@@ -42,6 +42,7 @@ class LedgerReport:
     lost: int
     duplicate_commits: int
     recovered: int = 0  # commits whose entry a crash cut off, confirmed by intent + store
+    lost_ids: tuple[str, ...] = ()  # the ids counted in ``lost``
 
     def to_json(self) -> dict[str, int]:
         return {"tasks": self.tasks, "succeeded": self.succeeded, "dead": self.dead,
@@ -116,18 +117,19 @@ class CommitLedger:
         missing = [task_id for task_id in unique if task_id not in commits]
         recovered = self._recover(missing)
         by_state = dict.fromkeys(FINAL, 0)
-        lost = duplicates = 0
+        lost: list[str] = []
+        duplicates = 0
         for task_id in unique:
             fences = commits.get(task_id) or recovered.get(task_id)
             if not fences:
-                lost += 1
+                lost.append(task_id)
                 continue
             duplicates += len(fences) - 1
             state = fences[max(fences)]
             by_state[state] = by_state.get(state, 0) + 1
         return LedgerReport(len(unique), by_state["succeeded"], by_state["dead"],
-                            by_state["cancelled"], by_state["quarantined"], lost, duplicates,
-                            len(recovered))
+                            by_state["cancelled"], by_state["quarantined"], len(lost),
+                            duplicates, len(recovered), tuple(lost))
 
     def _recover(self, task_ids: list[str]) -> dict[str, dict[int, str]]:
         """Commits of ``task_ids`` cut off between the store's ack and the ledger entry."""

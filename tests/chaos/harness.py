@@ -19,21 +19,17 @@ ended and nothing was committed or refused under its fence — its holder died b
 is the result of the attempt holding the highest fence), fences unique and rising with the
 attempt number, extra attempts within a bound, nothing left pending or leased.
 
-Reused by the security suite and benchmarks: build payloads with :meth:`AttemptLog.specs`, run
-them, :func:`collect`, check :func:`violations`, and store a row with :class:`ResultsFile` (the
-format :mod:`report` renders into ``docs/RELIABILITY.md``). Import it as ``chaos.harness`` from
-a test (``tests/`` is on ``sys.path`` under pytest) or ``tests.chaos.harness`` from the
-repository root; the ``chaos_deploy`` fixture in ``tests/chaos/conftest.py`` shows the wiring.
+Build payloads with :meth:`AttemptLog.specs`, run them, :func:`collect`, check
+:func:`violations`, and store a :func:`chaos_row` in the results file
+(:class:`tests.support.results.ResultsFile`, which :mod:`report` renders into
+``docs/RELIABILITY.md``); the ``chaos_deploy`` fixture in ``tests/chaos/conftest.py`` shows the
+wiring.
 """
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
-import math
-import os
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +44,9 @@ from raysys.ledger import CommitLedger, LedgerReport
 from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus
 from raysys.store.keyspace import Keyspace
 from raysys.store.replies import as_text
+from tests.support.polling import wait_until
+from tests.support.results import environment, percentile
+from tests.support.stores import AuditEvent, read_audit
 
 HANDLER_MODULE = "tests.chaos.chaos_handlers"
 KIND = "chaos.work"  # chaos_handlers.KIND
@@ -133,33 +132,7 @@ def attempts_from_events(events: Iterable[dict[str, Any]]
     return sorted(out, key=lambda a: a.started), duplicates
 
 
-# ---- the raysys side: audit stream, leases, progress --------------------------------------------
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    ts: float  # Redis server time of the entry (its stream id), s
-    fields: dict[str, str]
-
-    @property
-    def ev(self) -> str:
-        return self.fields.get("ev", "")
-
-
-def read_audit(conn: redis.Redis, namespace: str) -> list[AuditEvent]:
-    out = []
-    last = "-"
-    key = Keyspace(namespace).audit
-    while True:
-        page = conn.xrange(key, min=last, max="+", count=10_000)
-        if last != "-":
-            page = page[1:]
-        if not page:
-            return out
-        for entry_id, fields in page:
-            ms = int(as_text(entry_id).split("-")[0])
-            out.append(AuditEvent(ms / 1000, {as_text(k): as_text(v) for k, v in fields.items()}))
-        last = as_text(page[-1][0])
-
-
+# ---- the raysys side: leases, progress ---------------------------------------------------------
 def held_leases(conn: redis.Redis, namespace: str, holder: str) -> dict[str, int]:
     """Task id -> fence of every lease ``holder`` holds now (read from Redis)."""
     keys = Keyspace(namespace)
@@ -178,17 +151,6 @@ def final_count(conn: redis.Redis, namespace: str) -> int:
     """Tasks of the namespace in a final state, from the store's per-state counts."""
     counts = conn.hgetall(Keyspace(namespace).counts)
     return sum(int(counts.get(state.value.encode(), 0)) for state in FINAL_STATES)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.05) -> float:
-    """Poll ``predicate`` until true; the seconds it took. AssertionError naming ``what``."""
-    began = time.monotonic()
-    while not predicate():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-    return time.monotonic() - began
 
 
 # ---- a deployment under test ---------------------------------------------------------------
@@ -244,26 +206,6 @@ class Deployment:
 
 
 DeployFn = Callable[..., Deployment]
-
-
-def environment(conn: redis.Redis) -> dict[str, Any]:
-    """Cores, Python, Ray, the Redis server under test and the repository commit."""
-    import platform
-
-    import ray
-
-    info = conn.info("server")
-    name = "valkey" if "valkey_version" in info else "redis"
-    server = f"{name} {info.get(f'{name}_version')}"
-    try:
-        root = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=10, check=True)
-        revision = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        revision = "unknown"
-    return {"cores": os.cpu_count(), "python": platform.python_version(),
-            "ray": ray.__version__, "redis": server, "commit": revision}
 
 
 def actor_pid(handle: Any, timeout: float = 60.0) -> int:
@@ -374,10 +316,15 @@ def collect(namespace: str, conn: redis.Redis, log: AttemptLog,
             outcome, detail = UNKNOWN, "not_committed"
         attempts.append(Attempt(a.task_id, a.attempt, a.fence, a.worker, a.pid, a.started,
                                 a.ended, outcome, detail))
-    gaps = [a.task_id for a in attempts if a.outcome == OK and not commits.get(a.task_id)
-            and _ledger_write_lost(a, redis_outage, killed or {})]
+    report = ledger.report(ids)
+    # a gap is a task the ledger counts lost (no entry, no intent that the store confirms)
+    # whose committed attempt a fault could have cut off; each task once
+    lost = set(report.lost_ids)
+    gaps = list(dict.fromkeys(
+        a.task_id for a in attempts if a.outcome == OK and a.task_id in lost
+        and _ledger_write_lost(a, redis_outage, killed or {})))
     counts = {as_text(k): int(v) for k, v in conn.hgetall(Keyspace(namespace).counts).items()}
-    return RunRecord(namespace, ids, by_id, attempts, ledger.report(ids), commits, audit, counts,
+    return RunRecord(namespace, ids, by_id, attempts, report, commits, audit, counts,
                      twice_run, gaps)
 
 
@@ -452,6 +399,12 @@ def violations(record: RunRecord, *, extra_bound: int | None = None,
     return out
 
 
+def mid_run(done: float, fault: str) -> list[str]:
+    """A problem line unless the fault landed mid-run: ``done``, the share of the tasks final
+    when it struck, between 25 % and 75 %. ``fault`` names it ("the stop landed")."""
+    return [] if 0.25 <= done <= 0.75 else [f"{fault} at {done:.0%} committed, not mid-run"]
+
+
 def _brief(attempts: Sequence[Attempt]) -> str:
     return ", ".join(f"#{a.attempt}/f{a.fence}/{a.worker.rsplit('-', 1)[-1]}:{a.outcome}"
                      for a in attempts[:6])
@@ -492,53 +445,7 @@ def late_reclaims(latencies: Sequence[float], bound_s: float) -> list[str]:
             f"({bound_s:g} s, +{RECLAIM_SLACK_S:g} s slack): {late[:5]}"] if late else []
 
 
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = min(len(ordered), max(1, math.ceil(p / 100 * len(ordered))))
-    return ordered[rank - 1]
-
-
-# ---- results file -------------------------------------------------------------------------------
-class ResultsFile:
-    """The JSON file the suites write and ``report.py`` renders: ``{"rows": [row, ...]}``.
-
-    A row is keyed by (``suite``, ``id``); writing a row replaces the previous one with that key.
-    Chaos rows: ``scenario``, ``size``, ``seed``, ``faults``, ``lost``, ``duplicate_commits``,
-    ``extra_attempts``, ``extra_bound``, ``reclaim_p50_s``, ``reclaim_max_s``,
-    ``reclaim_bound_s``, ``duration_s``, ``passed``, ``notes``. Security rows (suite
-    ``security``): ``scenario``, ``size``, ``seed``, ``attempted``, ``executed``, ``rejected``,
-    ``audited``, ``passed``, ``notes``. Unknown fields are kept and ignored by the report.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def put(self, row: dict[str, Any]) -> None:
-        if "suite" not in row or "id" not in row:
-            raise ValueError("a results row needs 'suite' and 'id'")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            rows = self.rows()
-            rows = [r for r in rows if (r.get("suite"), r.get("id")) != (row["suite"], row["id"])]
-            rows.append({**row, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            rows.sort(key=lambda r: (str(r.get("suite")), str(r.get("id"))))
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"rows": rows}, indent=2, sort_keys=True) + "\n")
-            tmp.replace(self.path)
-
-    def rows(self) -> list[dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return []
-        rows = data.get("rows", []) if isinstance(data, dict) else []
-        return [r for r in rows if isinstance(r, dict)]
-
-
+# ---- results rows -----------------------------------------------------------------------------
 def chaos_row(scenario_id: str, scenario: str, record: RunRecord, *, seed: int, size: str,
               faults: str, duration_s: float, problems: Sequence[str],
               extra_bound: int | None = None, reclaims: Sequence[float] = (),

@@ -7,10 +7,11 @@ Usage, from the repository root, after a run of the suite::
     python -m tests.chaos.report --results build/chaos-results.json --out docs/RELIABILITY.md
     python -m tests.chaos.report --check     # exit 1 if the file is not what the results give
 
-The numbers come only from the results file (``harness.ResultsFile``: ``{"rows": [...]}``,
-one row per (suite, id)); never edit them by hand. Rows of suite ``chaos`` fill the first
-table, rows of suite ``security`` the second (the security suite writes them with the same
-``ResultsFile``; fields listed in its docstring). Needs nothing but the standard library.
+The numbers come only from the results file (``tests.support.results.ResultsFile``:
+``{"rows": [...]}``, one row per (suite, id)); never edit them by hand. Rows of suite ``chaos``
+fill the first table, rows of suite ``security`` the second (the security suite writes them to
+the same file; fields listed in the ``ResultsFile`` docstring). Needs nothing but the standard
+library.
 """
 
 from __future__ import annotations

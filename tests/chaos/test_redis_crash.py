@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, generate_key
 from raysys.store import ReapReport, RetryPolicy, TaskStore
 from raysys.store import task_store as store_module
+from tests.support.polling import wait_until
 from tests.support.stores import store_over
 
 pytestmark = pytest.mark.chaos
@@ -66,18 +67,32 @@ def crash_client(url: str) -> redis.Redis:
                                 retry=Retry(NoBackoff(), 0))
 
 
-def new_sealer() -> Sealer:
-    return Sealer(Keyring([generate_key()]))
+@dataclass(frozen=True)
+class Subject:
+    """A server under test and one fresh namespace on it, with its own signing key."""
+
+    server: EmbeddedRedis
+    sealer: Sealer = field(default_factory=lambda: Sealer(Keyring([generate_key()])))
+    namespace: str = field(default_factory=lambda: "chaos" + uuid.uuid4().hex[:10])
+
+    def store(self, **options: Any) -> TaskStore:
+        """A store on a fresh fast-failing client (never a client that lived through a crash)."""
+        options.setdefault("retry", FAST_RETRY)
+        return store_over(crash_client(self.server.url), self.sealer, self.namespace, **options)
+
+    def restart(self) -> TaskStore:
+        """A clean restart (SHUTDOWN: nothing lost, a new run_id); a store on the new server."""
+        self.server.stop()
+        self.server.start()
+        return self.store()
 
 
-def new_namespace() -> str:
-    return "chaos" + uuid.uuid4().hex[:10]
-
-
-def make_store(server: EmbeddedRedis, sealer: Sealer, namespace: str, **options: Any) -> TaskStore:
-    """A store on a fresh fast-failing client (never a client that lived through a crash)."""
-    options.setdefault("retry", FAST_RETRY)
-    return store_over(crash_client(server.url), sealer, namespace, **options)
+def aof_server(redis_server_factory: Any, redis_binary: str) -> EmbeddedRedis:
+    """A server whose AOF incr file is a command boundary after each reply (appendfsync
+    always) and stays one file for the test (no automatic rewrite)."""
+    server: EmbeddedRedis = redis_server_factory(redis_binary, appendfsync="always",
+                                                 extra_args=NO_AUTO_REWRITE)
+    return server
 
 
 def run_id(store: TaskStore) -> str:
@@ -226,8 +241,9 @@ class Load:
     unexpected: list[BaseException] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> None:
-        for target in (self._submit_loop, self._work_loop):
+    def start(self, work: bool = True) -> None:
+        """The submitter thread, and the worker thread unless ``work`` is False."""
+        for target in (self._submit_loop, self._work_loop)[:2 if work else 1]:
             thread = threading.Thread(target=self._guard, args=(target,), daemon=True,
                                       name=f"chaos-{target.__name__}")
             self.threads.append(thread)
@@ -292,38 +308,62 @@ def record_commits(finals: dict[str, list[AckedFinal]], items: list[tuple[Lease,
                 AckedFinal(lease.fence, final[0], final[1], phase))
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def drain(store: TaskStore, holder: str, commit: Callable[[list[Lease]], None], *,
+          timeout: float, batch: int, first: Sequence[Lease] = ()) -> None:
+    """Lease (reaping expired leases first) and ``commit`` until no task is pending, leased or
+    failed; fails after ``timeout`` seconds. ``first``: leases already granted."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
+    leases = list(first)
+    while True:
+        if leases:
+            commit(leases)
+        counts = store.counts()
+        if counts["pending"] + counts["leased"] + counts["failed"] == 0:
+            return
+        assert time.monotonic() < deadline, f"drain did not finish in {timeout:g} s: {counts}"
+        store.reap()
+        leases = store.acquire(holder, batch, 30)
+        if not leases:
+            time.sleep(0.05)
 
 
 # ---- 1. kill -9 under load ----------------------------------------------------------------------
-def test_kill_9_under_load_loses_no_acknowledged_write_and_fences_move_up(
-    redis_server_factory: Any, redis_binary: str
-) -> None:
-    # given: appendfsync always, a submitter and a worker running flat out
-    server = redis_server_factory(redis_binary, appendfsync="always")
-    sealer, namespace = new_sealer(), new_namespace()
-    store = make_store(server, sealer, namespace)
+@dataclass(frozen=True)
+class Crash:
+    """What a kill -9 under load left behind, as the clients saw it."""
+
+    load: Load  # its threads stopped: what was acknowledged before the crash
+    acked: list[str]  # every id submit_many returned
+    held: list[Lease]  # leased, commit in flight at the crash (applied or not)
+    stalled: list[Lease]  # a paused worker's leases, never committed
+    old_run: str
+
+    @property
+    def max_fence(self) -> int:
+        """The highest fence granted before the crash."""
+        return max(self.load.max_fence, *(lease.fence for lease in self.stalled))
+
+
+def kill_9_under_load(subject: Subject) -> Crash:
+    """A submitter and a worker flat out, a paused worker holding five leases; then SIGKILL at
+    a random moment, and the load threads stopped by the errors it gives them."""
+    store = subject.store()
     old_run = run_id(store)
     load = Load(store)
     load.start()
     try:
-        wait_for(lambda: (len(load.submitted) >= 3000 and load.committed() >= 300)
-                 or bool(load.unexpected) or bool(load.crash_errors), 20,
-                 "3000 acknowledged submissions and 300 acknowledged commits")
+        wait_until(lambda: (len(load.submitted) >= 3000 and load.committed() >= 300)
+                   or bool(load.unexpected) or bool(load.crash_errors), 20,
+                   "3000 acknowledged submissions and 300 acknowledged commits", interval=0.01)
         assert not load.unexpected, f"load failed before the crash: {load.unexpected!r}"
         assert not load.crash_errors, f"Redis failed before the crash: {load.crash_errors!r}"
         # a paused worker holds a few leases across the crash and never commits in time
         stalled = store.acquire("stalled-worker", 5, 1.0)
         assert len(stalled) == 5, "no backlog to lease to the paused worker"
-        # when: SIGKILL mid-flight (at a random moment); the clients hit errors and stop
         time.sleep(random.uniform(0, 0.05))
-        server.kill()
-        wait_for(lambda: len(load.crash_errors) + len(load.unexpected) >= 2, THREAD_JOIN_S,
-                 "both load threads to hit the dead server")
+        subject.server.kill()
+        wait_until(lambda: len(load.crash_errors) + len(load.unexpected) >= 2, THREAD_JOIN_S,
+                   "both load threads to hit the dead server", interval=0.01)
     finally:
         load.join()
     assert not load.unexpected, f"load threads failed with non-connection errors: " \
@@ -333,27 +373,23 @@ def test_kill_9_under_load_loses_no_acknowledged_write_and_fences_move_up(
     assert load.failed_submits <= 1, f"{load.failed_submits} submit calls failed; expected <= 1"
     acked = list(load.submitted)
     assert len(set(acked)) == len(acked), "submit_many returned a task id twice"
-    held = list(load.held)
-    max_fence_before = max(load.max_fence, *(lease.fence for lease in stalled))
+    return Crash(load, acked, list(load.held), stalled, old_run)
 
-    server.start()  # same port and directory: the AOF is replayed
-    store = make_store(server, sealer, namespace)
-    new_run = run_id(store)
-    assert new_run != old_run, "the restarted server kept its run_id"
 
-    # then: every acknowledged task is there
+def assert_acknowledged_writes_survived(store: TaskStore, crash: Crash) -> None:
+    """Every acknowledged task is there, every acknowledged final commit still final with its
+    signed result and fence; the counts, queues and task hashes agree, and a batch in flight at
+    the crash is all there or absent."""
     missing = []
     statuses = {}
-    for task_id in acked:
+    for task_id in crash.acked:
         try:
             statuses[task_id] = store.status(task_id)
         except NotFound:
             missing.append(task_id)
-    assert not missing, f"{len(missing)} of {len(acked)} acknowledged tasks lost by kill -9 " \
-        f"with appendfsync always, e.g. {missing[:3]}"
-
-    # ... every acknowledged final commit is still final, with its signed result and fence
-    for task_id, commits in load.finals.items():
+    assert not missing, f"{len(missing)} of {len(crash.acked)} acknowledged tasks lost by " \
+        f"kill -9 with appendfsync always, e.g. {missing[:3]}"
+    for task_id, commits in crash.load.finals.items():
         (commit,) = commits
         status = statuses[task_id]
         assert status.state == commit.state, (
@@ -364,66 +400,67 @@ def test_kill_9_under_load_loses_no_acknowledged_write_and_fences_move_up(
         got = status.result if commit.state == TaskState.SUCCEEDED else status.error
         assert got == commit.value, (
             f"task {task_id}: acknowledged {commit.state} value {commit.value!r}, now {got!r}")
-
-    # ... the counts, queues and task hashes agree; a batch in flight is all there or absent
     states = assert_counts_consistent(store)
-    extra = set(states) - set(acked)
-    assert len(extra) in ((0, load.batch) if load.failed_submits else (0,)), (
+    extra = set(states) - set(crash.acked)
+    failed = crash.load.failed_submits
+    assert len(extra) in ((0, crash.load.batch) if failed else (0,)), (
         f"{len(extra)} tasks present that no acknowledged submit returned (a batch in flight "
-        f"is {load.batch} tasks, all or nothing; {load.failed_submits} submit failed)")
+        f"is {crash.load.batch} tasks, all or nothing; {failed} submit failed)")
 
-    # ... the fence counter survived, and the first grant after the restart is an epoch above it
+
+def first_grants_after_the_crash(store: TaskStore, crash: Crash, new_run: str) -> list[Lease]:
+    """The fence counter survived, and the first grant on the new run_id is an epoch above it
+    (audited as a ``fence_epoch``); the leases of that grant."""
     recovered = store.fence_value()
-    assert recovered >= max_fence_before, (
-        f"fence counter rolled back by kill -9: {recovered} < {max_fence_before} already granted")
+    assert recovered >= crash.max_fence, (
+        f"fence counter rolled back by kill -9: {recovered} < {crash.max_fence} already granted")
     store.submit_many(echo_specs(1_000_000, 1))  # at least one task to lease
     before_ms = server_now_ms(store)
     first = store.acquire("drainer", 50, 30)
     assert first, "nothing to lease after the restart"
     lowest = min(lease.fence for lease in first)
-    assert lowest > max_fence_before, (
-        f"fence {lowest} granted after the restart is not above {max_fence_before} seen before")
+    assert lowest > crash.max_fence, (
+        f"fence {lowest} granted after the restart is not above {crash.max_fence} seen before")
     floor = lowest_fence_after_new_run(recovered, before_ms)
     assert lowest >= floor, (
         f"new run_id but the first fence {lowest} is below {floor}, the raise rule's minimum "
         f"over the old counter {recovered}")
     epochs = fence_epoch_entries(store)
-    assert any(e.get("from_run") == old_run and e.get("to_run") == new_run for e in epochs), (
-        f"no fence_epoch audit entry from run {old_run} to {new_run}: {epochs}")
+    assert any(e.get("from_run") == crash.old_run and e.get("to_run") == new_run
+               for e in epochs), (
+        f"no fence_epoch audit entry from run {crash.old_run} to {new_run}: {epochs}")
+    return first
 
-    # when: draining the rest (expired pre-crash leases are reaped and re-leased)
-    finals = load.finals
-    drain_rejected: list[tuple[str, int]] = []
-    leases = first
-    deadline = time.monotonic() + 40
-    while True:
-        if leases:
-            items = [(lease, outcome_for(lease)) for lease in leases]
-            record_commits(finals, items, store.complete("drainer", items), "drain",
-                           drain_rejected)
-            assert min(lease.fence for lease in leases) > max_fence_before, \
-                "a fence granted after the restart is not above every fence seen before it"
-        counts = store.counts()
-        if counts["pending"] + counts["leased"] + counts["failed"] == 0:
-            break
-        assert time.monotonic() < deadline, f"drain did not finish in 40 s: {counts}"
-        store.reap()
-        leases = store.acquire("drainer", 500, 30)
-        if not leases:
-            time.sleep(0.05)
-    assert not drain_rejected, f"drain commits rejected: {drain_rejected[:5]}"
 
-    # then: every task is final, none has two acknowledged final commits
+def drain_after_the_crash(store: TaskStore, crash: Crash, first: list[Lease]) -> None:
+    """Run every task left to its final state (expired pre-crash leases are reaped and
+    re-leased), recording the commits with the ones acknowledged before the crash; every fence
+    granted now is above every fence granted before, and no commit is rejected."""
+    rejected: list[tuple[str, int]] = []
+
+    def commit(leases: list[Lease]) -> None:
+        items = [(lease, outcome_for(lease)) for lease in leases]
+        record_commits(crash.load.finals, items, store.complete("drainer", items), "drain",
+                       rejected)
+        assert min(lease.fence for lease in leases) > crash.max_fence, \
+            "a fence granted after the restart is not above every fence seen before it"
+
+    drain(store, "drainer", commit, timeout=40, batch=500, first=first)
+    assert not rejected, f"drain commits rejected: {rejected[:5]}"
+
+
+def assert_each_task_final_once(store: TaskStore, crash: Crash) -> None:
+    """Every task is final, none has two acknowledged final commits, and a final task without
+    an acknowledged commit is one whose commit was in flight at the crash (applied, reply lost):
+    it carries that lease's fence."""
     states = assert_counts_consistent(store)
     not_final = {t: s for t, s in states.items() if s not in FINAL_STATES}
     assert not not_final, f"tasks not final after the drain: {list(not_final.items())[:5]}"
+    finals = crash.load.finals
     twice = {t: c for t, c in finals.items() if len(c) > 1}
     assert not twice, f"tasks with two acknowledged final commits: {list(twice.items())[:3]}"
-    # A final task without an acknowledged commit must be one whose commit was in flight at the
-    # crash (applied, reply lost): it carries that lease's fence.
-    held_fence = {lease.task_id: lease.fence for lease in held}
-    unacked = set(states) - set(finals)
-    for task_id in unacked:
+    held_fence = {lease.task_id: lease.fence for lease in crash.held}
+    for task_id in set(states) - set(finals):
         assert task_id in held_fence, (
             f"task {task_id} is {states[task_id]} but no commit of it was acknowledged and none "
             f"was in flight at the crash")
@@ -431,15 +468,18 @@ def test_kill_9_under_load_loses_no_acknowledged_write_and_fences_move_up(
             f"task {task_id}: final without an acknowledged commit, not under the in-flight "
             f"fence {held_fence[task_id]}")
 
-    # ... and the leases held at the crash can no longer commit: the paused worker's tasks were
-    # reaped and finished by the drainer under newer fences; the in-flight ones are final
+
+def assert_pre_crash_leases_are_stale(store: TaskStore, crash: Crash) -> None:
+    """The paused worker's tasks were reaped and finished under newer fences, and no lease held
+    at the crash commits or renews again. A lease whose commit was in flight (applied, reply
+    lost) and whose task is final under that same fence with that outcome gets it acknowledged
+    again, as redis-py's resend would: the same commit, not a second one."""
+    stalled, held = crash.stalled, crash.held
     for lease in stalled:
         status = store.status(lease.task_id)
-        assert status.state in FINAL_STATES and status.fence > max_fence_before, (
+        assert status.state in FINAL_STATES and status.fence > crash.max_fence, (
             f"paused worker's task {lease.task_id} was not re-leased after the crash: {status}")
-    # A lease whose commit was in flight at the crash (applied, reply lost) and whose task is
-    # now final under that same fence with the same outcome gets that commit acknowledged again,
-    # as redis-py's resend would: the same commit, not a second one. Every other lease is stale.
+
     def same_commit(lease: Lease) -> bool:
         status = store.status(lease.task_id)
         return (lease in held and status.fence == lease.fence
@@ -453,56 +493,87 @@ def test_kill_9_under_load_loses_no_acknowledged_write_and_fences_move_up(
         stalled[0].task_id], "a stale pre-crash lease was renewed after the drain"
 
 
-# ---- 2. clean restart: the epoch logic end to end -----------------------------------------------
-def test_restart_bumps_fences_keeps_live_leases_and_rejects_stale_ones(
+def test_kill_9_under_load_loses_no_acknowledged_write_and_fences_move_up(
     redis_server_factory: Any, redis_binary: str
 ) -> None:
-    # given: leases granted before a clean restart (SHUTDOWN: nothing lost, a new run_id)
-    server = redis_server_factory(redis_binary, appendfsync="everysec")
-    sealer, namespace = new_sealer(), new_namespace()
-    store = make_store(server, sealer, namespace)
+    # given: appendfsync always, a submitter and a worker running flat out
+    subject = Subject(redis_server_factory(redis_binary, appendfsync="always"))
+    # when: SIGKILL mid-flight (at a random moment); the clients hit errors and stop
+    crash = kill_9_under_load(subject)
+    subject.server.start()  # same port and directory: the AOF is replayed
+    store = subject.store()
+    new_run = run_id(store)
+    assert new_run != crash.old_run, "the restarted server kept its run_id"
+
+    # then: every acknowledged write is there, and fences moved up on the new run_id
+    assert_acknowledged_writes_survived(store, crash)
+    first = first_grants_after_the_crash(store, crash, new_run)
+
+    # when: draining the rest (expired pre-crash leases are reaped and re-leased)
+    drain_after_the_crash(store, crash, first)
+
+    # then: every task is final once, and the leases held at the crash can no longer commit
+    assert_each_task_final_once(store, crash)
+    assert_pre_crash_leases_are_stale(store, crash)
+
+
+# ---- 2. clean restart: the epoch logic end to end -----------------------------------------------
+@dataclass(frozen=True)
+class BeforeRestart:
+    """Leases granted before a clean restart, and the fence counter and run id of then."""
+
+    ids: list[str]  # ten tasks, FIFO: the first five leased
+    live: list[Lease]  # three leases for 60 s
+    short: list[Lease]  # two leases for 0.3 s: expire (server time) after the restart
+    counter: int
+    run: str
+
+    @property
+    def max_fence(self) -> int:
+        return max(lease.fence for lease in self.live + self.short)
+
+
+def lease_before_restart(store: TaskStore) -> BeforeRestart:
     ids = store.submit_many(echo_specs(0, 10))
     live = store.acquire("w-live", 3, 60)
     short = store.acquire("w-short", 2, 0.3)
     assert [lease.task_id for lease in live + short] == ids[:5], "leases not in FIFO order"
-    old_max = max(lease.fence for lease in live + short)
-    old_counter, old_run = store.fence_value(), run_id(store)
-    assert old_counter == old_max, f"fence counter {old_counter} != highest grant {old_max}"
+    before = BeforeRestart(ids, live, short, store.fence_value(), run_id(store))
+    assert before.counter == before.max_fence, (
+        f"fence counter {before.counter} != highest grant {before.max_fence}")
+    return before
 
-    server.stop()
-    server.start()
-    store = make_store(server, sealer, namespace)
-    new_run = run_id(store)
-    assert new_run != old_run, "a restarted server kept its run_id"
-    assert store.fence_value() == old_counter, "a clean restart changed the fence counter"
 
-    # then: a lease from before the restart still commits (nobody re-leased it) ...
-    assert store.complete("w-live", [(live[0], Outcome(ok=True, result="live-0"))]) == [True], \
-        "a current pre-restart lease could not commit before any new grant"
-    renewed = store.renew("w-live", [(live[1].task_id, live[1].fence)], 60)
-    assert renewed[live[1].task_id] > 0, "a current pre-restart lease could not be renewed"
-
-    # when: the short leases expire (server time), are reaped and re-leased on the new run
-    wait_for(lambda: server_now_ms(store) > max(s.deadline_ms for s in short) + 5, 5,
-             "the short leases to expire by server time")
+def release_the_expired_leases(store: TaskStore, before: BeforeRestart,
+                               new_run: str) -> list[Lease]:
+    """The short leases expire (server time), are reaped and re-leased on the new run: the
+    first fence is above the old max and reaches the raise rule's floor, audited once."""
+    short, ids = before.short, before.ids
+    wait_until(lambda: server_now_ms(store) > max(s.deadline_ms for s in short) + 5, 5,
+               "the short leases to expire by server time", interval=0.01)
     assert store.reap() == ReapReport(2, 0), "the two expired leases were not requeued"
     before_ms = server_now_ms(store)
     fresh = store.acquire("w-new", 10, 60)
     assert {lease.task_id for lease in fresh} == {s.task_id for s in short} | set(ids[5:]), \
         "the re-leased tasks are not the expired and never-leased ones"
     lowest = min(lease.fence for lease in fresh)
-    floor = lowest_fence_after_new_run(old_counter, before_ms)
-    assert lowest > old_max and lowest >= floor, (
-        f"first fence {lowest} after the restart: must exceed the old max {old_max} and reach "
-        f"{floor}, the raise rule's minimum over the old counter {old_counter}")
-    epochs = [e for e in fence_epoch_entries(store) if e.get("from_run") == old_run]
+    floor = lowest_fence_after_new_run(before.counter, before_ms)
+    assert lowest > before.max_fence and lowest >= floor, (
+        f"first fence {lowest} after the restart: must exceed the old max {before.max_fence} "
+        f"and reach {floor}, the raise rule's minimum over the old counter {before.counter}")
+    epochs = [e for e in fence_epoch_entries(store) if e.get("from_run") == before.run]
     assert [e.get("to_run") for e in epochs] == [new_run], (
-        f"expected one fence_epoch audit entry {old_run} -> {new_run}, got {epochs}")
+        f"expected one fence_epoch audit entry {before.run} -> {new_run}, got {epochs}")
+    return fresh
 
-    # then: the bump does not invalidate current pre-restart leases ...
+
+def assert_live_leases_commit_and_stale_ones_do_not(store: TaskStore, before: BeforeRestart,
+                                                     fresh: list[Lease]) -> None:
+    """The bump does not invalidate current pre-restart leases, but the stale ones (task
+    reaped and re-leased) are rejected, commit and renew alike; the new holder commits."""
+    live, short = before.live, before.short
     assert store.complete("w-live", [(live[1], OK), (live[2], OK)]) == [True, True], \
         "current pre-restart leases rejected after the epoch bump"
-    # ... but the stale ones (task reaped and re-leased) are rejected, commit and renew alike
     rejected_before = store.stats().get("fenced_rejected", 0)
     stale = [(s, Outcome(ok=True, result="stale")) for s in short]
     assert store.complete("w-short", stale) == [False, False], \
@@ -520,11 +591,10 @@ def test_restart_bumps_fences_keeps_live_leases_and_rejects_stale_ones(
             f"task {lease.task_id}: expected the new holder's commit, got {status}")
     assert store.status(live[0].task_id).result == "live-0", "pre-restart commit lost"
 
-    # and: every later restart bumps again
+
+def assert_every_restart_bumps(subject: Subject, store: TaskStore) -> None:
     counter = store.fence_value()
-    server.stop()
-    server.start()
-    store = make_store(server, sealer, namespace)
+    store = subject.restart()
     store.submit(TaskSpec.build(kind="echo", payload="after second restart"))
     before_ms = server_now_ms(store)
     (again,) = store.acquire("w-new", 1, 60)
@@ -534,14 +604,41 @@ def test_restart_bumps_fences_keeps_live_leases_and_rejects_stale_ones(
     assert_counts_consistent(store)
 
 
+def test_restart_bumps_fences_keeps_live_leases_and_rejects_stale_ones(
+    redis_server_factory: Any, redis_binary: str
+) -> None:
+    # given: leases granted before a clean restart (SHUTDOWN: nothing lost, a new run_id)
+    subject = Subject(redis_server_factory(redis_binary, appendfsync="everysec"))
+    before = lease_before_restart(subject.store())
+    store = subject.restart()
+    new_run = run_id(store)
+    assert new_run != before.run, "a restarted server kept its run_id"
+    assert store.fence_value() == before.counter, "a clean restart changed the fence counter"
+
+    # then: a lease from before the restart still commits (nobody re-leased it) ...
+    live = before.live
+    assert store.complete("w-live", [(live[0], Outcome(ok=True, result="live-0"))]) == [True], \
+        "a current pre-restart lease could not commit before any new grant"
+    renewed = store.renew("w-live", [(live[1].task_id, live[1].fence)], 60)
+    assert renewed[live[1].task_id] > 0, "a current pre-restart lease could not be renewed"
+
+    # when: the short leases expire (server time), are reaped and re-leased on the new run
+    fresh = release_the_expired_leases(store, before, new_run)
+
+    # then: the bump does not invalidate current pre-restart leases, the stale ones are rejected
+    assert_live_leases_commit_and_stale_ones_do_not(store, before, fresh)
+    # and: every later restart bumps again
+    assert_every_restart_bumps(subject, store)
+
+
 # ---- 3. Redis down at the moment of submit ------------------------------------------------------
 def test_submit_while_redis_is_down_returns_no_ids_and_writes_nothing(
     redis_server_factory: Any, redis_binary: str
 ) -> None:
     # given: a namespace with tasks in several states
-    server = redis_server_factory(redis_binary, appendfsync="always")
-    sealer, namespace = new_sealer(), new_namespace()
-    store = make_store(server, sealer, namespace)
+    subject = Subject(redis_server_factory(redis_binary, appendfsync="always"))
+    server = subject.server
+    store = subject.store()
     store.submit_many(echo_specs(0, 20))
     leases = store.acquire("w", 5, 60)
     store.complete("w", [(leases[0], OK), (leases[1], Outcome(ok=False, error="x"))])
@@ -556,7 +653,7 @@ def test_submit_while_redis_is_down_returns_no_ids_and_writes_nothing(
     server.start()
 
     # then: nothing of that batch exists; the old client works again
-    after_store = make_store(server, sealer, namespace)
+    after_store = subject.store()
     after = snapshot(after_store)
     added = sorted(set(after["tasks"]) - set(before["tasks"]))
     removed = sorted(set(before["tasks"]) - set(after["tasks"]))
@@ -581,23 +678,20 @@ def test_kill_9_during_large_submits_leaves_whole_batches_only(
     # Redis 7.0 loader bug that test_torn_aof_write_... below pins down deterministically.)
     batch, rounds = 2000, 5
     for round_no in range(rounds):
-        server = redis_server_factory(redis_binary, appendfsync="always")
-        sealer, namespace = new_sealer(), new_namespace()
-        load = Load(make_store(server, sealer, namespace), batch=batch)
-        thread = threading.Thread(target=load._guard, args=(load._submit_loop,), daemon=True,
-                                  name="chaos-submitter")
-        load.threads.append(thread)
-        thread.start()
+        subject = Subject(redis_server_factory(redis_binary, appendfsync="always"))
+        server = subject.server
+        load = Load(subject.store(), batch=batch)
+        load.start(work=False)
         try:
-            wait_for(lambda: len(load.submitted) >= batch or bool(load.unexpected), 30,  # noqa: B023
-                     "a first acknowledged batch")
-            started, n = time.monotonic(), len(load.submitted)
-            wait_for(lambda: len(load.submitted) > n or bool(load.unexpected), 30,  # noqa: B023
-                     "a second acknowledged batch")
-            time.sleep(random.uniform(0, time.monotonic() - started))
+            wait_until(lambda: len(load.submitted) >= batch or bool(load.unexpected),  # noqa: B023
+                       30, "a first acknowledged batch", interval=0.01)
+            n = len(load.submitted)
+            took = wait_until(lambda: len(load.submitted) > n or bool(load.unexpected),  # noqa: B023
+                              30, "a second acknowledged batch", interval=0.01)
+            time.sleep(random.uniform(0, took))
             server.kill()
-            wait_for(lambda: bool(load.crash_errors or load.unexpected), THREAD_JOIN_S,  # noqa: B023
-                     "the submitter to hit the dead server")
+            wait_until(lambda: bool(load.crash_errors or load.unexpected),  # noqa: B023
+                       THREAD_JOIN_S, "the submitter to hit the dead server", interval=0.01)
         finally:
             load.join()
         assert not load.unexpected, (
@@ -607,7 +701,7 @@ def test_kill_9_during_large_submits_leaves_whole_batches_only(
         server.start()
 
         # then: every acknowledged task is there, and the batch in flight is all or nothing
-        store = make_store(server, sealer, namespace)
+        store = subject.store()
         states = assert_counts_consistent(store)
         missing = set(load.submitted) - set(states)
         assert not missing, (
@@ -635,9 +729,9 @@ def test_torn_aof_write_inside_a_script_is_never_half_applied(
     Valkey truncates before the ``MULTI`` (valkey-io/valkey#4342).
     """
     # given: accepted tasks, then one acquire whose AOF write is torn half way
-    server = redis_server_factory(redis_binary, appendfsync="always", extra_args=NO_AUTO_REWRITE)
-    sealer, namespace = new_sealer(), new_namespace()
-    store = make_store(server, sealer, namespace)
+    subject = Subject(aof_server(redis_server_factory, redis_binary))
+    server = subject.server
+    store = subject.store()
     accepted = store.submit_many(echo_specs(0, 10)) + store.submit_many(echo_specs(10, 2000))
     aof = incr_aof(server)
     before = aof.stat().st_size
@@ -649,30 +743,21 @@ def test_torn_aof_write_inside_a_script_is_never_half_applied(
 
     # when: restarted, a task accepted, then restarted again (cleanly)
     server.start()
-    store = make_store(server, sealer, namespace)
+    store = subject.store()
     assert_counts_consistent(store)
     late = store.submit_many(echo_specs(5000, 3))
-    server.stop()
-    server.start()
+    store = subject.restart()
 
     # then: no half of the torn script came back, and every accepted task can still finish
-    store = make_store(server, sealer, namespace)
     states = assert_counts_consistent(store)
     missing = set(accepted + late) - set(states)
     assert not missing, f"{len(missing)} accepted tasks lost, e.g. {sorted(missing)[:3]}"
-    deadline = time.monotonic() + 30
-    while True:
-        store.reap()
-        leases = store.acquire("w-drain", 1000, 30)
-        if leases:
-            assert all(store.complete("w-drain", [(lease, OK) for lease in leases])), \
-                "a drain commit was rejected"
-            continue
-        counts = store.counts()
-        if counts["pending"] + counts["leased"] + counts["failed"] == 0:
-            break
-        assert time.monotonic() < deadline, f"accepted tasks never finish: {counts}"
-        time.sleep(0.05)
+
+    def commit(leases: list[Lease]) -> None:
+        assert all(store.complete("w-drain", [(lease, OK) for lease in leases])), \
+            "a drain commit was rejected"
+
+    drain(store, "w-drain", commit, timeout=30, batch=1000)
     states = assert_counts_consistent(store)
     assert all(states[t] == TaskState.SUCCEEDED for t in accepted + late), \
         "an accepted task did not reach a final state"
@@ -692,16 +777,14 @@ def _lose_tail(server: EmbeddedRedis, keep_bytes: int) -> None:
 
 def _lost_tail_scenario(server: EmbeddedRedis, *, restart_before_checkpoint: bool,
                         lease_before_checkpoint: bool) -> None:
-    sealer, namespace = new_sealer(), new_namespace()
-    store = make_store(server, sealer, namespace)
+    subject = Subject(server)
+    store = subject.store()
     store.submit_many(echo_specs(0, 20))
     if lease_before_checkpoint:
         kept = store.acquire("w-kept", 2, 60)
         assert store.complete("w-kept", [(kept[0], OK)]) == [True]
     if restart_before_checkpoint:
-        server.stop()
-        server.start()
-        store = make_store(server, sealer, namespace)
+        store = subject.restart()
     durable_counter = store.fence_value()
     checkpoint = incr_aof(server).stat().st_size  # appendfsync always: a command boundary
 
@@ -710,7 +793,7 @@ def _lost_tail_scenario(server: EmbeddedRedis, *, restart_before_checkpoint: boo
     lost_max = max(lease.fence for lease in lost)
     _lose_tail(server, checkpoint)
 
-    store = make_store(server, sealer, namespace)
+    store = subject.store()
     assert store.fence_value() == durable_counter, "the simulated tail loss did not roll back"
     fresh = store.acquire("w-new", 10, 60)
     lowest = min(lease.fence for lease in fresh)
@@ -727,19 +810,19 @@ def _lost_tail_scenario(server: EmbeddedRedis, *, restart_before_checkpoint: boo
 def test_lost_aof_tail_after_a_known_run_id_never_reuses_fences(
     redis_server_factory: Any, redis_binary: str
 ) -> None:
-    server = redis_server_factory(redis_binary, appendfsync="always", extra_args=NO_AUTO_REWRITE)
-    _lost_tail_scenario(server, restart_before_checkpoint=False, lease_before_checkpoint=True)
+    _lost_tail_scenario(aof_server(redis_server_factory, redis_binary),
+                        restart_before_checkpoint=False, lease_before_checkpoint=True)
 
 
 def test_lost_aof_tail_holding_the_previous_epoch_bump_never_reuses_fences(
     redis_server_factory: Any, redis_binary: str
 ) -> None:
-    server = redis_server_factory(redis_binary, appendfsync="always", extra_args=NO_AUTO_REWRITE)
-    _lost_tail_scenario(server, restart_before_checkpoint=True, lease_before_checkpoint=True)
+    _lost_tail_scenario(aof_server(redis_server_factory, redis_binary),
+                        restart_before_checkpoint=True, lease_before_checkpoint=True)
 
 
 def test_lost_aof_tail_holding_the_first_grants_never_reuses_fences(
     redis_server_factory: Any, redis_binary: str
 ) -> None:
-    server = redis_server_factory(redis_binary, appendfsync="always", extra_args=NO_AUTO_REWRITE)
-    _lost_tail_scenario(server, restart_before_checkpoint=False, lease_before_checkpoint=False)
+    _lost_tail_scenario(aof_server(redis_server_factory, redis_binary),
+                        restart_before_checkpoint=False, lease_before_checkpoint=False)

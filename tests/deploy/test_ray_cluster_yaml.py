@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support.schemas import schema_errors
+
 pytestmark = pytest.mark.deploy
 
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "ray-cluster.yaml"
@@ -27,11 +29,7 @@ def _ray_schema() -> dict[str, Any]:
 
 
 def _schema_errors(config: dict[str, Any]) -> list[str]:
-    validator = jsonschema.Draft7Validator(_ray_schema())
-    return [
-        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
-        for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    ]
+    return schema_errors(_ray_schema(), config, separator="/")
 
 
 def _validate_like_ray_up(config: dict[str, Any]) -> dict[str, Any]:

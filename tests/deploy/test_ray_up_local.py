@@ -29,7 +29,6 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -37,8 +36,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +43,16 @@ from typing import Any
 
 import pytest
 
+from tests.support import processes
+from tests.support.http import get
+from tests.support.prerequisites import unavailable
+from tests.support.processes import Proc
+from tests.support.ray_cluster import RayPorts, write_token
+
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cluster" / "local" / "ray-cluster.local.yaml"
-VENV_BIN = Path(sys.executable).parent
 SSHD = Path("/usr/sbin/sshd")
 PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 COMMAND_TIMEOUT_S = 240
@@ -73,13 +75,6 @@ threading.Event().wait()
 """
 
 
-def unavailable(reason: str) -> None:
-    """A missing prerequisite fails the test under CI=true and skips it elsewhere."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def render(template: str, values: dict[str, str]) -> str:
     """Fill ``@NAME@`` placeholders; every placeholder needs a value and every value a use."""
     names = set(PLACEHOLDER.findall(template))
@@ -90,43 +85,6 @@ def render(template: str, values: dict[str, str]) -> str:
 
 
 # ---- processes ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    uid: int
-    start: int  # clock ticks since boot: tells a reused pid from the process we saw
-    state: str
-    name: str  # comm, what `ray stop` matches for raylet/gcs_server
-    cmdline: str
-
-
-def proc_table() -> dict[int, Proc]:
-    table: dict[int, Proc] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        base = f"/proc/{entry}"
-        try:
-            uid = os.stat(base).st_uid
-            with open(f"{base}/stat", "rb") as f:
-                raw = f.read()
-            with open(f"{base}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        name = raw[raw.index(b"(") + 1:raw.rindex(b")")].decode(errors="replace")
-        fields = raw[raw.rindex(b")") + 2:].split()
-        table[int(entry)] = Proc(int(entry), int(fields[1]), uid, int(fields[19]),
-                                 fields[0].decode(), name, cmdline)
-    return table
-
-
-def alive(p: Proc) -> bool:
-    now = proc_table().get(p.pid)
-    return now is not None and now.start == p.start and now.state not in ("Z", "X")
-
-
 def is_ray_process(p: Proc) -> bool:
     """What `ray stop` would stop: its own keyword list, matched the way it matches."""
     from ray.autoscaler._private.constants import RAY_PROCESSES
@@ -135,37 +93,13 @@ def is_ray_process(p: Proc) -> bool:
                for keyword, by_name in RAY_PROCESSES)
 
 
-def terminate(procs: list[Proc], grace_s: float = 8.0) -> None:
-    """SIGTERM, then SIGKILL what is left after ``grace_s``; by pid, checked against reuse."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in procs:
-            if alive(p):
-                with contextlib.suppress(OSError):
-                    os.kill(p.pid, sig)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(alive(p) for p in procs):
-            time.sleep(0.2)
-
-
-def descendants(pid: int, table: dict[int, Proc]) -> list[Proc]:
-    found = [table[pid]] if pid in table else []
-    grew = True
-    while grew:
-        grew = False
-        for p in table.values():
-            if p.ppid in {f.pid for f in found} and p not in found:
-                found.append(p)
-                grew = True
-    return found
-
-
 def terminate_user(uid: int) -> None:
     """Every process of the test's own user (new ones may appear while they die: loop)."""
     for _ in range(3):
-        procs = [p for p in proc_table().values() if p.uid == uid]
+        procs = [p for p in processes.proc_table().values() if p.uid == uid]
         if not procs:
             return
-        terminate(procs)
+        processes.terminate(procs, grace_s=8.0)
 
 
 # ---- the machine: tools, user, Python, sshd -----------------------------------------------------
@@ -330,36 +264,6 @@ def python_for(user: User, where: Path) -> tuple[Path, dict[str, str]]:
     return venv / "bin", env
 
 
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def worker_port_range(size: int = 100) -> tuple[int, int]:
-    """A free block between Ray's default worker range (10002-19999) and the ephemeral ports."""
-    def free(port: int) -> bool:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-        return True
-
-    for _ in range(50):
-        low = secrets.randbelow(32_000 - size - 20_000) + 20_000
-        if all(free(p) for p in range(low, low + size)):
-            return low, low + size - 1
-    raise RuntimeError("no free block of worker ports in 20000-32000")
-
-
 def start_sshd(where: Path, port: int, user: User) -> subprocess.Popen[bytes]:
     where.mkdir(mode=0o700)
     host_key = where / "host_ed25519"
@@ -416,30 +320,16 @@ class Machine:
 
     def job_api(self, token: str | None) -> int:
         """The status of GET /api/jobs/ on the head's dashboard, with or without the token."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.dashboard_port}/api/jobs/")
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as reply:
-                return int(reply.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
+        status, _ = get(f"http://127.0.0.1:{self.dashboard_port}/api/jobs/", token)
+        return status
 
     def ray(self, *args: str,
             timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
-        done = subprocess.run([str(VENV_BIN / "ray"), *args], env=self.env, cwd=self.base,
-                              text=True, capture_output=True, timeout=timeout)
+        done = subprocess.run([str(processes.VENV_BIN / "ray"), *args], env=self.env,
+                              cwd=self.base, text=True, capture_output=True, timeout=timeout)
         print(f"ray {' '.join(args[:2])}: {time.monotonic() - started:.1f} s")  # shown on failure
         return done
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAYSYS_", "REDIS_", "RAY_"))}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
-    env.pop("VIRTUAL_ENV", None)
-    return env | extra
 
 
 def control_dir(cluster_name: str) -> Path:
@@ -447,6 +337,86 @@ def control_dir(cluster_name: str) -> Path:
     user_hash = hashlib.sha256(getpass.getuser().encode()).hexdigest()
     cluster_hash = hashlib.sha256(cluster_name.encode()).hexdigest()
     return Path(f"/tmp/ray_ssh_{user_hash[:10]}") / cluster_hash[:10]
+
+
+def write_profile(user: User, env: dict[str, str]) -> None:
+    """The machine's own profile: what its Python needs to run at all (none: no profile)."""
+    if env:
+        bashrc = user.home / ".bashrc"
+        bashrc.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+        os.chown(bashrc, user.uid, user.gid)
+
+
+def client_side(base: Path) -> Path:
+    """Root's side of `ray up`: a private folder with its own HOME and TMPDIR."""
+    client = base / "client"
+    client.mkdir(mode=0o700)
+    (client / "home").mkdir()
+    (client / "tmp").mkdir()
+    return client
+
+
+def authorize_key(user: User, client: Path, comment: str) -> Path:
+    """A new key pair in ``client`` whose public half ``user`` accepts over SSH; the private
+    key's path."""
+    key = client / "id_ed25519"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
+    ssh_dir = user.home / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, user.uid, user.gid)
+    return key
+
+
+def cluster_config(client: Path, cluster_name: str, user: User, key: Path, python_bin: Path,
+                   ports: RayPorts, ssh_port: int, http_port: int, token_file: Path) -> Path:
+    """The local template rendered for this machine: SSH through the relay to the private sshd,
+    this test's Python, the token file, and every port chosen here."""
+    relay = client / "relay.py"
+    relay.write_text(RELAY)
+    config = client / "cluster.yaml"
+    config.write_text(render(TEMPLATE.read_text(encoding="utf-8"), {
+        "CLUSTER_NAME": cluster_name,
+        "SSH_USER": user.name,
+        "SSH_PRIVATE_KEY": str(key),
+        "SSH_PROXY_COMMAND": f"{sys.executable} -I -S {relay} %h {ssh_port}",
+        "AUTH_TOKEN_FILE": str(token_file),
+        "PYTHON_BIN": str(python_bin),
+        "RAY_TMPDIR": str(user.home / "t"),
+        "HTTP_PORT": str(http_port),
+        "GCS_PORT": str(ports.gcs),
+        "DASHBOARD_PORT": str(ports.dashboard),
+        "CLIENT_SERVER_PORT": str(ports.client_server),
+        "AGENT_PORT": str(ports.agent),
+        "METRICS_PORT": str(ports.metrics),
+        "MIN_WORKER_PORT": str(ports.min_worker),
+        "MAX_WORKER_PORT": str(ports.max_worker),
+    }))
+    return config
+
+
+def take_down(base: Path, user: User | None, sshd: subprocess.Popen[bytes] | None,
+              cluster_name: str) -> None:
+    """Whatever of the machine exists: the user's processes (whatever `ray down` left, or never
+    ran), the sshd, our SSH clients, the user, Ray's SSH control dir, the folder."""
+    if user is not None:
+        terminate_user(user.uid)
+    if sshd is not None:
+        tree = processes.with_descendants([sshd.pid], processes.proc_table())
+        processes.terminate(tree.values(), grace_s=8.0)
+        sshd.wait(timeout=10)
+    # our SSH clients (ControlMaster, ProxyCommand relays) name our paths on their cmdline
+    ours = [p for p in processes.proc_table().values() if p.pid != os.getpid()
+            and (str(base) in p.cmdline or str(control_dir(cluster_name)) in p.cmdline)]
+    processes.terminate(ours, grace_s=3)
+    if user is not None:
+        delete_user(user)
+    shutil.rmtree(control_dir(cluster_name), ignore_errors=True)
+    with contextlib.suppress(OSError):  # Ray's per-user parent, if nobody else uses it
+        control_dir(cluster_name).parent.rmdir()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -458,86 +428,27 @@ def machine() -> Iterator[Machine]:
     sshd: subprocess.Popen[bytes] | None = None
     cluster_name = f"raysys-test-{secrets.token_hex(4)}"
     try:
+        # a dedicated user that runs this test's Python, reached over a private sshd
         user = create_user(base / "home")
         python_bin, python_env = python_for(user, base)
-        if python_env:  # the machine's own profile: what its Python needs to run at all
-            bashrc = user.home / ".bashrc"
-            bashrc.write_text("".join(f"export {k}={v}\n" for k, v in python_env.items()))
-            os.chown(bashrc, user.uid, user.gid)
-        client = base / "client"  # root's side of `ray up`
-        client.mkdir(mode=0o700)
-        (client / "home").mkdir()
-        (client / "tmp").mkdir()
-        key = client / "id_ed25519"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", cluster_name, "-f", str(key)])
-        ssh_dir = user.home / ".ssh"
-        ssh_dir.mkdir(mode=0o700)
-        (ssh_dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
-        (ssh_dir / "authorized_keys").chmod(0o600)
-        for path in (ssh_dir, ssh_dir / "authorized_keys"):
-            os.chown(path, user.uid, user.gid)
-        ssh_port, gcs, dashboard, client_server, agent, metrics, http = free_ports(7)
-        low, high = worker_port_range()
+        write_profile(user, python_env)
+        client = client_side(base)
+        key = authorize_key(user, client, cluster_name)
+        ports = RayPorts.pick(extra=2)
+        ssh_port, http_port = ports.extra
         sshd = start_sshd(base / "sshd", ssh_port, user)
-        relay = client / "relay.py"
-        relay.write_text(RELAY)
-        token = secrets.token_hex(32)
+        # the cluster config, and the environment `ray up` runs in here
         token_file = client / "auth_token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        config = client / "cluster.yaml"
-        config.write_text(render(TEMPLATE.read_text(encoding="utf-8"), {
-            "CLUSTER_NAME": cluster_name,
-            "SSH_USER": user.name,
-            "SSH_PRIVATE_KEY": str(key),
-            "SSH_PROXY_COMMAND": f"{sys.executable} -I -S {relay} %h {ssh_port}",
-            "AUTH_TOKEN_FILE": str(token_file),
-            "PYTHON_BIN": str(python_bin),
-            "RAY_TMPDIR": str(user.home / "t"),
-            "HTTP_PORT": str(http),
-            "GCS_PORT": str(gcs),
-            "DASHBOARD_PORT": str(dashboard),
-            "CLIENT_SERVER_PORT": str(client_server),
-            "AGENT_PORT": str(agent),
-            "METRICS_PORT": str(metrics),
-            "MIN_WORKER_PORT": str(low),
-            "MAX_WORKER_PORT": str(high),
-        }))
-        env = clean_env(HOME=str(client / "home"), TMPDIR=str(client / "tmp"),
-                        RAY_TMPDIR=str(client / "tmp"), RAY_USAGE_STATS_ENABLED="0",
-                        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
-        yield Machine(base, user, config, token, dashboard, env)
+        token = write_token(token_file)
+        config = cluster_config(client, cluster_name, user, key, python_bin, ports, ssh_port,
+                                http_port, token_file)
+        env = processes.clean_env(
+            ray=True, HOME=str(client / "home"), TMPDIR=str(client / "tmp"),
+            RAY_TMPDIR=str(client / "tmp"), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(token_file))
+        yield Machine(base, user, config, token, ports.dashboard, env)
     finally:
-        if user is not None:
-            terminate_user(user.uid)  # whatever `ray down` left (or never ran)
-        if sshd is not None:
-            terminate(descendants(sshd.pid, proc_table()))
-            sshd.wait(timeout=10)
-        # our SSH clients (ControlMaster, ProxyCommand relays) name our paths on their cmdline
-        ours = [p for p in proc_table().values() if p.pid != os.getpid()
-                and (str(base) in p.cmdline or str(control_dir(cluster_name)) in p.cmdline)]
-        terminate(ours, grace_s=3)
-        if user is not None:
-            delete_user(user)
-        shutil.rmtree(control_dir(cluster_name), ignore_errors=True)
-        with contextlib.suppress(OSError):  # Ray's per-user parent, if nobody else uses it
-            control_dir(cluster_name).parent.rmdir()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def bystander() -> Iterator[Proc]:
-    """A process of the current user that `ray stop` would kill: its name is `raylet`."""
-    where = Path(tempfile.mkdtemp(prefix="rsup-by-"))
-    raylet = where / "raylet"
-    raylet.symlink_to(shutil.which("sleep") or "/bin/sleep")
-    proc = subprocess.Popen([str(raylet), "900"], start_new_session=True)
-    try:
-        yield proc_table()[proc.pid]
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(where, ignore_errors=True)
+        take_down(base, user, sshd, cluster_name)
 
 
 def json_line(output: str, key: str) -> dict[str, Any]:
@@ -560,7 +471,7 @@ def test_ray_up_runs_raysys_and_ray_down_stops_only_its_user(machine: Machine,
                                                               bystander: Proc) -> None:
     # given the Ray processes of the current user that exist before (other clusters, tests)
     me = os.geteuid()
-    before = [p for p in proc_table().values() if p.uid == me and is_ray_process(p)]
+    before = [p for p in processes.proc_table().values() if p.uid == me and is_ray_process(p)]
     assert bystander.pid in {p.pid for p in before}
 
     # when `ray up` brings the head up over SSH
@@ -570,7 +481,7 @@ def test_ray_up_runs_raysys_and_ray_down_stops_only_its_user(machine: Machine,
     # then Ray and the raysys actors run there, as the dedicated user
     assert up.returncode == 0, shown(up)
     assert "raysys is up in namespace raysys: 2 workers" in up.stdout + up.stderr, shown(up)
-    theirs = [p for p in proc_table().values() if p.uid == machine.user.uid]
+    theirs = [p for p in processes.proc_table().values() if p.uid == machine.user.uid]
     assert any(p.name == "raylet" for p in theirs), [p.cmdline for p in theirs]
     # and with token auth on: the job API refuses a request without the token
     assert machine.job_api(None) == 401
@@ -586,19 +497,19 @@ def test_ray_up_runs_raysys_and_ray_down_stops_only_its_user(machine: Machine,
     assert task["state"] == "succeeded" and task["result"] == [1, 2, 3], task
 
     # when `ray down` tears the cluster down
-    others = [p for p in before if p.pid != bystander.pid and alive(p)]
+    others = [p for p in before if p.pid != bystander.pid and processes.alive(p)]
     down = machine.ray("down", "-y", "--log-style", "record", "--log-color", "false",
                        str(machine.config))
 
     # then no Ray process of the dedicated user is left (the embedded Redis that `raysys up`
     # started keeps the tasks for the next `ray up`, as documented)
     assert down.returncode == 0, shown(down)
-    left = [p for p in proc_table().values()
+    left = [p for p in processes.proc_table().values()
             if p.uid == machine.user.uid and not p.cmdline.startswith("sshd:")]  # SSH sessions
     assert [p.cmdline for p in left if is_ray_process(p)] == []
     assert all("redis-server" in p.cmdline or "valkey-server" in p.cmdline for p in left), left
     # and the current user's Ray processes are untouched: the bystander `raylet` runs on, and
     # of the others alive just before `ray down`, some still run (`ray stop` as this user would
     # have stopped them all at once; other people's clusters may end some meanwhile)
-    assert alive(bystander)
-    assert not others or any(alive(p) for p in others), [p.cmdline for p in others]
+    assert processes.alive(bystander)
+    assert not others or any(processes.alive(p) for p in others), [p.cmdline for p in others]

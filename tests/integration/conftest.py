@@ -23,7 +23,7 @@ from raysys.client import Client
 from raysys.ledger import CommitLedger, LedgerReport
 from raysys.redis_server.attach import attach_or_start
 from raysys.store.keyspace import Keyspace, drop_keys
-from tests.cluster_harness import private_ray, served_data_dir
+from tests.support.ray_cluster import served_data_dir, suite_ray
 
 # The task API's token, as a deployment sets it on every node: in the environment the cluster's
 # processes inherit at ray.init (never through runtime_env env_vars, which Ray logs).
@@ -37,9 +37,8 @@ def api_token() -> str:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    pytest.importorskip("ray")
-    with private_ray(tmp_path_factory.mktemp("home"), "raysys-it", temp_prefix="rsit-",
-                     env={"RAYSYS_API_TOKEN": API_TOKEN}):
+    with suite_ray(tmp_path_factory, "raysys-it", temp_prefix="rsit-",
+                   env={"RAYSYS_API_TOKEN": API_TOKEN}):
         yield None
 
 

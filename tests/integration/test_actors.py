@@ -28,19 +28,12 @@ from raysys.errors import ConfigurationError, NotFound, RayUnavailable, Validati
 from raysys.ledger import LedgerReport
 from raysys.models import FINAL_STATES, TaskSpec, TaskState
 from raysys.store.keyspace import Keyspace
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 Report = Callable[[Client, list[str]], LedgerReport]
 FAST_TTL: dict[str, Any] = {"lease_ttl_s": 2.0, "reaper_interval_s": 0.5}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def final_count(client: Client) -> int:

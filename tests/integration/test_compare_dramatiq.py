@@ -15,13 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli_harness import clean_environment, processes_working_in
+from tests.support.processes import private_env, wait_no_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_dramatiq.py"
@@ -45,19 +44,6 @@ def dramatiq_processes() -> set[str]:
     return set(found.stdout.splitlines())
 
 
-def wait_no_processes(directories: list[Path], before: set[str], timeout: float = 20.0
-                      ) -> list[str]:
-    """Processes working in ``directories``, and Dramatiq processes not running ``before``;
-    Ray's daemons exit a moment after the driver: give them ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for d in directories for p in processes_working_in(d)]
-        left += sorted(dramatiq_processes() - before)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.5)
-
-
 def test_compare_runs_both_sides_and_reports_the_ratio_of_the_medians(root: Path) -> None:
     if importlib.util.find_spec("dramatiq") is None:
         pytest.skip("Dramatiq is not installed: pip install -e '.[dev]'")
@@ -65,7 +51,7 @@ def test_compare_runs_both_sides_and_reports_the_ratio_of_the_medians(root: Path
 
     # when: the comparison runs in a private environment (HOME, TMPDIR, no RAYSYS_* variables)
     run = subprocess.run([sys.executable, str(SCRIPT), "--tasks", str(TASKS), "--json"],
-                         cwd=root, env=clean_environment(root), capture_output=True, text=True,
+                         cwd=root, env=private_env(root), capture_output=True, text=True,
                          timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
 
     # then: exit 0 and one JSON object on stdout
@@ -91,4 +77,6 @@ def test_compare_runs_both_sides_and_reports_the_ratio_of_the_medians(root: Path
     dirs = [Path(d) for d in RUN_DIR.findall(run.stderr)]
     assert len(dirs) == 2, run.stderr
     assert not any(d.exists() for d in dirs), "the run's temporary directories are left"
-    assert wait_no_processes([root, *dirs], before) == []
+    # (Dramatiq processes too, but another run's: those running before)
+    assert wait_no_processes(root, *dirs,
+                             also=lambda: sorted(dramatiq_processes() - before)) == []

@@ -13,9 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,10 +28,14 @@ from raysys.models import FINAL_STATES, TaskSpec, TaskState
 from raysys.redis_server.attach import attach_or_start
 from raysys.redis_server.binary import free_port
 from raysys.redis_server.embedded import EmbeddedRedis
-from tests.deploy.metric_usage import metric_names_used
+from tests.support.http import get, request
+from tests.support.metrics import metric_names_used
+from tests.support.polling import wait_until
+from tests.support.prerequisites import under_ci
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 HOST = "127.0.0.1"
+HTTP_POLL_S = 0.2  # a request to the app (or to Ray's export) at most this often while waiting
 
 
 @pytest.fixture(scope="session")
@@ -49,47 +50,11 @@ def served(raysys_start: Callable[..., Client],
         client = raysys_start(**options)
         url = client.serve(HOST, http_port)
         assert url == f"http://{HOST}:{http_port}"
-        wait_for(lambda: get(url + "/health")[0] == 200, 60, "the app to answer /health")
+        wait_until(lambda: get(url + "/health")[0] == 200, 60, "the app to answer /health",
+                   interval=HTTP_POLL_S)
         return client, url
 
     return make
-
-
-def request(method: str, url: str, body: Any = None, token: str | None = None,
-            raw: bytes | None = None) -> tuple[int, Any]:
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            payload = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        payload, status = exc.read(), exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, str(exc)
-    text = payload.decode()
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
-
-
-def get(url: str, token: str | None = None) -> tuple[int, Any]:
-    return request("GET", url, token=token)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until true; the seconds it took."""
-    began = time.monotonic()
-    while not predicate():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - began
 
 
 def scrape(url: str) -> tuple[str, dict[str, float]]:
@@ -124,7 +89,7 @@ def test_health_and_metrics_count_every_task_once_across_a_worker_restart(
                                for _ in range(400)])
     victim = client.worker(1)
     pid = ray.get(victim.pid.remote(), timeout=30)
-    wait_for(lambda: final_count(client) >= 100, 60, "a quarter of the run")
+    wait_until(lambda: final_count(client) >= 100, 60, "a quarter of the run")
     os.kill(pid, signal.SIGKILL)
     results = client.wait(ids, timeout=120)
     assert {r.state for r in results} == {TaskState.SUCCEEDED}
@@ -145,7 +110,7 @@ def test_health_and_metrics_count_every_task_once_across_a_worker_restart(
     assert after["raysys_actor_up{actor=coordinator}"] == 1
     # ... the text parses with promtool, and every name alerts and Grafana use is in it
     promtool = shutil.which("promtool")
-    if promtool is None and os.environ.get("CI") == "true":
+    if promtool is None and under_ci():
         pytest.fail("promtool missing under CI=true (.ci/run installs Debian's prometheus)")
     if promtool is not None:
         check = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
@@ -162,24 +127,24 @@ def test_task_api_needs_the_token_and_names_bad_fields(
     task = {"kind": "echo", "payload": {"hello": "world"}, "priority": 2}
 
     # missing or wrong token: 401, nothing stored
-    assert request("POST", url + "/tasks", task)[0] == 401
-    assert request("POST", url + "/tasks", task, token="x" * 40)[0] == 401
+    assert request("POST", url + "/tasks", body=task)[0] == 401
+    assert request("POST", url + "/tasks", body=task, token="x" * 40)[0] == 401
     assert request("GET", url + "/tasks/" + "0" * 32)[0] == 401
     # bad bodies: 422 naming the field, nothing stored
     for body, field in (({"payload": 1}, "kind"), ({**task, "colour": "red"}, "colour"),
                         ({**task, "priority": "high"}, "priority"),
                         ({"tasks": []}, "tasks"), ({"kind": "bad kind!"}, "kind")):
-        status, doc = request("POST", url + "/tasks", body, token=api_token)
+        status, doc = request("POST", url + "/tasks", body=body, token=api_token)
         assert status == 422, (body, doc)
         assert field in json.dumps(doc), (field, doc)
-    status, doc = request("POST", url + "/tasks", raw=b"{not json", token=api_token)
+    status, doc = request("POST", url + "/tasks", data=b"{not json", token=api_token)
     assert status == 422
     assert client.stats().get("submitted", 0) == 0
 
     # a good single task and a batch
-    status, doc = request("POST", url + "/tasks", task, token=api_token)
+    status, doc = request("POST", url + "/tasks", body=task, token=api_token)
     assert status == 200 and set(doc) == {"id"}
-    status, batch = request("POST", url + "/tasks", {"tasks": [task, {"kind": "noop"}]},
+    status, batch = request("POST", url + "/tasks", body={"tasks": [task, {"kind": "noop"}]},
                             token=api_token)
     assert status == 200 and len(batch["ids"]) == 2
     client.wait([doc["id"], *batch["ids"]], timeout=60)
@@ -210,11 +175,13 @@ def test_health_is_503_while_redis_is_down_and_200_after(
     try:
         url = client.serve(HOST, http_port)
         assert url is not None
-        wait_for(lambda: get(url + "/health")[0] == 200, 60, "the app to answer")
+        wait_until(lambda: get(url + "/health")[0] == 200, 60, "the app to answer",
+                   interval=HTTP_POLL_S)
 
         # when Redis is killed, then /health turns 503 within a few seconds, naming the cause
         server.kill()
-        took = wait_for(lambda: get(url + "/health")[0] == 503, 30, "/health to turn 503")
+        took = wait_until(lambda: get(url + "/health")[0] == 503, 30, "/health to turn 503",
+                          interval=HTTP_POLL_S)
         assert took < 10
         _, doc = get(url + "/health")
         assert doc["status"] == "unhealthy" and doc["redis_connected"] is False
@@ -224,7 +191,8 @@ def test_health_is_503_while_redis_is_down_and_200_after(
 
         # when it comes back (same port, AOF), then /health is 200 again
         server.start()
-        wait_for(lambda: get(url + "/health")[0] == 200, 60, "/health to recover")
+        wait_until(lambda: get(url + "/health")[0] == 200, 60, "/health to recover",
+                   interval=HTTP_POLL_S)
         assert get(url + "/health")[1]["redis_connected"] is True
     finally:
         client.shutdown()
@@ -243,7 +211,8 @@ def test_down_removes_the_app_only_for_its_own_namespace(
     assert status == 200 and health["namespace"] == client.namespace
     # and when the first namespace goes down, its app goes with it
     connect(namespace=client.namespace).down()
-    wait_for(lambda: get(url + "/health")[0] == 404, 30, "the app to be removed")
+    wait_until(lambda: get(url + "/health")[0] == 404, 30, "the app to be removed",
+               interval=HTTP_POLL_S)
 
 
 def test_the_same_metrics_reach_rays_metrics_export_with_the_ray_prefix(
@@ -262,7 +231,8 @@ def test_the_same_metrics_reach_rays_metrics_export_with_the_ray_prefix(
         status, text = get(url)
         return status == 200 and "ray_raysys_tasks_created_total" in str(text)
 
-    wait_for(exported, 60, "Ray's metrics export to show the raysys metrics")
+    wait_until(exported, 60, "Ray's metrics export to show the raysys metrics",
+               interval=HTTP_POLL_S)
     _, text = get(url)
     for name in ("ray_pending_tasks", "ray_redis_connected", "ray_raysys_tasks_completed_total"):
         assert name in text, name

@@ -1,11 +1,11 @@
 """Security fixtures: the results file, a seed, and a private Ray cluster per module.
 
-- ``security_results``: the chaos suite's results file (``--chaos-results`` when the chaos
-  conftest registered it, else ``build/chaos-results.json``); each scenario writes one row of
-  suite ``security`` (``security_results.py``), rendered into ``docs/RELIABILITY.md`` by
-  ``python -m tests.chaos.report``.
-- ``security_seed``: the seed of every random choice (``--chaos-seed`` when given); stored in
-  each row so a run can be replayed.
+- ``security_results``: the chaos suite's results file (``--chaos-results``, else
+  ``build/chaos-results.json``); each scenario writes one row of suite ``security``
+  (``security_results.py``), rendered into ``docs/RELIABILITY.md`` by ``python -m
+  tests.chaos.report``.
+- ``security_seed``: the seed of every random choice (``--chaos-seed`` when given, else the
+  run's, shared with the chaos suite); stored in each row so a run can be replayed.
 - ``security_ray``: a private local Ray cluster for one module, its own ``HOME`` and temp dir,
   ``RAYSYS_API_TOKEN`` in the environment before ``ray.init`` (the cluster's processes inherit
   it, as a deployment sets it on every node); or the cluster already running in this process
@@ -16,31 +16,24 @@
 from __future__ import annotations
 
 import os
-import random
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster_harness import private_ray, served_data_dir
-from tests.security.security_results import ResultsFile
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_RESULTS = REPO_ROOT / "build" / "chaos-results.json"
+from tests.support.ray_cluster import served_data_dir, suite_ray
+from tests.support.results import ResultsFile, results_file_for, run_seed
 
 
 @pytest.fixture(scope="session")
 def security_results(pytestconfig: pytest.Config) -> ResultsFile:
-    # The chaos conftest registers the option; without it (tests/security alone), the default.
-    given = pytestconfig.getoption("--chaos-results", default=None)
-    return ResultsFile(Path(given) if given else DEFAULT_RESULTS)
+    return results_file_for(pytestconfig)
 
 
 @pytest.fixture(scope="session")
 def security_seed(pytestconfig: pytest.Config) -> int:
-    given = pytestconfig.getoption("--chaos-seed", default=None)
-    seed = int(given) if given is not None else random.SystemRandom().randrange(2**31)
+    seed = run_seed(pytestconfig)
     print(f"security seed: {seed}")
     return seed
 
@@ -48,14 +41,11 @@ def security_seed(pytestconfig: pytest.Config) -> int:
 @pytest.fixture(scope="module")
 def security_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     """A private Ray cluster for the module (or the running one); yields the API token."""
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():  # the integration suite's session cluster: use it, leave it
-        yield os.environ.get("RAYSYS_API_TOKEN")
-        return
     token = "sec-" + secrets.token_hex(24)
-    with private_ray(tmp_path_factory.mktemp("home"), "raysys-security", temp_prefix="rssec-",
-                     env={"RAYSYS_API_TOKEN": token}):
-        yield token
+    with suite_ray(tmp_path_factory, "raysys-security", temp_prefix="rssec-",
+                   env={"RAYSYS_API_TOKEN": token}, reuse=True) as started:
+        # a reused cluster (the integration suite's) has its token in the environment
+        yield token if started else os.environ.get("RAYSYS_API_TOKEN")
 
 
 @pytest.fixture(scope="module")

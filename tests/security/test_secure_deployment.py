@@ -39,32 +39,33 @@ from typing import Any
 
 import pytest
 import redis
-from test_redis_tls_acl import (
+
+from raysys.bench.workload import demo_specs
+from raysys.redis_server.binary import free_port
+from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.signing.certs import CertFiles, write_dev_certs
+from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
+from tests.security.security_results import security_row
+from tests.support.cli import check_report
+from tests.support.processes import (
+    MARKER_VAR,
+    clean_env,
+    private_env,
+    stop_selectively,
+    wait_no_processes,
+    wait_until_gone,
+)
+from tests.support.ray_cluster import RayHead, ray_head
+from tests.support.redis_tls import (
     USER,
     TlsServer,
-    _text,
     acl_denials,
     ledger_rule,
     server_binary,
     start_tls_server,
+    text,
 )
-
-from raysys.bench.workload import demo_specs
-from raysys.redis_server.embedded import EmbeddedRedis
-from raysys.redis_server.binary import free_port
-from raysys.signing.certs import CertFiles, write_dev_certs
-from raysys.signing.keyring import Keyring, generate_key, write_keyring_file
-from tests.cli_harness import check_report, wait_no_processes
-from tests.deploy.test_job_submit import (  # the deploy suite's selective-stop helpers
-    MARKER_VAR,
-    VENV_BIN,
-    clean_env,
-    free_ports,
-    stop_selectively,
-    wait_until_gone,
-    worker_port_range,
-)
-from tests.security.security_results import ResultsFile, environment, security_row
+from tests.support.results import ResultsFile, environment
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -74,7 +75,7 @@ RAYSYS = Path(sys.executable).with_name("raysys")
 # command but keeps that directory (only that one) so Ray's session logs can be scanned.
 KEEP_RAY_LOGS = """\
 import shutil, sys
-import raysys.client as client
+import raysys.client.client as client
 class _KeepRayTemp:
     def __getattr__(self, name):
         return getattr(shutil, name)
@@ -99,7 +100,7 @@ def raysys_certs(directory: Path, *ips: str) -> CertFiles:
     args = [arg for ip in ips for arg in ("--ip", ip)]
     run = subprocess.run([str(RAYSYS), "certs", str(directory), *args, "--dns", "localhost",
                           "--json"], capture_output=True, text=True, timeout=60, check=False,
-                         env=clean_env(HOME=str(directory.parent)))
+                         env=clean_env(ray=True, HOME=str(directory.parent)))
     assert run.returncode == 0, run.stderr
     assert sorted(json.loads(run.stdout)["ip"]) == sorted(ips)
     return CertFiles(directory)
@@ -124,11 +125,9 @@ class Root:
         return self.path / "data"
 
     def env(self, **extra: str) -> dict[str, str]:
-        for sub in (self.home, self.tmp, self.data):
-            sub.mkdir(parents=True, exist_ok=True)
-        return clean_env(HOME=str(self.home), TMPDIR=str(self.tmp),
-                         RAYSYS_DATA_DIR=str(self.data), RAYSYS_HTTP_PORT=str(free_port()),
-                         RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **extra)
+        """A Ray-clean environment in this root, its own HTTP port, then ``extra``."""
+        return private_env(self.path, ray=True, RAYSYS_HTTP_PORT=str(free_port()),
+                           RAY_USAGE_STATS_ENABLED="0", **extra)
 
 
 @pytest.fixture
@@ -179,7 +178,7 @@ def test_demo_runs_over_redis_tls_as_the_documented_acl_user(
                              timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
 
         # then: every task is accounted for, and the ACL refused nothing the demo did
-        denials = [{k: _text(v) for k, v in entry.items()} for entry in acl_denials(admin)]
+        denials = [{k: text(v) for k, v in entry.items()} for entry in acl_denials(admin)]
         problems = []
         if run.returncode != 0:
             problems.append(f"demo exited {run.returncode}: {run.stderr[-1500:]}")
@@ -445,59 +444,38 @@ def test_no_secret_in_any_output_or_log_of_a_full_run(
 
 
 # ---- a `ray start --head` with TLS and a token --------------------------------------------------
+def submit_job(head: RayHead, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return head.ray("job", "submit", "--address", head.url, *extra, "--", "python", "-c",
+                    "print('job ran')", env=env, timeout=120)
+
+
+def submission_problems(refused: list[subprocess.CompletedProcess[str]],
+                        accepted: subprocess.CompletedProcess[str]) -> list[str]:
+    """Each submission without the right token refused for it, the token holder's job run."""
+    problems = [f"job submit without the right token: exit {r.returncode}, "
+                f"{r.stderr[-300:]!r}" for r in refused if r.returncode == 0 or not (
+                    "Unauthorized" in r.stderr or "authentication" in r.stderr.lower())]
+    if accepted.returncode != 0 or "job ran" not in accepted.stdout:
+        problems.append(f"the token holder's job failed: {accepted.stderr[-500:]}")
+    return problems
+
+
 def test_a_tls_head_with_token_refuses_job_submit_without_the_token(
         tmp_path: Path, security_results: ResultsFile, security_seed: int) -> None:
     began = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="rsj-tls-"))
-    marker = uuid.uuid4().hex
+    # given: a head with mutual TLS (certificates from `raysys certs --ip`) and token auth
     files = raysys_certs(tmp_path / "certs", "127.0.0.1", node_ip())
     other = write_dev_certs(tmp_path / "other").files
-    (root / "home").mkdir()
-    token = secrets.token_hex(32)
-    token_file = root / "auth_token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    gcs, dashboard, client_port, agent, metrics = free_ports(5)
-    low, high = worker_port_range()
-    env = clean_env(HOME=str(root / "home"), RAY_AUTH_MODE="token",
-                    RAY_AUTH_TOKEN_PATH=str(token_file), RAY_USAGE_STATS_ENABLED="0",
-                    TMPDIR=str(root), **ray_tls_env(files))
-    url = f"http://127.0.0.1:{dashboard}"
-    try:
-        start = subprocess.run(
-            [str(VENV_BIN / "ray"), "start", "--head", f"--port={gcs}",
-             f"--temp-dir={root / 'ray'}", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dashboard}", f"--ray-client-server-port={client_port}",
-             f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
-             f"--min-worker-port={low}", f"--max-worker-port={high}", "--num-cpus=1",
-             "--disable-usage-stats"],
-            env=env | {MARKER_VAR: marker}, cwd=root, text=True, capture_output=True,
-            timeout=120)
-        assert start.returncode == 0, start.stderr[-3000:]
-
-        def submit(client_env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([str(VENV_BIN / "ray"), "job", "submit", "--address", url,
-                                   *extra, "--", "python", "-c", "print('job ran')"],
-                                  env=client_env, cwd=root, text=True, capture_output=True,
-                                  timeout=120)
-
+    with ray_head("rsj-tls-", env=ray_tls_env(files), head_args=["--num-cpus=1"]) as head:
         # when: clients without the token submit a job: none at all, and a wrong one
-        bare_home = root / "bare"
-        bare_home.mkdir()
-        no_token = clean_env(HOME=str(bare_home), RAY_USAGE_STATS_ENABLED="0",
-                             **ray_tls_env(files))
-        wrong = no_token | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        refused = [submit(e, "--no-wait") for e in (no_token, wrong)]
+        refused = [submit_job(head, env, "--no-wait")
+                   for env in head.tokenless_envs(**ray_tls_env(files))]
         # ... while the token holder's job runs (the refusals are about the token)
-        accepted = submit(env)
-        probes = probe_matrix(gcs, files, other)
+        accepted = submit_job(head, head.env)
+        probes = probe_matrix(head.ports.gcs, files, other)
 
-        problems = [f"job submit without the right token: exit {r.returncode}, "
-                    f"{r.stderr[-300:]!r}" for r in refused if r.returncode == 0 or not (
-                        "Unauthorized" in r.stderr or "authentication" in r.stderr.lower())]
-        if accepted.returncode != 0 or "job ran" not in accepted.stdout:
-            problems.append(f"the token holder's job failed: {accepted.stderr[-500:]}")
-        problems += check_probes(probes)
+        # then: both refused, the token holder's job ran, and the GCS port lets in only mTLS
+        problems = submission_problems(refused, accepted) + check_probes(probes)
         security_results.put(security_row(
             "7-ray-tls-head", "`ray start --head` with mutual TLS and token auth: `ray job submit` "
             "without the token or with a wrong one, and the GCS port probed",
@@ -510,8 +488,5 @@ def test_a_tls_head_with_token_refuses_job_submit_without_the_token(
             notes=f"probes: {probes}; the token holder's job "
                   f"{'succeeded' if accepted.returncode == 0 else 'failed'}"))
         assert not problems, "\n".join(problems)
-        stop_selectively(marker, root)  # stopped by marker and temp dir, never `ray stop`
-        assert wait_until_gone(marker, root) == []
-    finally:
-        stop_selectively(marker, root)
-        shutil.rmtree(root, ignore_errors=True)
+        head.stop()  # stopped by marker and temp dir, never `ray stop`
+        assert wait_until_gone(head.marker, head.root) == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.security_results import ResultsFile, security_row
+from tests.security.security_results import security_row
+from tests.support.prerequisites import unavailable
+from tests.support.results import ResultsFile
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(180)]
 
@@ -35,10 +36,7 @@ def test_bandit_is_a_dev_dependency() -> None:
 
 def test_bandit_finds_no_high_severity_issue(security_results: ResultsFile) -> None:
     if importlib.util.find_spec("bandit") is None:
-        reason = "bandit is not installed: pip install -e '.[dev]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable("bandit is not installed: pip install -e '.[dev]'")
     began = time.monotonic()
 
     # when: bandit scans the three shipped folders at every severity (the figure is complete;

@@ -39,10 +39,11 @@ from raysys.messaging.messenger import Messenger
 from raysys.models import Lease, Outcome, TaskSpec, TaskState, record_body
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, SigningKey, generate_key
-from raysys.store import RetryPolicy
+from raysys.store import RetryPolicy, TaskStore
 from raysys.worker_loop import WorkerLoop
-from tests.security.security_results import ResultsFile, environment, read_audit, security_row
-from tests.support.stores import store_over
+from tests.security.security_results import security_row
+from tests.support.results import ResultsFile, environment
+from tests.support.stores import read_audit, store_over
 
 pytestmark = [pytest.mark.security, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -364,29 +365,35 @@ def forgers(keys: Keys) -> list[tuple[Sealer, str]]:
     return [(Sealer(Keyring([own_hmac])), "hmac"), (Sealer(Keyring([own_ed])), "ed25519")]
 
 
-def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
-        redis_client: redis.Redis, security_results: ResultsFile,
-        security_seed: int, request: pytest.FixtureRequest) -> None:
-    began = time.monotonic()
-    rng = random.Random(f"{security_seed}/tampering")
-    namespace = "tamper" + uuid.uuid4().hex[:8]
-    keys = make_keys()
-    store = store_over(redis_client, Sealer(keys.keyring()), namespace,
-                      retry=RetryPolicy(base_s=0.001, cap_s=0.002))
-    foreign_store = store_over(redis_client, Sealer(keys.keyring()), namespace + "-other")
+@dataclass
+class Scene:
+    """The store under attack before the attack: 10,000 queued canary tasks, the first
+    ``REQUEUED`` of them run legitimately and finished."""
 
-    # given: 10,000 queued canary tasks (payloads hold a non-ASCII letter for re-encodings)
+    store: TaskStore
+    ids: list[str]
+    finished: list[str]  # ran and finished (their signed completions exist)
+    targets: list[str]  # still queued: their records get rewritten
+    rows: dict[str, list[Any]]  # task id -> its rec, fin, sc, fence, att as stored
+    arsenal: Arsenal
+
+
+def queue_canaries(client: redis.Redis, keys: Keys, namespace: str,
+                   rng: random.Random) -> Scene:
+    store = store_over(client, Sealer(keys.keyring()), namespace,
+                       retry=RetryPolicy(base_s=0.001, cap_s=0.002))
+    foreign_store = store_over(client, Sealer(keys.keyring()), namespace + "-other")
+    # payloads hold a non-ASCII letter for re-encodings
     specs = [TaskSpec.build(kind=KIND, payload={"i": i, "s": "café-" + "x" * rng.randrange(40)},
                             idempotency_key=f"k{i}" if i % 3 == 0 else None)
              for i in range(TOTAL)]
     ids = store.submit_many(specs)
-    # ... of which the first 400 ran legitimately and finished (their signed completions exist)
     legit = store.acquire("legit-worker", REQUEUED, 30)
     assert [x.task_id for x in legit] == ids[:REQUEUED]
     assert all(store.complete("legit-worker", [(x, Outcome(ok=True, result="done"))
                                                for x in legit]))
     finished, targets = ids[:REQUEUED], ids[REQUEUED:]
-    pipe = redis_client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=False)
     for task_id in ids:
         pipe.hmget(store.keys.task(task_id), ["rec", "fin", "sc", "fence", "att"])
     rows = dict(zip(ids, pipe.execute(), strict=True))
@@ -399,42 +406,62 @@ def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
         [bytes(rows[t][0]) for t in finished], [bytes(rows[t][1]) for t in finished],
         [messenger.seal(f"{namespace}-worker-{i}", "assign", {"leases": []}) for i in range(20)],
         forgers(keys))
+    return Scene(store, ids, finished, targets, rows, arsenal)
 
-    # when: the attacker rewrites 9,600 stored records ...
-    plan: dict[str, tuple[str, frozenset[str] | None]] = {}
+
+Plan = dict[str, tuple[str, frozenset[str] | None]]  # task id -> (attack, reasons it may give)
+
+
+def tamper(client: redis.Redis, scene: Scene, rng: random.Random) -> Plan:
+    """The attacker rewrites the 9,600 queued records (each kind of attack its share, in a
+    random order), and re-queues the finished tasks: half pending again, half failed with a
+    due retry."""
+    keys = scene.store.keys
+    plan: Plan = {}
     order = [name for name, _, n in ATTACKS for _ in range(n)]
     rng.shuffle(order)
     by_name = {name: attack for name, attack, _ in ATTACKS}
-    pipe = redis_client.pipeline(transaction=False)
-    for task_id, name in zip(targets, order, strict=True):
-        original = arsenal.records[task_id]
-        new, expected = by_name[name](arsenal, task_id, original)
+    pipe = client.pipeline(transaction=False)
+    for task_id, name in zip(scene.targets, order, strict=True):
+        original = scene.arsenal.records[task_id]
+        new, expected = by_name[name](scene.arsenal, task_id, original)
         assert new != original, name
         plan[task_id] = (name, expected)
         if new is None:
-            pipe.hdel(store.keys.task(task_id), "rec")
+            pipe.hdel(keys.task(task_id), "rec")
         else:
-            pipe.hset(store.keys.task(task_id), "rec", new)
-    # ... and re-queues the 400 finished tasks (half pending again, half failed with a due retry)
-    for n, task_id in enumerate(finished):
-        tk = store.keys.task(task_id)
+            pipe.hset(keys.task(task_id), "rec", new)
+    for n, task_id in enumerate(scene.finished):
         if n % 2 == 0:
-            pipe.hset(tk, "state", "pending")
-            pipe.zadd(store.keys.pending, {task_id: float(rows[task_id][2])})
+            pipe.hset(keys.task(task_id), "state", "pending")
+            pipe.zadd(keys.pending, {task_id: float(scene.rows[task_id][2])})
         else:
-            pipe.hset(tk, "state", "failed")
-            pipe.zadd(store.keys.delayed, {task_id: 0})
+            pipe.hset(keys.task(task_id), "state", "failed")
+            pipe.zadd(keys.delayed, {task_id: 0})
     pipe.execute()
+    return plan
 
-    # and a worker leases until the queue is empty (as the actors do: acquire_verified + run)
+
+@dataclass
+class Drained:
+    """A worker leasing until the queue is empty, as the actors do."""
+
+    executor: CountingExecutor
+    latency: dict[str, float]  # task id -> the lease round that quarantined it, s
+    rounds: int
+    seconds: float
+
+
+def lease_until_empty(client: redis.Redis, store: TaskStore) -> Drained:
+    """``acquire_verified`` + run, round after round, until nothing is pending or due."""
     executor = CountingExecutor()
     loop = WorkerLoop(store, "victim-worker", batch=BATCH, ttl_s=30, executor=executor)
     latency: dict[str, float] = {}
     rounds = 0
     with _runs_lock:
         _runs.clear()
-    attack_began = time.monotonic()
-    while redis_client.zcard(store.keys.pending) or redis_client.zcard(store.keys.delayed):
+    began = time.monotonic()
+    while client.zcard(store.keys.pending) or client.zcard(store.keys.delayed):
         rounds += 1
         assert rounds < 2_000, "the queue does not drain"
         t0 = time.perf_counter()
@@ -443,65 +470,99 @@ def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
         took = time.perf_counter() - t0
         for task_id, _fence in quarantined:
             latency[task_id] = took
-    attack_s = time.monotonic() - attack_began
+    seconds = time.monotonic() - began
     executor.shutdown()
+    return Drained(executor, latency, rounds, seconds)
 
-    # then: per task, nothing ran, and each was rejected and audited with the expected reason
-    audit = read_audit(redis_client, namespace)
+
+@dataclass
+class Verdict:
+    """Per task: rejected (quarantined, or never leased again), audited with a reason; and
+    anything that broke the rules."""
+
+    rejected: int = 0
+    audited: int = 0
+    reasons: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    problems: list[str] = field(default_factory=list)
+
+
+def judge(client: redis.Redis, scene: Scene, plan: Plan, verdict: Verdict) -> None:
+    """Each tampered task quarantined with exactly one ``rejected`` audit entry whose reason is
+    one its attack may produce, and named in its error; each re-queued finished task never
+    leased again (fence and attempts unchanged, completion kept) and audited
+    ``replay_blocked``."""
+    keys = scene.store.keys
     rejected_by: dict[str, list[str]] = defaultdict(list)
     blocked: Counter[str] = Counter()
-    for event in audit:
+    for event in read_audit(client, scene.store.namespace):
         if event.ev == "rejected":
             rejected_by[event.fields["id"]].append(event.fields.get("reason", ""))
         elif event.ev == "replay_blocked":
             blocked[event.fields["id"]] += 1
-    pipe = redis_client.pipeline(transaction=False)
-    for task_id in ids:
-        pipe.hmget(store.keys.task(task_id), ["state", "err", "fence", "att", "fin"])
-    after = dict(zip(ids, pipe.execute(), strict=True))
-
-    problems: list[str] = []
-    executed = sorted(set(_runs) | set(executor.leases))
-    if executed:
-        problems.append(f"{len(executed)} tampered or re-queued tasks were executed: "
-                        f"{executed[:3]}")
-    rejected = audited = 0
-    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    pipe = client.pipeline(transaction=False)
+    for task_id in scene.ids:
+        pipe.hmget(keys.task(task_id), ["state", "err", "fence", "att", "fin"])
+    after = dict(zip(scene.ids, pipe.execute(), strict=True))
     for task_id, (name, expected) in plan.items():
         state, err, _fence, _att, _fin = after[task_id]
         got = rejected_by.get(task_id, [])
         ok_state = state == b"quarantined"
-        rejected += ok_state
+        verdict.rejected += ok_state
         reason = got[0] if len(got) == 1 else ""
         if len(got) == 1 and reason in REASONS:
-            audited += 1
-        reasons[name][reason or "-"] += 1
+            verdict.audited += 1
+        verdict.reasons[name][reason or "-"] += 1
         allowed = expected if expected is not None else REASONS
         if not ok_state or len(got) != 1 or reason not in allowed:
-            problems.append(f"{name}: task {task_id} state {state!r}, audit reasons {got}, "
-                            f"expected one of {sorted(allowed)}")
+            verdict.problems.append(f"{name}: task {task_id} state {state!r}, audit reasons "
+                                    f"{got}, expected one of {sorted(allowed)}")
         elif err != f"record failed verification: {reason}".encode():
-            problems.append(f"{name}: task {task_id} error {err!r} does not name {reason}")
-    for task_id in finished:
+            verdict.problems.append(f"{name}: task {task_id} error {err!r} does not name "
+                                    f"{reason}")
+    for task_id in scene.finished:
         state, _err, fence, att, fin = after[task_id]
-        before = rows[task_id]
+        before = scene.rows[task_id]
         never_leased = (fence, att) == (before[3], before[4]) and state != b"leased"
         ok = never_leased and fin == before[1] and blocked[task_id] >= 1
-        rejected += never_leased
-        audited += blocked[task_id] >= 1
-        reasons["finished task re-queued"]["replay_blocked" if blocked[task_id] else "-"] += 1
+        verdict.rejected += never_leased
+        verdict.audited += blocked[task_id] >= 1
+        verdict.reasons["finished task re-queued"][
+            "replay_blocked" if blocked[task_id] else "-"] += 1
         if not ok:
-            problems.append(f"re-queued finished task {task_id}: state {state!r}, fence "
-                            f"{before[3]!r}->{fence!r}, audited {blocked[task_id]} times")
+            verdict.problems.append(f"re-queued finished task {task_id}: state {state!r}, fence "
+                                    f"{before[3]!r}->{fence!r}, audited {blocked[task_id]} times")
+
+
+def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
+        redis_client: redis.Redis, security_results: ResultsFile,
+        security_seed: int, request: pytest.FixtureRequest) -> None:
+    began = time.monotonic()
+    rng = random.Random(f"{security_seed}/tampering")
+    # given: 10,000 queued canary tasks, of which the first 400 ran legitimately and finished
+    scene = queue_canaries(redis_client, make_keys(), "tamper" + uuid.uuid4().hex[:8], rng)
+    store = scene.store
+
+    # when: the attacker rewrites 9,600 stored records and re-queues the 400 finished tasks
+    plan = tamper(redis_client, scene, rng)
+    # and a worker leases until the queue is empty (as the actors do: acquire_verified + run)
+    drained = lease_until_empty(redis_client, store)
+
+    # then: per task, nothing ran, and each was rejected and audited with the expected reason
+    verdict = Verdict()
+    executed = sorted(set(_runs) | set(drained.executor.leases))
+    if executed:
+        verdict.problems.append(f"{len(executed)} tampered or re-queued tasks were executed: "
+                                f"{executed[:3]}")
+    judge(redis_client, scene, plan, verdict)
     stats = store.stats()
     if stats.get("signature_failures") != TOTAL - REQUEUED:
-        problems.append(f"signature_failures counts {stats.get('signature_failures')}, "
-                        f"expected {TOTAL - REQUEUED}")
-    if store.status(finished[0]).result != "done":
-        problems.append("a finished task's result changed")
+        verdict.problems.append(f"signature_failures counts {stats.get('signature_failures')}, "
+                                f"expected {TOTAL - REQUEUED}")
+    if store.status(scene.finished[0]).result != "done":
+        verdict.problems.append("a finished task's result changed")
 
     summary = "; ".join(f"{name}: " + ", ".join(f"{r} {n}" for r, n in c.most_common())
-                        for name, c in reasons.items())
+                        for name, c in verdict.reasons.items())
     binary = request.node.callspec.params.get("redis_server", "redis")
     security_results.put(security_row(
         f"1-{binary}", "stored records tampered with (bit flips, garbling, truncation, field, "
@@ -509,17 +570,17 @@ def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
         "forged signatures, deletions, junk) and finished tasks re-queued; a worker leases "
         "until the queue is empty",
         size=f"{TOTAL} attacks, {len(ATTACKS) + 1} kinds", seed=security_seed, attempted=TOTAL,
-        executed=len(executed), rejected=rejected, audited=audited, problems=problems,
-        latencies_s=list(latency.values()),
+        executed=len(executed), rejected=verdict.rejected, audited=verdict.audited,
+        problems=verdict.problems, latencies_s=list(drained.latency.values()),
         latency_what=f"lease round that quarantined the record (acquire, verify, quarantine; "
                      f"batch {BATCH})",
         duration_s=time.monotonic() - began, env=environment(redis_client),
-        notes=f"{rounds} lease rounds in {attack_s:.1f} s; reasons: {summary}",
-        reasons={name: dict(c) for name, c in reasons.items()},
+        notes=f"{drained.rounds} lease rounds in {drained.seconds:.1f} s; reasons: {summary}",
+        reasons={name: dict(c) for name, c in verdict.reasons.items()},
         signature_failures=stats.get("signature_failures", 0),
         replays_blocked=stats.get("replays_blocked", 0)))
-    assert not problems, "\n".join(problems[:20])
-    assert rejected == audited == TOTAL
+    assert not verdict.problems, "\n".join(verdict.problems[:20])
+    assert verdict.rejected == verdict.audited == TOTAL
     assert store.counts()[TaskState.QUARANTINED.value] == TOTAL - REQUEUED
     assert stats.get("replays_blocked") == REQUEUED
-    assert attack_s < 60, f"rejecting {TOTAL} mutations took {attack_s:.1f} s"
+    assert drained.seconds < 60, f"rejecting {TOTAL} mutations took {drained.seconds:.1f} s"

@@ -1,7 +1,15 @@
-"""Stores and cores over a real Redis client, for tests that build the parts by hand."""
+"""Stores and cores over a real Redis client, for tests that build the parts by hand, and what a
+store wrote to its audit stream.
+
+- :func:`core_over` and :func:`store_over`: a :class:`Core` or :class:`TaskStore` from a client, a
+  sealer (or keyring) and a namespace; they own no server.
+- :func:`read_audit`: every entry of a namespace's audit stream, as :class:`AuditEvent` (its
+  Redis server time and fields).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -9,6 +17,8 @@ import redis
 from raysys.core import Core, KeyringLike
 from raysys.signing.envelope import Sealer
 from raysys.store import TaskStore
+from raysys.store.keyspace import Keyspace
+from raysys.store.replies import as_text
 
 
 def core_over(client: redis.Redis, keyring: Sealer | KeyringLike, namespace: str,
@@ -27,3 +37,32 @@ def store_over(client: redis.Redis, keyring: Sealer | KeyringLike, namespace: st
     overrides = options.pop("script_overrides", None)
     core = core_over(client, keyring, namespace, script_overrides=overrides)
     return TaskStore(core, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit entry: its Redis server time (the stream id) and its fields."""
+
+    ts: float  # s
+    fields: dict[str, str]
+
+    @property
+    def ev(self) -> str:
+        return self.fields.get("ev", "")
+
+
+def read_audit(conn: redis.Redis, namespace: str) -> list[AuditEvent]:
+    """The whole audit stream of ``namespace``, oldest first (read in pages of 10,000)."""
+    out: list[AuditEvent] = []
+    last = "-"
+    key = Keyspace(namespace).audit
+    while True:
+        page: Any = conn.xrange(key, min=last, max="+", count=10_000)
+        if last != "-":
+            page = page[1:]
+        if not page:
+            return out
+        for entry_id, fields in page:
+            ms = int(as_text(entry_id).split("-")[0])
+            out.append(AuditEvent(ms / 1000, {as_text(k): as_text(v) for k, v in fields.items()}))
+        last = as_text(page[-1][0])

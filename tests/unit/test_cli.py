@@ -28,24 +28,17 @@ import pytest
 import redis
 
 from raysys.models import TaskSpec
-from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.redis_server.binary import free_port
+from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import load_keyring_file
 from raysys.worker_loop import WorkerLoop
-from tests.cli_harness import (
-    TASK_ID,
-    Cli,
-    _alive,
-    assert_no_embedded_server_left,
-    make_cli,
-    processes_working_in,
-    read_line,
-)
+from tests.support.cli import TASK_ID, Cli, assert_no_embedded_server_left, make_cli, read_line
+from tests.support.processes import alive, processes_working_in
 from tests.support.stores import store_over
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServerFactory
+    from tests.support.redis_servers import RedisServerFactory
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -372,43 +365,33 @@ def test_status_watch_shows_live_counts_and_throughput(
 def test_sigterm_shuts_the_embedded_server_down(cli: Cli) -> None:
     # given: a long-running command that owns an embedded server
     stderr_file = cli.root / "watch.err"
-    proc = cli.popen("status", "--watch", "--json", stderr_file=stderr_file)
-    try:
+    with cli.running("status", "--watch", "--json", stderr_file=stderr_file) as proc:
         first = json.loads(read_line(proc, timeout=20))
         state = json.loads((cli.data_dir / "redis" / "embedded.json").read_text())
-        assert first["total"] == 0 and _alive(state["pid"])
+        assert first["total"] == 0 and alive(state["pid"])
 
         # when: it is terminated (kubectl delete, systemd stop, a closed terminal's SIGHUP)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     # then: exit 128+15 with one line, and the server was shut down, not orphaned
     stderr = stderr_file.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "raysys: stopped by SIGTERM" in stderr
-    assert not _alive(state["pid"])
+    assert not alive(state["pid"])
     assert_no_embedded_server_left(cli)
 
 
 def test_a_closed_stdout_ends_the_command_quietly(cli: Cli) -> None:
     # given: `raysys status --watch --json | head -1`
     stderr_file = cli.root / "watch.err"
-    proc = cli.popen("status", "--watch", "--json", stderr_file=stderr_file)
-    try:
+    with cli.running("status", "--watch", "--json", stderr_file=stderr_file) as proc:
         assert json.loads(read_line(proc, timeout=20))["total"] == 0
 
         # when: the reader goes away
         assert proc.stdout is not None
         proc.stdout.close()
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     # then: no "internal error", no traceback; exit 128+SIGPIPE; the server stopped
     stderr = stderr_file.read_text()

@@ -102,7 +102,8 @@ def test_imports_inside_raysys_point_down_only() -> None:
         own = group_of(name)
         if own is None or own == TOP:
             continue
-        assert own in RANKS, f"{name}: a new group; give it a rank in RANKS and docs/design-notes.md"
+        assert own in RANKS, (f"{name}: a new group; give it a rank in RANKS and "
+                              "docs/design-notes.md")
         for imported in module_level_imports(ast.parse(path.read_text())):
             target = group_of(imported)
             if target is None or target == own:

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from raysys.config import KNOWN_VARIABLES, load_settings, warn_unknown_variables
+from raysys.config import load_settings, warn_unknown_variables
 from raysys.errors import ConfigurationError
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in KNOWN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+def clean_env(no_settings_variables: None, monkeypatch: pytest.MonkeyPatch,
+              tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 

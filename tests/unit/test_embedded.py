@@ -25,12 +25,12 @@ import raysys
 from raysys.errors import ConfigurationError, RedisUnavailable
 from raysys.redis_server import binary as redis_binary
 from raysys.redis_server import state as server_state
-from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.redis_server.attach import attach_or_start
 from raysys.redis_server.binary import find_redis_binary
+from raysys.redis_server.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServerFactory
+    from tests.support.redis_servers import RedisServerFactory
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 

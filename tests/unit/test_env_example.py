@@ -67,10 +67,8 @@ def test_env_example_sets_no_secret() -> None:
     assert {name: active[name] for name in secrets if active.get(name)} == {}
 
 
-def test_env_example_copied_to_dotenv_gives_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given an environment without any raysys variable
-    for name in KNOWN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+def test_env_example_copied_to_dotenv_gives_the_defaults(no_settings_variables: None) -> None:
+    # given an environment without any raysys variable (no_settings_variables)
 
     # when settings are loaded from .env.example as if it were .env
     from_example = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from raysys.config import KNOWN_VARIABLES, Settings
+from raysys.config import Settings
 from raysys.errors import RedisUnavailable
+from raysys.redis_server.binary import free_port
 from raysys.redis_server.connection import (
     check_connection,
     connect_redis,
@@ -23,22 +24,16 @@ from raysys.redis_server.connection import (
     server_run_id,
 )
 from raysys.redis_server.embedded import EmbeddedRedis
-from raysys.redis_server.binary import free_port
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServerFactory
+    from tests.support.redis_servers import RedisServerFactory
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+# Settings in these tests come from arguments only, never the machine's environment.
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60),
+              pytest.mark.usefixtures("no_settings_variables")]
 
 PASSWORD = "correct-horse-battery-staple-0123456789"
 WRONG = "wrong-password-9876543210-abcdefghijklmno"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings in these tests come from arguments only, never the machine's environment."""
-    for name in KNOWN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 def make_settings(**fields: Any) -> Settings:

@@ -34,6 +34,7 @@ from raysys.snapshots.format import (
     write_snapshot_file,
 )
 from raysys.store import FENCES_PER_MS, RetryPolicy, TaskStore
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -45,13 +46,6 @@ BACKOFF = RetryPolicy(base_s=1.0, cap_s=1.0, jitter=0)
 
 def spec(kind: str = "noop", **fields: Any) -> TaskSpec:
     return TaskSpec.build(kind=kind, **fields)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def lease_one(store: TaskStore, task_id: str, holder: str = "w1", ttl_s: float = 30.0) -> Lease:
@@ -146,7 +140,7 @@ def test_round_trip_through_flushall_restores_every_task_and_keeps_fences_ahead(
     # and the lease in flight at snapshot time expires, is reaped and runs again, as does the
     # task that was waiting out its backoff
     rerun = [lease for lease in fresh if lease.task_id in ids["failed"]]
-    wait_until(lambda: store.reap().requeued == 1)
+    wait_until(lambda: store.reap().requeued == 1, 10, "the lease in flight to be requeued")
     while len(rerun) < 2:
         rerun += store.acquire("w-new", 10, 30.0)
         time.sleep(0.02)
@@ -381,7 +375,7 @@ def test_snapshot_under_load_is_one_consistent_instant(make_store: StoreFactory,
     thread.start()
     try:
         # when a snapshot is taken mid-stream
-        wait_until(lambda: store.counts()["succeeded"] > 100)
+        wait_until(lambda: store.counts()["succeeded"] > 100, 10, "100 commits of the churn")
         info = manager.save(out=tmp_path / "snap.rsnap")
     finally:
         stop.set()

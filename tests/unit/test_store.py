@@ -16,6 +16,7 @@ from raysys.models import Lease, Outcome, TaskSpec, TaskState
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, generate_key
 from raysys.store import FENCES_PER_MS, TaskStore
+from tests.support.polling import wait_until
 from tests.support.stores import store_over
 
 pytestmark = pytest.mark.unit
@@ -25,13 +26,6 @@ OK = Outcome(ok=True)
 
 def spec(kind: str = "noop", **fields: object) -> TaskSpec:
     return TaskSpec.build(kind=kind, **fields)
-
-
-def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 # ---- submission ---------------------------------------------------------------------------
@@ -154,7 +148,7 @@ def test_complete_stores_signed_result(store: TaskStore) -> None:
 def test_stale_fence_is_rejected_and_counted(store: TaskStore) -> None:
     task_id = store.submit(spec())
     (first,) = store.acquire("old", 1, 0.1)
-    wait_until(lambda: store.reap().requeued == 1)
+    wait_until(lambda: store.reap().requeued == 1, 5, "the expired lease to be requeued")
     (second,) = store.acquire("new", 1, 30)
     assert second.fence > first.fence
     assert store.complete("old", [(first, OK)]) == [False]
@@ -177,10 +171,11 @@ def test_failure_retries_with_backoff_then_dies(store: TaskStore) -> None:
     for attempt in (1, 2):
         failure = Outcome(ok=False, error=f"boom {attempt}")
         wait_until(lambda f=failure: len(leases := store.acquire("w", 1, 30)) == 1 and bool(
-            store.complete("w", [(leases[0], f)])))
+            store.complete("w", [(leases[0], f)])), 5, "the retry to be due, leased and failed")
         assert store.status(task_id).state == TaskState.FAILED
     leases: list[Lease] = []
-    wait_until(lambda: bool(leases.extend(store.acquire("w", 1, 30)) or leases))
+    wait_until(lambda: bool(leases.extend(store.acquire("w", 1, 30)) or leases), 5,
+               "the last retry to be due")
     assert leases[0].attempt == 3
     store.complete("w", [(leases[0], Outcome(ok=False, error="boom 3"))])
     status = store.status(task_id)
@@ -263,7 +258,7 @@ def test_renew_by_another_holder_is_refused(store: TaskStore) -> None:
 def test_expired_lease_is_reclaimed_and_runs_again(store: TaskStore) -> None:
     task_id = store.submit(spec(max_attempts=2))
     (lease,) = store.acquire("dead-worker", 1, 0.1)
-    wait_until(lambda: store.reap().requeued == 1)
+    wait_until(lambda: store.reap().requeued == 1, 5, "the expired lease to be requeued")
     assert store.status(task_id).state == TaskState.PENDING
     (again,) = store.acquire("w2", 1, 30)
     assert again.task_id == task_id and again.attempt == 2 and again.fence > lease.fence
@@ -273,7 +268,8 @@ def test_expiry_on_the_last_attempt_is_dead_and_reported(store: TaskStore) -> No
     task_id = store.submit(spec(max_attempts=1))
     (lease,) = store.acquire("dead-worker", 1, 0.1)
     reports = []
-    wait_until(lambda: bool(reports.append(store.reap()) or reports[-1].dead == 1))
+    wait_until(lambda: bool(reports.append(store.reap()) or reports[-1].dead == 1), 5,
+               "the reaper to declare the task dead")
     assert reports[-1].dead_leases == ((task_id, lease.fence),)
     assert store.status(task_id).state == TaskState.DEAD
     assert store.acquire("w", 1, 30) == []

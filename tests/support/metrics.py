@@ -8,7 +8,8 @@ samples are ``<name>_bucket``, ``<name>_sum`` and ``<name>_count``), gauges as t
 ``cluster/grafana/raysys-dashboard.json`` and returns every metric name their PromQL
 expressions select, histogram suffixes stripped. ``tests/deploy/test_prometheus_rules.py``
 checks that it is a subset of ``CANONICAL_METRICS``; a live test compares it with what a
-running system serves. Pure functions over files: no Ray, no Redis, no promtool.
+running system serves (tests/integration/test_serve.py). Pure functions over files: no Ray, no
+Redis, no promtool.
 
 The expression parser is deliberately small, not a PromQL grammar: it drops string literals,
 comments, label matchers (``{...}``), ranges and subqueries (``[...]``), Grafana variables and

@@ -1,8 +1,16 @@
-"""Runs the ``raysys`` console script as a real subprocess in a private environment.
+"""The ``raysys`` console script, run as a real subprocess in a private environment.
 
-Shared by the CLI tests (tests/unit) and the demo/bench tests (tests/integration): no
-``RAYSYS_*``/``REDIS_*`` variables from the caller, a temporary ``HOME``, ``RAYSYS_DATA_DIR``
-and ``TMPDIR``, a unique ``RAYSYS_NAMESPACE``, and ``cwd`` in the test's directory.
+- :func:`make_cli` gives a :class:`Cli` rooted in a directory: no ``RAYSYS_*``/``REDIS_*``
+  variables from the caller, a private ``HOME``, ``RAYSYS_DATA_DIR`` and ``TMPDIR`` in it, a
+  unique ``RAYSYS_NAMESPACE``, and ``cwd`` there (so no stray ``.env`` is read);
+  :meth:`Cli.run` gives a finished :class:`Run` (its ``json()``, its one ``error_line()``),
+  :meth:`Cli.popen` and :meth:`Cli.running` a running one, whose stdout :func:`read_line`
+  reads with a timeout.
+- :func:`assert_no_embedded_server_left`: no embedded Redis outlived the commands that started it.
+- :func:`check_report`: the demo/bench report of DESIGN.md, every task accounted for.
+
+Shared by the CLI tests (tests/unit), the demo/bench tests (tests/integration) and the
+transport tests (tests/security).
 """
 
 from __future__ import annotations
@@ -13,14 +21,16 @@ import re
 import selectors
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.processes import alive, private_env, processes_working_in
 
 RUN_TIMEOUT_S = 45.0
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -39,9 +49,6 @@ REPORT_FIELDS = {
     "settings",
 }
 SETTINGS_FIELDS = {"fsync", "signing", "serve", "audit", "workers", "batch"}
-# The caller's configuration must not leak into the command under test.
-CLEARED_PREFIXES = ("RAYSYS_", "REDIS_")
-CLEARED_NAMES = ("LOG_LEVEL", "COORDINATOR_ID", "DISTRIBUTOR_ID", "WORKER_ID", "TMPDIR")
 
 
 def raysys_script() -> Path:
@@ -151,86 +158,33 @@ class Cli:
                 stderr=err,
             )
 
-
-def clean_environment(root: Path) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(CLEARED_PREFIXES) and name not in CLEARED_NAMES
-    }
-    for sub in ("home", "data", "tmp"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(root / "home"),
-        RAYSYS_DATA_DIR=str(root / "data"),
-        TMPDIR=str(root / "tmp"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def make_cli(root: Path) -> Cli:
-    namespace = "cli" + uuid.uuid4().hex[:10]
-    env = clean_environment(root)
-    env["RAYSYS_NAMESPACE"] = namespace
-    return Cli(root, env, namespace)
-
-
-# ---- processes --------------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
-    stat_file = Path(f"/proc/{pid}/stat")
-    if Path("/proc/self").exists():
+    @contextmanager
+    def running(self, *args: str, stderr_file: Path) -> Iterator[subprocess.Popen[str]]:
+        """:meth:`popen`, killed on leaving the block if it still runs then."""
+        proc = self.popen(*args, stderr_file=stderr_file)
         try:
-            state = stat_file.read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state != "Z"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
-def processes_working_in(directory: Path) -> list[str]:
-    """Processes whose working directory is inside ``directory`` (redis-server chdirs to its
-    ``--dir`` and rewrites its command line, so the cwd is what identifies it)."""
-    if not Path("/proc/self").exists():
-        return []
-    found = []
-    root = str(directory.resolve())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cwd == root or cwd.startswith(root + os.sep):
-            found.append(f"pid {entry.name} in {cwd}: {cmdline}")
-    return found
-
-
-def wait_no_processes(directory: Path, timeout: float = 20.0) -> list[str]:
-    """``processes_working_in(directory)`` once none is left, or after ``timeout`` seconds (Ray's
-    daemons exit a moment after the driver)."""
-    deadline = time.monotonic() + timeout
-    left = processes_working_in(directory)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.5)
-        left = processes_working_in(directory)
-    return left
+def make_cli(root: Path, namespace: str | None = None) -> Cli:
+    """A :class:`Cli` in :func:`~tests.support.processes.private_env` under ``root``, with its
+    own namespace (a fresh one unless given)."""
+    namespace = namespace or "cli" + uuid.uuid4().hex[:10]
+    return Cli(root, private_env(root, RAYSYS_NAMESPACE=namespace), namespace)
 
 
 def assert_no_embedded_server_left(cli: Cli, *runs: Run) -> None:
     for run in runs:
         for pid in run.started_pids():
-            assert not _alive(pid), f"embedded Redis pid {pid} outlived `raysys {run.args}`"
+            assert not alive(pid), f"embedded Redis pid {pid} outlived `raysys {run.args}`"
     state = cli.data_dir / "redis" / "embedded.json"
     if state.exists():
         pid = json.loads(state.read_text())["pid"]
-        assert not _alive(pid), f"{state} names a live server, pid {pid}"
+        assert not alive(pid), f"{state} names a live server, pid {pid}"
     assert processes_working_in(cli.root) == []
 
 
@@ -245,9 +199,7 @@ def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline()
 
 
-# ---- fixtures ---------------------------------------------------------------------------------
-
-
+# ---- reports ----------------------------------------------------------------------------------
 def check_report(report: dict[str, Any], tasks: int, workers: int) -> None:
     """The demo/bench report of DESIGN.md: every field, and every task accounted for."""
     assert set(report) >= REPORT_FIELDS, f"missing: {REPORT_FIELDS - set(report)}"
