@@ -19,7 +19,7 @@ import redis
 from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
 from raysys.models import TASK_ID_PATTERN, Lease, TaskState, TaskStatus
 from raysys.signing.envelope import Sealer
-from raysys.store.keyspace import Keyspace
+from raysys.store.keyspace import Keyspace, glob_escape
 from raysys.store.replies import as_bytes, as_text
 
 if TYPE_CHECKING:
@@ -123,6 +123,16 @@ class StoreRecords:
         raw = self.client.hgetall(self.keys.counts)
         got = {as_text(key): int(value) for key, value in raw.items()}
         return {state.value: got.get(state.value, 0) for state in TaskState}
+
+    def queued_ids(self) -> dict[str, set[str]]:
+        """Kind -> ids in its queue, read from the queues themselves (a SCAN: checks and
+        tools, not the hot path)."""
+        prefix = self.keys.queue("")
+        out: dict[str, set[str]] = {}
+        for key in self.client.scan_iter(match=glob_escape(prefix) + "*", count=1000):
+            kind = as_text(key)[len(prefix):]
+            out[kind] = {as_text(m) for m in self.client.zrange(key, 0, -1)}
+        return out
 
     def queued_by_kind(self) -> dict[str, int]:
         """Pending tasks per kind (kinds with none are absent)."""

@@ -130,8 +130,15 @@ def assert_counts_consistent(store: TaskStore) -> dict[str, TaskState]:
     assert {s: n for s, n in counts.items() if n} == dict(actual), (
         f"per-state counts {counts} disagree with the states of the task hashes {dict(actual)}")
     c = store.client
-    assert c.zcard(store.keys.pending) == counts["pending"], (
-        f"pending queue holds {c.zcard(store.keys.pending)} ids, counts say {counts['pending']}")
+    by_kind = store.queued_ids()
+    queued_total = sum(len(ids) for ids in by_kind.values())
+    assert queued_total == counts["pending"], (
+        f"kind queues hold {queued_total} ids, counts say {counts['pending']}")
+    assert store.queued_by_kind() == {k: len(v) for k, v in by_kind.items() if v}, (
+        "the per-kind queue counts disagree with the kind queues")
+    assert sum(store.inflight_by_kind().values()) == counts["leased"], (
+        f"in-flight counts per kind {store.inflight_by_kind()} disagree with {counts['leased']} "
+        "leased")
     assert c.zcard(store.keys.leases) == counts["leased"], (
         f"lease set holds {c.zcard(store.keys.leases)} ids, counts say {counts['leased']}")
     assert c.zcard(store.keys.delayed) == counts["failed"], (
@@ -140,9 +147,11 @@ def assert_counts_consistent(store: TaskStore) -> dict[str, TaskState]:
     # pending task outside the queue is never leased, a leased one outside the lease set never
     # reaped, a failed one outside the backoff set never retried.
     k = store.keys
-    for state, key in ((TaskState.PENDING, k.pending), (TaskState.LEASED, k.leases),
+    pending = set().union(*by_kind.values()) if by_kind else set()
+    for state, key in ((TaskState.PENDING, "the kind queues"), (TaskState.LEASED, k.leases),
                        (TaskState.FAILED, k.delayed)):
-        queued = {m.decode() for m in c.zrange(key, 0, -1)}
+        queued = pending if state == TaskState.PENDING else {
+            m.decode() for m in c.zrange(key, 0, -1)}
         stranded = [t for t, st in states.items() if st == state and t not in queued]
         assert not stranded, (
             f"{len(stranded)} {state.value} tasks are missing from {key}, so nothing will ever "
@@ -161,7 +170,7 @@ def snapshot(store: TaskStore) -> dict[str, Any]:
         "tasks": task_states(store),
         "counts": store.counts(),
         "submitted": store.stats().get("submitted", 0),
-        "pending": c.zcard(k.pending),
+        "pending": {kind: len(ids) for kind, ids in store.queued_ids().items()},
         "seq": c.get(k.seq),
         "fence": store.fence_value(),
     }

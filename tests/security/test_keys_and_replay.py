@@ -270,7 +270,8 @@ def test_stored_snapshots_stay_restorable_after_rotation_and_revocation(
     revoke_in_file(keyfile, old_kid)
 
     # then: the stored snapshot still verifies and restores
-    redis_client.delete(store.keys.task(task_id), store.keys.pending, store.keys.counts,
+    redis_client.delete(store.keys.task(task_id), store.keys.queue("echo"),
+                        store.keys.queued_kinds, store.keys.counts,
                         store.keys.seq, store.keys.stats, store.keys.audit, store.keys.fence,
                         store.keys.run_id)
     SnapshotManager(store.core).restore(info.id)

@@ -34,9 +34,8 @@ import pytest
 import redis
 
 import raysys
-from raysys.handlers import Executor
 from raysys.messaging.messenger import Messenger
-from raysys.models import Lease, Outcome, TaskSpec, TaskState, record_body
+from raysys.models import Outcome, TaskSpec, TaskState, record_body
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, SigningKey, generate_key
 from raysys.store import RetryPolicy, TaskStore
@@ -64,18 +63,6 @@ def _canary(payload: Any, ctx: Any) -> str:
     with _runs_lock:
         _runs.append(ctx.task_id)
     return "ran"
-
-
-class CountingExecutor(Executor):
-    """The real executor; also remembers every lease it was asked to run."""
-
-    def __init__(self) -> None:
-        super().__init__(max_threads=2)
-        self.leases: list[str] = []
-
-    def run(self, lease: Lease) -> Outcome:
-        self.leases.append(lease.task_id)
-        return super().run(lease)
 
 
 # ---- the attacker's toolbox -------------------------------------------------------------------
@@ -434,7 +421,8 @@ def tamper(client: redis.Redis, scene: Scene, rng: random.Random) -> Plan:
     for n, task_id in enumerate(scene.finished):
         if n % 2 == 0:
             pipe.hset(keys.task(task_id), "state", "pending")
-            pipe.zadd(keys.pending, {task_id: float(scene.rows[task_id][2])})
+            pipe.zadd(keys.queue(KIND), {task_id: float(scene.rows[task_id][2])})
+            pipe.hincrby(keys.queued_kinds, KIND, 1)
         else:
             pipe.hset(keys.task(task_id), "state", "failed")
             pipe.zadd(keys.delayed, {task_id: 0})
@@ -446,7 +434,7 @@ def tamper(client: redis.Redis, scene: Scene, rng: random.Random) -> Plan:
 class Drained:
     """A worker leasing until the queue is empty, as the actors do."""
 
-    executor: CountingExecutor
+    leases: list[str]  # every lease handed out to be run (any is a failure)
     latency: dict[str, float]  # task id -> the lease round that quarantined it, s
     rounds: int
     seconds: float
@@ -454,25 +442,26 @@ class Drained:
 
 def lease_until_empty(client: redis.Redis, store: TaskStore) -> Drained:
     """``acquire_verified`` + run, round after round, until nothing is pending or due."""
-    executor = CountingExecutor()
-    loop = WorkerLoop(store, "victim-worker", batch=BATCH, ttl_s=30, executor=executor)
+    handed_out: list[str] = []
+    loop = WorkerLoop(store, "victim-worker", batch=BATCH, ttl_s=30, concurrency=2)
     latency: dict[str, float] = {}
     rounds = 0
     with _runs_lock:
         _runs.clear()
     began = time.monotonic()
-    while client.zcard(store.keys.pending) or client.zcard(store.keys.delayed):
+    while any(store.queued_ids().values()) or client.zcard(store.keys.delayed):
         rounds += 1
         assert rounds < 2_000, "the queue does not drain"
         t0 = time.perf_counter()
         leases, quarantined = store.acquire_verified(loop.holder, loop.batch, loop.ttl_s)
+        handed_out += [lease.task_id for lease in leases]
         loop.process(leases)  # must be empty; anything here is run (and counted)
         took = time.perf_counter() - t0
         for task_id, _fence in quarantined:
             latency[task_id] = took
     seconds = time.monotonic() - began
-    executor.shutdown()
-    return Drained(executor, latency, rounds, seconds)
+    loop.close()
+    return Drained(handed_out, latency, rounds, seconds)
 
 
 @dataclass
@@ -549,7 +538,7 @@ def test_ten_thousand_mutations_are_rejected_audited_and_never_run(
 
     # then: per task, nothing ran, and each was rejected and audited with the expected reason
     verdict = Verdict()
-    executed = sorted(set(_runs) | set(drained.executor.leases))
+    executed = sorted(set(_runs) | set(drained.leases))
     if executed:
         verdict.problems.append(f"{len(executed)} tampered or re-queued tasks were executed: "
                                 f"{executed[:3]}")

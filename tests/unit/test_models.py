@@ -17,8 +17,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_defaults_are_sane() -> None:
+    # a submission's limits default to its kind's (None here: resolved when the task runs)
     spec = TaskSpec.build(kind="echo", payload={"a": 1})
-    assert (spec.priority, spec.max_attempts, spec.idempotency_key) == (0, 3, None)
+    assert (spec.priority, spec.max_attempts, spec.timeout_s, spec.idempotency_key,
+            spec.schedule_to_start_s) == (0, None, None, None, None)
 
 
 @pytest.mark.parametrize(

@@ -61,8 +61,8 @@ def test_retried_submit_call_with_same_bytes_is_idempotent(store: TaskStore) -> 
     rec = store.client.hget(store.keys.task(task_id), "rec")
     prefix = store.keys.prefix
     k = store.keys
-    ids = store._run("submit", [k.pending, k.seq, k.counts, k.stats, k.audit],
-                     [prefix, "1", 1000, task_id, rec, 0, ""])
+    ids = store._run("submit", [k.seq, k.counts, k.stats, k.audit, k.wake, k.start_by],
+                     [prefix, "1", 1000, task_id, rec, 0, "", "noop", 0])
     assert [i.decode() for i in ids] == [task_id]
     assert store.counts()["pending"] == 1
 
@@ -73,7 +73,7 @@ def test_a_planted_wrong_type_key_refuses_the_batch_before_writing(store: TaskSt
     specs = [spec(payload=i) for i in range(5)] + [spec(idempotency_key="late-in-batch")]
     with pytest.raises(IntegrityError, match="nothing stored"):
         store.submit_many(specs)
-    assert store.counts()["pending"] == 0 and store.client.zcard(store.keys.pending) == 0
+    assert store.counts()["pending"] == 0 and store.queued_ids() == {}
     assert not list(store.client.scan_iter(match=store.keys.pattern().replace("*", "t:*")))
 
 
@@ -81,7 +81,7 @@ def test_a_planted_non_hash_in_the_queue_is_skipped_not_fatal(store: TaskStore) 
     store.submit_many([spec(priority=1), spec(priority=1)])
     junk = "ee" * 16
     store.client.set(store.keys.task(junk), "not a hash")
-    store.client.zadd(store.keys.pending, {junk: -10 * 1099511627776})  # first in line
+    store.client.zadd(store.keys.queue("noop"), {junk: -10 * 1099511627776})  # first in line
     leases = store.acquire("w", 5, 30)
     assert len(leases) == 2
     assert store.counts()["leased"] == 2 and store.client.zcard(store.keys.leases) == 2
@@ -227,14 +227,14 @@ def test_resent_acquire_returns_the_same_leases_instead_of_stranding_them(
         store: TaskStore) -> None:
     store.submit_many([spec(payload=i) for i in range(5)])
     k = store.keys
-    keys = [k.pending, k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit,
-            k.acquire_log]
-    args = [k.prefix, "w", 3, 30_000, "1", 1000, 1000, "request-1"]
+    keys = [k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit, k.acquire_log,
+            k.start_by]
+    args = [k.prefix, "w", 3, 30_000, "1", 1000, 1000, "request-1", -1]
     first = store._run("acquire", keys, args)
     again = store._run("acquire", keys, args)  # the same call, resent
     assert again[2:] == first[2:] and len(first[2:]) == 15
     assert store.counts()["leased"] == 3 and store.counts()["pending"] == 2
-    fresh = store._run("acquire", keys, [*args[:-1], "request-2"])
+    fresh = store._run("acquire", keys, [*args[:-2], "request-2", -1])
     assert len(fresh[2:]) == 10  # a new call gets the rest
 
 
@@ -423,7 +423,8 @@ def test_finished_task_put_back_in_queue_is_not_run_again(store: TaskStore) -> N
     store.complete("w", [(lease, OK)])
     # The attacker re-queues it and even rewrites its state.
     store.client.hset(store.keys.task(task_id), "state", "pending")
-    store.client.zadd(store.keys.pending, {task_id: 0})
+    store.client.zadd(store.keys.queue("noop"), {task_id: 0})
+    store.client.hincrby(store.keys.queued_kinds, "noop", 1)
     assert store.acquire("w", 5, 30) == []
     assert store.stats()["replays_blocked"] == 1
     assert any(e["ev"] == "replay_blocked" for e in store.audit_tail())

@@ -97,7 +97,7 @@ for i = 1, #queued, 2 do
   local kind = queued[i]
   local allowed = quota[kind] or default_quota
   if allowed < 0 then allowed = n end
-  local take = math.min(allowed, n, tonumber(queued[i + 1]))
+  local take = math.min(allowed, n)  -- the count only says the kind has work, not how much
   if take > 0 then
     local head = redis.call("ZRANGE", prefix .. "q:" .. kind, 0, take - 1, "WITHSCORES")
     for j = 1, #head, 2 do
