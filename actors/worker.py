@@ -64,7 +64,7 @@ class Worker:
         ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
         self.runner = TaskRunner(self.store, worker_id, concurrency=config.concurrency,
                                  ttl_s=settings.lease_ttl_s, ledger=ledger,
-                                 remote=_remote_lane())
+                                 remote=_remote_lane(), max_prefetch=config.max_prefetch)
         self.store.kinds.publish({h.name: h.options.to_doc() for h in handlers()})
         self._lock = threading.Lock()
         self._rejected_messages = 0

@@ -57,6 +57,12 @@ class ActorConfig:
     max_workers: int = 2
     ledger: bool = False  # record acknowledged commits in the CommitLedger (demo, tests)
     scale_down_idle_s: float = 30.0  # an autoscaled pool removes a worker idle this long
+    max_prefetch: int = 1000  # leases a worker holds queued beyond its slots, at most
+
+    @property
+    def capacity(self) -> int:
+        """The most leases one worker may hold at once (running and queued)."""
+        return self.concurrency + self.max_prefetch
 
     def __post_init__(self) -> None:
         secret = SECRET_SETTINGS.intersection(self.overrides)
@@ -69,6 +75,8 @@ class ActorConfig:
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise ConfigurationError(f"concurrency must be from 1 to {MAX_CONCURRENCY}, not "
                                      f"{self.concurrency}")
+        if self.max_prefetch < 0:
+            raise ConfigurationError("max_prefetch must be >= 0")
         if not self.scale_down_idle_s > 0:
             raise ConfigurationError("scale_down_idle_s must be above 0")
         if not 0 <= self.min_workers <= self.max_workers <= MAX_WORKERS:
@@ -78,12 +86,12 @@ class ActorConfig:
     @classmethod
     def build(cls, namespace: str, overrides: dict[str, Any], *, workers: Workers = 2,
               batch: int = 50, concurrency: int = DEFAULT_CONCURRENCY, ledger: bool = False,
-              scale_down_idle_s: float = 30.0) -> ActorConfig:
+              scale_down_idle_s: float = 30.0, max_prefetch: int = 1000) -> ActorConfig:
         """A config for a pool of ``workers`` (N, (MIN, MAX) or "MIN:MAX")."""
         low, high = pool_size(workers)
         return cls(namespace, overrides, batch=batch, concurrency=concurrency,
                    min_workers=low, max_workers=high, ledger=ledger,
-                   scale_down_idle_s=scale_down_idle_s)
+                   scale_down_idle_s=scale_down_idle_s, max_prefetch=max_prefetch)
 
     @property
     def autoscaled(self) -> bool:

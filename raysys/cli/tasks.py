@@ -17,6 +17,7 @@ from raysys.config import Settings
 from raysys.core import open_core
 from raysys.errors import NotFound, ValidationError
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
+from raysys.registry import Registry
 from raysys.store import TaskStore
 from raysys.store.records import check_task_id
 
@@ -150,6 +151,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 doc = core.store.status(args.task_id).to_json()
             else:
                 doc, last = _counts_doc(core.store, last if args.watch else None, args.watch)
+                waiting = Registry(core).waiting()
+                if waiting:
+                    doc["waiting"] = waiting
             emit(doc, args.json, _status_text(doc), flush=True)
             if not args.watch:
                 return 0
@@ -173,5 +177,10 @@ def _status_text(doc: dict[str, Any]) -> str:
     if "counts" not in doc:
         return "\n".join(f"{key}: {json.dumps(value)}" for key, value in doc.items())
     rate = f"  {doc['tasks_per_s']:,.1f} tasks/s" if "tasks_per_s" in doc else ""
-    return ("  ".join(f"{state} {n}" for state, n in doc["counts"].items())
-            + f"  (total {doc['total']}){rate}")
+    lines = ["  ".join(f"{state} {n}" for state, n in doc["counts"].items())
+             + f"  (total {doc['total']}){rate}"]
+    for kind, why in doc.get("waiting", {}).items():
+        need = ", ".join(f"{k} {v:g}" for k, v in why.get("need", {}).items())
+        lines.append(f"waiting: {why.get('pending', 0)} {kind} tasks ({why.get('reason')}"
+                     + (f": no live node has {need}" if need else "") + ")")
+    return "\n".join(lines)

@@ -107,7 +107,9 @@ def chaos_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedRedis,
                  redis_server_factory: Any) -> Iterator[DeployFn]:
-    """``chaos_deploy(workers, *, data_dir=None, conn=None, batch=10, **settings)``.
+    """``chaos_deploy(workers, *, data_dir=None, conn=None, batch=10, concurrency=1,
+    max_prefetch=19, **settings)``: a worker runs ``concurrency`` tasks at once and holds at
+    most concurrency + max_prefetch leases (the scenarios' default: one at a time, 20 held).
 
     Starts raysys (ledger on, the chaos handlers registered, a fresh namespace) on the session's
     embedded Redis, or on the one serving ``data_dir``, or on a configured Redis
@@ -121,7 +123,8 @@ def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedR
     record_client = redis.Redis(host="127.0.0.1", port=record_server.port)
 
     def deploy(workers: int, *, data_dir: Path | None = None, conn: redis.Redis | None = None,
-               batch: int = 10, capacity: int | None = None, **settings: Any) -> Deployment:
+               batch: int = 10, concurrency: int = 1, max_prefetch: int = 19,
+               **settings: Any) -> Deployment:
         data_dir = data_dir or chaos_data_dir
         namespace = settings.pop("namespace", f"chaos-{uuid.uuid4().hex[:10]}")
         settings.setdefault("handlers", HANDLER_MODULE)
@@ -132,7 +135,8 @@ def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedR
             if server is not None:  # a data dir nobody served yet: ours to stop
                 servers.append(server)
             conn = redis.Redis.from_url(url)
-        client = raysys.start(workers, batch=batch, capacity=capacity, ledger=True,
+        client = raysys.start(workers, batch=batch, concurrency=concurrency,
+                              max_prefetch=max_prefetch, ledger=True,
                               data_dir=data_dir, namespace=namespace, **settings)
         log = AttemptLog(record_client, f"chaos:attempts:{namespace}", namespace)
         deployment = Deployment(client, conn, log, Path(data_dir), settings["lease_ttl_s"],

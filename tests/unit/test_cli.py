@@ -202,6 +202,10 @@ BAD_INPUT = {
     "too-deep-payload": (("submit", "echo", "--payload", "[" * 40 + "]" * 40), "deeper than 32"),
     "priority-out-of-range": (("submit", "noop", "--priority", "1001"), "priority"),
     "bad-kind": (("submit", "no such kind!"), "kind"),
+    "zero-attempts": (("submit", "noop", "--max-attempts", "0"), "max_attempts"),
+    "negative-start-limit": (("submit", "noop", "--schedule-to-start", "-1"),
+                             "schedule_to_start_s"),
+    "bad-cancel-id": (("cancel", "not-an-id"), "not a task id"),
 }
 
 
@@ -213,6 +217,31 @@ def test_bad_input_is_one_clear_line(configured: Cli, args: tuple[str, ...], say
 
     # then: one line naming what is wrong, exit 3, nothing on stdout
     assert says in run.error_line(3)
+
+
+def test_cancel_ends_a_pending_task_and_leaves_a_final_one_alone(configured: Cli) -> None:
+    # given: two pending tasks, one of them already cancelled
+    first = configured.run("submit", "noop", "--json").json()["id"]
+    second = configured.run("submit", "noop", "--json").json()["id"]
+    assert configured.run("cancel", second).returncode == 0
+
+    # when: both, and an unknown id, are cancelled in one command
+    unknown = "0123456789abcdef0123456789abcdef"
+    run = configured.run("cancel", first, second, unknown, "--json")
+
+    # then: one JSON object saying what happened to each; the unknown id makes the exit 8
+    assert run.returncode == 8 and len(run.stdout.splitlines()) == 1
+    results = {r["id"]: r for r in json.loads(run.stdout)["results"]}
+    assert results[first] == {"id": first, "before": "pending", "state": "cancelled",
+                              "cancelled": True}
+    assert results[second]["cancelled"] is False and results[second]["state"] == "cancelled"
+    assert results[unknown]["before"] is None
+    status = configured.run("status", first, "--json").json()
+    assert status["state"] == "cancelled"
+
+    # and the text form says it in words
+    text = configured.run("cancel", first).stdout
+    assert "already cancelled: nothing to cancel" in text
 
 
 def test_unknown_task_id_is_not_found(configured: Cli) -> None:
