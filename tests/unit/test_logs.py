@@ -18,6 +18,8 @@ def root_logger() -> Iterator[logging.Logger]:
     """The ``raysys`` logger, put back as it was afterwards (handlers, level, propagation)."""
     logger = logging.getLogger(logs.ROOT_LOGGER)
     saved = (list(logger.handlers), logger.level, logger.propagate, set(logs._configured))
+    logger.handlers = []  # as in a fresh process: earlier tests may have configured it
+    logs._configured.clear()
     yield logger
     for handler in logger.handlers:
         if handler not in saved[0]:
