@@ -62,7 +62,7 @@ class Committer:
         self.ledger = ledger
         self.batch = batch
         self.counters = CommitCounters()
-        self._queue: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Finished] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"{holder}-commit", daemon=True)
         self._idle = threading.Event()
         self._idle.set()
@@ -81,8 +81,7 @@ class Committer:
         with self._lock:
             self._pending += len(items)
             self._idle.clear()
-        for item in items:
-            self._queue.put(item)
+        self._queue.put(list(items))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """True once everything put so far has been committed (or given up)."""
@@ -97,7 +96,7 @@ class Committer:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
-            items = [] if first is None else [first]
+            items = [] if first is None else list(first)
             stopping = first is None
             until = time.monotonic() + LINGER_S
             while len(items) < self.batch and not stopping:
@@ -108,7 +107,7 @@ class Committer:
                 if nxt is None:
                     stopping = True
                     break
-                items.append(nxt)
+                items.extend(nxt)
             if items:
                 self._commit_with_retries(items)
             with self._lock:

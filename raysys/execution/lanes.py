@@ -50,16 +50,20 @@ class ThreadLane:
         self._lock = threading.Lock()
 
     def start(self, handler: Handler, payload: Any, ctx: TaskContext, report: Report) -> Stop:
+        if len(self._threads) < self.size:
+            self._add_thread()
+        self._ready.put((handler, payload, ctx, report))
+        # Python cannot stop a thread: the handler is told (ctx.cancelled) and its result,
+        # whenever it comes, is not committed.
+        return _nothing
+
+    def _add_thread(self) -> None:
         with self._lock:
             if len(self._threads) < self.size:
                 thread = threading.Thread(target=self._serve, name=f"{self.name}-"
                                           f"{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
-        self._ready.put((handler, payload, ctx, report))
-        # Python cannot stop a thread: the handler is told (ctx.cancelled) and its result,
-        # whenever it comes, is not committed.
-        return _nothing
 
     def _serve(self) -> None:
         while True:

@@ -51,11 +51,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 16
 PREFETCH_WINDOW_S = 0.25  # queue about this much work per worker, to hide the hand-out latency
 MAX_PREFETCH = 1000
-RATE_HALF_LIFE_S = 2.0
+RATE_HALF_LIFE_S = 0.5  # short: the prefetch follows a burst of short tasks within a second
 DISPATCH_BATCH = 1000  # ended attempts accounted for under one lock
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Attempt:
     """One running attempt. ``done`` once its outcome is decided (finished, timed out or
     cancelled); ``stuck``: done, but its thread still runs the handler."""
@@ -224,9 +224,9 @@ class TaskRunner:
                     if attempt.done:  # timed out, cancelled or handed back: nothing to commit
                         continue
                     self._end(attempt)
-                    self.counters.finished += 1
-                    self._count_rate()
                     finished.append(Finished(attempt.lease, outcome, attempt.started))
+                self.counters.finished += len(finished)
+                self._count_rate(len(finished))
                 self._fill()
             self.committer.put_many(finished)
 
@@ -243,12 +243,14 @@ class TaskRunner:
             attempt.stuck = True
             self._stuck[task_id] = attempt
 
-    def _count_rate(self) -> None:
-        """One more attempt finished: an exponentially weighted count of events, scaled so
+    def _count_rate(self, n: int) -> None:
+        """``n`` more attempts finished: an exponentially weighted count of events, scaled so
         that a steady rate R reads R (each event adds ln 2 / half-life, and it all decays)."""
+        if not n:
+            return
         now = time.monotonic()
         self._rate = (self._rate * 0.5 ** ((now - self._rate_at) / RATE_HALF_LIFE_S)
-                      + math.log(2) / RATE_HALF_LIFE_S)
+                      + n * math.log(2) / RATE_HALF_LIFE_S)
         self._rate_at = now
 
     def _on_deadline(self, task_id: str) -> None:
@@ -320,6 +322,8 @@ class TaskRunner:
                 if attempt is not None and not attempt.done:
                     self._stop(attempt, reason)
                     stopped += 1
+                    log.info("task %s fence %d stopped: %s", task_id, attempt.lease.fence,
+                             reason)
             if reason == LEASE_LOST:
                 self.counters.lost += stopped
             else:

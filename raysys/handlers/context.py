@@ -22,40 +22,53 @@ SHUTTING_DOWN = "worker shutting down"
 
 
 class CancelSignal:
-    """A thread-safe, awaitable, one-way flag with a reason (the first ``set`` wins)."""
+    """A thread-safe, awaitable, one-way flag with a reason (the first ``set`` wins).
+
+    Cheap to make (one per attempt): the event a waiter blocks on is created on first wait.
+    """
+
+    __slots__ = ("_event", "_waiters", "reason")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
+        self._event: threading.Event | None = None
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.reason: str | None = None
 
     def set(self, reason: str = CANCELLED) -> bool:
         """Set the flag; False if it was already set (the first reason is kept)."""
-        with self._lock:
-            if self._event.is_set():
+        with _LOCK:
+            if self.reason is not None:
                 return False
             self.reason = reason
-            self._event.set()
-            waiters, self._waiters = self._waiters, []
+            event, waiters, self._waiters = self._event, self._waiters, []
+        if event is not None:
+            event.set()
         for loop, future in waiters:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_resolve, future)
         return True
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self.reason is not None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until set or ``timeout`` s passed; True if set (``threading.Event.wait``)."""
-        return self._event.wait(timeout)
+        if self.reason is not None:
+            return True
+        with _LOCK:
+            if self._event is None:
+                self._event = threading.Event()
+                if self.reason is not None:  # set between the check and the lock
+                    self._event.set()
+            event = self._event
+        return event.wait(timeout)
 
     async def wait_async(self) -> None:
         """Return once set (from any thread)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._event.is_set():
+        with _LOCK:
+            if self.reason is not None:
                 return
             self._waiters.append((loop, future))
         await future
@@ -65,6 +78,9 @@ class CancelSignal:
 
     def __repr__(self) -> str:
         return f"CancelSignal({'set: ' + str(self.reason) if self.is_set() else 'clear'})"
+
+
+_LOCK = threading.Lock()  # guards every signal's state: set() and first waits are rare
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -41,7 +41,7 @@ from raysys.models import (
     record_body,
 )
 from raysys.store.histograms import bucket as duration_bucket
-from raysys.store.kinds import KindBook
+from raysys.store.kinds import KindBook, KindInfo
 from raysys.store.reaping import StoreReaping
 from raysys.store.records import AUDIT_MAXLEN, COMPLETION, RECORD, check_task_id
 from raysys.store.replies import as_text
@@ -104,6 +104,7 @@ class TaskStore(StoreReaping):
         k = self.keys
         ids: list[str] = [""] * len(specs)
         todo = list(range(len(specs)))
+        book = self.kinds.read()
         for _ in range(3):  # a random 128-bit id is taken only by an attacker's guess; re-issue
             args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
             for index in todo:
@@ -111,7 +112,7 @@ class TaskStore(StoreReaping):
                 task_id = new_task_id()
                 record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
                 args += [task_id, record, spec.priority, spec.idempotency_key or "", spec.kind,
-                         self._start_limit_ms(spec)]
+                         start_limit_ms(spec, book)]
             try:
                 reply = self._run("submit", [k.seq, k.counts, k.stats, k.audit, k.wake,
                                              k.start_by], args)
@@ -128,14 +129,6 @@ class TaskStore(StoreReaping):
             log.warning("%d task ids were already taken in Redis; re-issuing them", len(todo))
         raise IntegrityError("task ids keep colliding with existing keys: is someone writing "
                              "raysys keys?", reason="id_collision")
-
-    def _start_limit_ms(self, spec: TaskSpec) -> int:
-        """The schedule-to-start limit in ms: the submission's, else its kind's, else 0."""
-        limit = spec.schedule_to_start_s
-        if limit is None:
-            info = self.kinds.get(spec.kind)
-            limit = info.schedule_to_start_s if info is not None else None
-        return int(limit * 1000) if limit else 0
 
     # ---- leasing ------------------------------------------------------------------------
     def acquire(self, holder: str, n: int, ttl_s: float) -> list[Lease]:
@@ -283,3 +276,12 @@ class TaskStore(StoreReaping):
             return []
         rest = self.client.lpop(key, CANCEL_TAKE) or []
         return [as_text(first[1]), *(as_text(x) for x in rest)]
+
+
+def start_limit_ms(spec: TaskSpec, book: Mapping[str, KindInfo]) -> int:
+    """The schedule-to-start limit in ms: the submission's, else its kind's, else 0."""
+    limit = spec.schedule_to_start_s
+    if limit is None:
+        info = book.get(spec.kind)
+        limit = info.schedule_to_start_s if info is not None else None
+    return int(limit * 1000) if limit else 0

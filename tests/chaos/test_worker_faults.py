@@ -113,12 +113,13 @@ def _named(d: Deployment, index: int) -> bool:
 
 def stale_writes_problems(d: Deployment, record: RunRecord, index: int,
                           since: float) -> tuple[list[str], int]:
-    """Every write of worker ``index`` under a lease taken back after ``since`` was refused,
-    audited and logged by the worker itself.
+    """No write of worker ``index`` under a lease taken back after ``since`` was accepted: each
+    was refused (a ``fence_rejected`` audit entry naming it, and the worker's log line), or
+    never sent (the worker learned from a refused renewal that the lease was lost, stopped the
+    task and logged it).
 
     The lost leases are the ``lease_expired`` audit entries naming the worker after the fault,
-    including leases delivered to it after the fault began. Each one it ran must show up as a
-    ``fence_rejected`` audit entry naming it and in its log. Returns the problems and how many
+    including leases delivered to it after the fault began. Returns the problems and how many
     lost leases the worker ran anyway.
     """
     holder = d.holder(index)
@@ -135,16 +136,18 @@ def stale_writes_problems(d: Deployment, record: RunRecord, index: int,
             problems.append(f"task {attempt.task_id}: the stale holder's commit under fence "
                             f"{attempt.fence} was accepted after its lease was taken back")
             continue
-        if rejected.get(key) != holder:
-            problems.append(f"task {attempt.task_id}: the stale commit under fence "
-                            f"{attempt.fence} left no fence_rejected audit entry")
-        if f"commit of task {attempt.task_id} under fence {attempt.fence} rejected" not in logs:
+        refused = rejected.get(key) == holder
+        stopped = f"task {attempt.task_id} fence {attempt.fence} stopped: lease lost" in logs
+        if refused and (f"commit of task {attempt.task_id} under fence {attempt.fence} "
+                        "rejected") not in logs:
             problems.append(f"task {attempt.task_id}: the worker did not log its rejected "
                             f"commit under fence {attempt.fence}")
+        if not refused and not stopped:
+            problems.append(f"task {attempt.task_id}: the stale attempt under fence "
+                            f"{attempt.fence} was neither refused (no fence_rejected audit "
+                            "entry) nor stopped by the worker for its lost lease")
     if not ran:
         problems.append("the stale worker ran none of the leases it lost: nothing was tested")
-    if "leases (expired before renewal)" not in logs:
-        problems.append("the stale worker never logged that its renewals were refused")
     return problems, len(ran)
 
 
@@ -382,7 +385,7 @@ def test_sigkill_a_worker_with_sixteen_tasks_in_flight(
     d = chaos_deploy(workers, batch=16, concurrency=concurrency, max_prefetch=4)
     began = time.monotonic()
     ids = d.client.submit_specs(d.log.specs(n, seconds))
-    wait_until(lambda: d.final() >= chaos_rng.uniform(0.2, 0.5) * n, 60, "the run mid-way")
+    wait_until(lambda: d.final() >= chaos_rng.uniform(0.3, 0.5) * n, 60, "the run mid-way")
     victim = chaos_rng.randrange(workers)
     wait_until(lambda: len(running_now(d, victim)) >= concurrency, 30,
                "16 tasks running on the victim")

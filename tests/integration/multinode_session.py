@@ -128,12 +128,14 @@ def ray_task_node_removed(s: Session) -> dict[str, Any]:
 
 
 def worker_node_removed(s: Session) -> dict[str, Any]:
-    victims = [w["id"] for w in s.client.workers() if w["node_id"] == s.nodes["a"]]
+    hosting = {w["node_id"] for w in s.client.workers()}
+    name = next((n for n in ("a", "b") if s.nodes[n] in hosting), "a")
+    victims = [w["id"] for w in s.client.workers() if w["node_id"] == s.nodes[name]]
     expired = s.client.stats().get("expired", 0)
     ids = s.client.submit_specs(specs("mn.inline", 1200, s=0.1))
     wait_until(lambda: s.client.counts()["succeeded"] >= _done_before(s) + 300, 60,
                "a quarter done")
-    s.cluster.remove_node(s.cluster_nodes["a"])  # type: ignore[attr-defined]
+    s.cluster.remove_node(s.cluster_nodes[name])  # type: ignore[attr-defined]
     statuses = s.client.wait(ids, timeout=180)
     return {"victims": victims, "states": sorted({st.state.value for st in statuses}),
             "leases_expired": s.client.stats().get("expired", 0) - expired, **s.ledger(ids)}
@@ -145,7 +147,7 @@ def pool_follows_the_backlog(s: Session) -> dict[str, Any]:
                         concurrency=4, scale_down_idle_s=3.0, lease_ttl_s=3.0,
                         reaper_interval_s=0.5, handlers=HANDLERS)
     try:
-        ids = pool.submit_specs(specs("mn.inline", 300, s=0.2))
+        ids = pool.submit_specs(specs("mn.inline", 600, s=0.2))
         sizes = []
         while not all(st is not None and st.state in FINAL_STATES
                       for st in pool.statuses(ids)):

@@ -191,9 +191,10 @@ def test_keyed_submit_is_retried_across_a_coordinator_restart(
 
 def test_drain_hands_back_queued_leases_unspent(raysys_start: Callable[..., Client],
                                                  ledger_report: Report) -> None:
-    # given one worker holding up to 20 leases in batches of 5, each task 0.1 s
-    client = raysys_start(workers=1, batch=5, capacity=20)
-    ids = client.submit_specs(sleep_specs(60, 0.1))
+    # given one worker running one task at a time (0.02 s each), fed in batches of 5: as its
+    # rate builds up it holds a few leases queued beyond its slot (its prefetch)
+    client = raysys_start(workers=1, batch=5, concurrency=1)
+    ids = client.submit_specs(sleep_specs(300, 0.02))
     worker = client.worker(0)
     wait_until(lambda: ray.get(worker.load.remote(), timeout=10)["queued"] >= 5, 30,
                "leases queued at the worker")
@@ -207,7 +208,7 @@ def test_drain_hands_back_queued_leases_unspent(raysys_start: Callable[..., Clie
     # and after resume everything runs once, on its first attempt: a hand-back costs none
     client.resume()
     results = client.wait(ids, timeout=60)
-    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 60}
+    assert Counter(r.state for r in results) == {TaskState.SUCCEEDED: 300}
     assert {r.attempts for r in results} == {1}
     report = ledger_report(client, ids)
     assert (report.lost, report.duplicate_commits) == (0, 0)
