@@ -322,8 +322,8 @@ class TaskRunner:
                 if attempt is not None and not attempt.done:
                     self._stop(attempt, reason)
                     stopped += 1
-                    log.info("task %s fence %d stopped: %s", task_id, attempt.lease.fence,
-                             reason)
+                    log.warning("task %s fence %d stopped: %s", task_id, attempt.lease.fence,
+                                reason)
             if reason == LEASE_LOST:
                 self.counters.lost += stopped
             else:

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,10 +186,12 @@ class RayHead:
 
 @contextmanager
 def ray_head(prefix: str, *, env: Mapping[str, str] | None = None,
-             head_args: Sequence[str] = ()) -> Iterator[RayHead]:
+             head_args: Sequence[str] | Callable[[Path, RayPorts], Sequence[str]] = ()
+             ) -> Iterator[RayHead]:
     """A started :class:`RayHead` in a new temp dir named ``prefix...``; stopped and removed
     when the block ends. ``env``: more variables for the head and its clients (TLS, say);
-    ``head_args``: more `ray start` options. Fails the test when the head does not start.
+    ``head_args``: more `ray start` options, or a function of the head's root and ports making
+    them (a config file naming the GCS port). Fails the test when the head does not start.
 
     The head's environment reaches the jobs and actors it starts: the marker, and an embedded
     Redis in a private data dir (``root/data``)."""
@@ -202,6 +204,8 @@ def ray_head(prefix: str, *, env: Mapping[str, str] | None = None,
                            RAY_AUTH_TOKEN_PATH=str(token_file), RAY_USAGE_STATS_ENABLED="0",
                            TMPDIR=str(root), **(env or {}))
     head = RayHead(root, uuid.uuid4().hex, token, client_env, ports)
+    if callable(head_args):
+        head_args = head_args(root, ports)
     try:
         start = subprocess.run(
             [str(VENV_BIN / "ray"), "start", "--head", f"--temp-dir={root / 'ray'}",
