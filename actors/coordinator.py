@@ -5,6 +5,9 @@ Fault-tolerance contract:
 * Keeps in Redis: everything. Submissions go through ``TaskStore.submit_many`` (the one write
   path): a call returns only after the signed records are stored. The reaper (``store.reap``
   every ``RAYSYS_REAPER_INTERVAL_S``) is stateless: any incarnation finishes what another began.
+* Housekeeping (:mod:`raysys.housekeeping`, every second): retention, tombstones, re-signing
+  live records before the replay window closes, the audit stream's age, stored snapshots kept.
+  Stateless and bounded per pass; two Coordinators may run it at once.
 * The pool keeper (:mod:`raysys.actors.pool`, every ``POOL_INTERVAL_S``) replaces workers whose
   every slot is stuck, follows the backlog between MIN and MAX workers, and asks Ray's
   autoscaler for what held-back kinds need; it decides from Redis and Ray alone.
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from raysys import metrics
 from raysys.actors.context import ActorConfig, open_actor_core
 from raysys.errors import NotFound
+from raysys.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeper, HousekeepingReport
 from raysys.ledger import CommitLedger
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, TaskStatus
 from raysys.registry import Registry
@@ -51,8 +55,12 @@ class Coordinator:
         self._ray_mirror: RayMetricsMirror | None = None  # first use: needs Ray's runtime
         self._pool: PeriodicTimer | None = None
         self._keeper: PoolKeeper | None = None
+        self._housekeeper = Housekeeper(self.core)
+        self._housekeeping = PeriodicTimer("housekeeping", HOUSEKEEPING_INTERVAL_S,
+                                           self.housekeep)
         if reaper:
             self._reaper.start()
+            self._housekeeping.start()
             self._mirror = PeriodicTimer("ray-metrics", MIRROR_INTERVAL_S, self.publish_metrics)
             self._mirror.start()
             self._pool = PeriodicTimer("pool", POOL_INTERVAL_S, self.keep_pool)
@@ -119,6 +127,10 @@ class Coordinator:
                                 *((tid, 0, "dead") for tid in report.unstarted)])
         return report.requeued, report.dead
 
+    def housekeep(self) -> HousekeepingReport:
+        """One housekeeping pass (retention, re-signing, audit trim, snapshots kept)."""
+        return self._housekeeper.run_once()
+
     def keep_pool(self) -> dict[str, Any]:
         """One pass of the pool keeper (stuck workers, autoscaling, resource requests)."""
         if self._keeper is None:
@@ -155,7 +167,7 @@ class Coordinator:
 
     def stop(self) -> None:
         self._reaper.stop()
-        for timer in (self._mirror, self._pool):
+        for timer in (self._mirror, self._pool, self._housekeeping):
             if timer is not None:
                 timer.stop()
         self.core.close()

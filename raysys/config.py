@@ -22,6 +22,8 @@ from raysys.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 32
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0  # finished tasks and audit entries: one week
+MIN_RETENTION_S = 10.0  # below this the replay window would refuse records still in flight
 
 # Every variable of the public surface (DESIGN.md, "Configuration"); .env.example lists the same.
 KNOWN_VARIABLES: tuple[str, ...] = (
@@ -51,6 +53,9 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "RAYSYS_SIGNING_KEYS",
     "RAYSYS_INSECURE_DEV",
     "RAYSYS_SCHEMA_DIR",
+    "RAYSYS_RETENTION_S",
+    "RAYSYS_AUDIT_RETENTION_S",
+    "RAYSYS_SNAPSHOT_KEEP",
 )
 
 
@@ -103,6 +108,13 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, validation_alias=_env("RAYSYS_API_TOKEN"))
     insecure_dev: bool = Field(False, validation_alias=_env("RAYSYS_INSECURE_DEV"))
     schema_dir: Path | None = Field(None, validation_alias=_env("RAYSYS_SCHEMA_DIR"))
+    retention_s: float = Field(
+        DEFAULT_RETENTION_S, ge=0, validation_alias=_env("RAYSYS_RETENTION_S")
+    )
+    audit_retention_s: float = Field(
+        DEFAULT_RETENTION_S, ge=0, validation_alias=_env("RAYSYS_AUDIT_RETENTION_S")
+    )
+    snapshot_keep: int = Field(24, ge=0, validation_alias=_env("RAYSYS_SNAPSHOT_KEEP"))
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -125,6 +137,9 @@ class Settings(BaseSettings):
                 "REDIS_SSL_CERT_REQS=none disables certificate checks; "
                 "set RAYSYS_INSECURE_DEV=1 to allow it on a development machine"
             )
+        if 0 < self.retention_s < MIN_RETENTION_S:
+            raise ValueError(f"RAYSYS_RETENTION_S must be 0 (keep for ever) or at least "
+                             f"{MIN_RETENTION_S:g} seconds")
         if self.api_token is not None and len(self.api_token.get_secret_value()) < MIN_SECRET_BYTES:
             raise ValueError(f"RAYSYS_API_TOKEN must be at least {MIN_SECRET_BYTES} bytes")
         return self

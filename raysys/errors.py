@@ -73,6 +73,13 @@ class NotFound(RaysysError):
     exit_code = 8
 
 
+class Conflict(RaysysError):
+    """Someone else changed the same thing first (a schedule's cursor moved on): re-read and
+    decide again (exit 9)."""
+
+    exit_code = 9
+
+
 class TaskFailed(RaysysError):
     """Raised by handlers (or wrapped around their errors) to fail one attempt; it is retried
     (after the kind's backoff) while attempts remain."""

@@ -13,10 +13,14 @@ Names (``cluster/prometheus/alerts.yaml`` and the Grafana dashboard query these)
   ``raysys_leases_granted_total``, ``raysys_leases_renewed_total``,
   ``raysys_leases_expired_total``, ``raysys_fenced_writes_rejected_total``,
   ``raysys_signature_failures_total``, ``raysys_replays_rejected_total``,
-  ``raysys_state_conflict_retries_total``;
+  ``raysys_state_conflict_retries_total``, ``raysys_tasks_purged_total`` (removed by retention
+  or ``purge``), ``raysys_tasks_redriven_total``; every counter is monotonic: a purge or a
+  redrive lowers ``raysys_tasks{state}`` but never a ``_total``;
 * histograms: ``task_duration_seconds`` (handler time of the attempt that made a task final),
   ``raysys_message_latency_seconds`` (actor message, sealed to opened);
-* gauges: ``redis_connected``, ``pending_tasks`` (pending plus failed awaiting retry),
+* gauges: ``redis_connected``, ``pending_tasks`` (pending plus failed awaiting retry; not
+  ``scheduled`` tasks, which are not due), ``raysys_redis_used_memory_bytes`` and
+  ``raysys_redis_maxmemory_bytes`` (0: no limit),
   ``raysys_tasks{state}``, ``raysys_live_workers``, ``raysys_reaper_lag_seconds`` (how long
   the oldest expired lease has waited for the reaper), ``raysys_redis_pool_connections{state}``
   (summed over the workers' heartbeats and the scraping process), ``raysys_actor_up{actor}``,
@@ -65,6 +69,8 @@ SIMPLE_COUNTERS: dict[str, tuple[str, str]] = {
     "replays_rejected": ("raysys_replays_rejected", "Replayed messages or records rejected"),
     "conflict_retries": ("raysys_state_conflict_retries",
                          "Optimistic read-modify-write retries after a version conflict"),
+    "purged": ("raysys_tasks_purged", "Finished tasks removed (retention or raysys purge)"),
+    "redriven": ("raysys_tasks_redriven", "Finished tasks sent to run again (raysys redrive)"),
 }
 
 
@@ -81,6 +87,7 @@ class Snapshot:
     pool: dict[str, int] = field(default_factory=dict)
     actors: dict[str, bool] = field(default_factory=dict)
     waiting: dict[str, dict[str, Any]] = field(default_factory=dict)  # kinds held back
+    memory: dict[str, int] = field(default_factory=dict)  # used_memory, maxmemory (bytes)
 
 
 def read(core: Core, *, worker_max_age_ms: int,
@@ -96,8 +103,9 @@ def read(core: Core, *, worker_max_age_ms: int,
     pipe.hgetall(keys.workers)
     pipe.zrange(keys.leases, 0, 0, withscores=True)
     pipe.hgetall(keys.waiting)
+    pipe.info("memory")
     try:
-        now, counts, stats, hist, workers, oldest, waiting = pipe.execute()
+        now, counts, stats, hist, workers, oldest, waiting, memory = pipe.execute()
     except (redis.RedisError, OSError):
         return Snapshot(False, actors=dict(actors or {}))
     now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
@@ -113,7 +121,9 @@ def read(core: Core, *, worker_max_age_ms: int,
         lag = (now_ms - float(oldest[0][1])) / 1000
     return Snapshot(True, _ints(counts), _ints(stats),
                     {as_text(k): as_text(v) for k, v in hist.items()}, live, lag, pool,
-                    dict(actors or {}), _docs(waiting))
+                    dict(actors or {}), _docs(waiting),
+                    {name: int(memory.get(name, 0) or 0) for name in ("used_memory",
+                                                                      "maxmemory")})
 
 
 def families(snap: Snapshot) -> Iterator[Metric]:
@@ -135,12 +145,12 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield states
     completed = CounterMetricFamily("raysys_tasks_completed", "Tasks that reached a final "
                                     "state, by that state", labels=["status"])
-    for state in FINAL:
-        completed.add_metric([state], counts.get(state, 0))
+    for state in FINAL:  # monotonic: counted when the task finished, kept through purges
+        completed.add_metric([state], stats.get(f"completed:{state}", 0))
     yield completed
     yield CounterMetricFamily("agent_failures", "Tasks that failed for good (dead or "
-                              "quarantined)", value=counts.get("dead", 0)
-                              + counts.get("quarantined", 0))
+                              "quarantined)", value=stats.get("completed:dead", 0)
+                              + stats.get("completed:quarantined", 0))
     for stat, (name, help_text) in SIMPLE_COUNTERS.items():
         value = stats.get(stat, 0)
         if stat == "replays_rejected":  # replayed messages plus re-queued finished records
@@ -161,6 +171,10 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         family.add_metric([], buckets=buckets, sum_value=total)
         del count  # the +Inf bucket is the count
         yield family
+    yield _gauge("raysys_redis_used_memory_bytes", "Memory Redis uses (INFO used_memory), "
+                 "whole server", snap.memory.get("used_memory", 0))
+    yield _gauge("raysys_redis_maxmemory_bytes", "Redis maxmemory (0: no limit: it grows "
+                 "until the machine runs out)", snap.memory.get("maxmemory", 0))
     yield _gauge("raysys_live_workers", "Workers whose heartbeat is younger than the lease TTL",
                  snap.live_workers)
     yield _gauge("raysys_reaper_lag_seconds", "How long the oldest expired lease has waited "

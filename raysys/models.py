@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -22,6 +24,8 @@ from raysys.errors import ValidationError
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_PAYLOAD_DEPTH = 32
 MAX_BATCH = 10_000
+MAX_DELAY_S = 366 * 86_400  # the furthest a task may be delayed
+PAST_TOLERANCE_S = 60.0  # a run_at this far in the past still runs (now); further is an error
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 DEFAULT_MAX_ATTEMPTS = 3  # a kind's attempts unless @raysys.task says otherwise
 DEFAULT_TIMEOUT_S = 300.0  # a kind's time limit per attempt unless @raysys.task says otherwise
@@ -32,6 +36,7 @@ TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
 class TaskState(StrEnum):
     """Lower-case task states of the public surface."""
 
+    SCHEDULED = "scheduled"  # submitted with a delay, not due yet
     PENDING = "pending"
     LEASED = "leased"
     SUCCEEDED = "succeeded"
@@ -107,6 +112,8 @@ class TaskSpec(BaseModel):
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout_s: float | None = Field(None, gt=0, le=86_400)
     schedule_to_start_s: float | None = Field(None, gt=0, le=365 * 86_400)
+    # Epoch ms before which the task must not start (None: now). Signed into the record.
+    not_before_ms: int | None = Field(None, ge=0)
 
     @field_validator("payload")
     @classmethod
@@ -124,6 +131,59 @@ class TaskSpec(BaseModel):
             return cls.model_validate(fields)
         except PydanticValidationError as exc:
             raise ValidationError(describe_validation(exc)) from None
+
+
+def due_ms(delay_s: float | None = None, run_at: float | datetime | str | None = None, *,
+           now: float | None = None) -> int | None:
+    """When a delayed task becomes due, in epoch ms (None: now), from ``delay_s`` (seconds from
+    now, >= 0) or ``run_at`` (an aware datetime, ISO-8601 text with a zone, or epoch seconds).
+
+    Raises ValidationError for both at once, a negative or too long delay, a time without a
+    zone, or a ``run_at`` more than ``PAST_TOLERANCE_S`` in the past (one just past runs now).
+    """
+    clock = time.time() if now is None else now
+    if delay_s is not None and run_at is not None:
+        raise ValidationError("give delay_s or run_at, not both")
+    if delay_s is not None:
+        if isinstance(delay_s, bool) or not isinstance(delay_s, int | float) or not math.isfinite(
+                delay_s) or delay_s < 0:
+            raise ValidationError(f"delay_s must be a number of seconds >= 0, not {delay_s!r}")
+        if delay_s > MAX_DELAY_S:
+            raise ValidationError(f"delay_s is {delay_s:g} s; at most {MAX_DELAY_S} s")
+        return int((clock + delay_s) * 1000) if delay_s > 0 else None
+    if run_at is None:
+        return None
+    when = _epoch_seconds(run_at)
+    if when < clock - PAST_TOLERANCE_S:
+        raise ValidationError(f"run_at {_iso(when)} is {clock - when:.0f} s in the past "
+                              f"(more than {PAST_TOLERANCE_S:g} s)")
+    if when - clock > MAX_DELAY_S:
+        raise ValidationError(f"run_at {_iso(when)} is more than {MAX_DELAY_S} s ahead")
+    return int(when * 1000) if when > clock else None
+
+
+def _epoch_seconds(run_at: float | datetime | str) -> float:
+    if isinstance(run_at, bool):
+        raise ValidationError(f"run_at must be a time, not {run_at!r}")
+    if isinstance(run_at, int | float):
+        if not math.isfinite(run_at):
+            raise ValidationError(f"run_at must be a time, not {run_at!r}")
+        return float(run_at)
+    if isinstance(run_at, str):
+        try:
+            run_at = datetime.fromisoformat(run_at.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(f"run_at {run_at!r} is not an ISO-8601 time "
+                                  "(like 2026-12-24T18:00:00+01:00)") from None
+    if not isinstance(run_at, datetime):
+        raise ValidationError(f"run_at must be a time, not {type(run_at).__name__}")
+    if run_at.tzinfo is None:
+        raise ValidationError(f"run_at {run_at.isoformat()} has no time zone (add Z or +01:00)")
+    return run_at.timestamp()
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
 
 
 def describe_validation(exc: PydanticValidationError) -> str:
@@ -151,6 +211,7 @@ def record_body(task_id: str, spec: TaskSpec, namespace: str) -> dict[str, Any]:
         "max_attempts": spec.max_attempts,
         "timeout_s": spec.timeout_s,
         "schedule_to_start_s": spec.schedule_to_start_s,
+        **({"not_before_ms": spec.not_before_ms} if spec.not_before_ms is not None else {}),
     }
 
 
@@ -207,6 +268,7 @@ class TaskStatus:
     fence: int = 0
     holder: str | None = None
     waiting: str | None = None  # pending and held back: why (no node can place its kind, ...)
+    run_at_ms: int | None = None  # scheduled: when it becomes due (epoch ms)
 
     def to_json(self) -> dict[str, Any]:
         doc = {
@@ -220,6 +282,8 @@ class TaskStatus:
         }
         if self.waiting is not None:
             doc["waiting"] = self.waiting
+        if self.run_at_ms is not None:
+            doc["run_at"] = _iso(self.run_at_ms / 1000)
         return doc
 
 

@@ -1,5 +1,6 @@
-"""``raysys doctor``: check Redis (reachable, credentials, TLS, eviction policy) and the keys;
-one line per check, exit 1 when any fails."""
+"""``raysys doctor``: check Redis (reachable, credentials, TLS, eviction policy, memory), the
+keys and the retention; one line per check (ok, warn or fail), exit 1 when any fails (warnings
+alone exit 0)."""
 
 from __future__ import annotations
 
@@ -29,17 +30,26 @@ def register(sub: Any) -> None:
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     checks = [run_check("redis", lambda: check_redis(settings)),
-              run_check("keys", lambda: check_keys(settings))]
-    failed = [c for c in checks if c["status"] != "ok"]
-    emit({"ok": not failed, "checks": checks}, args.json,
-         "\n".join(f"{c['status'].upper():4} {c['check']:6} {c['detail']}" for c in checks))
+              run_check("memory", lambda: check_memory(settings)),
+              run_check("keys", lambda: check_keys(settings)),
+              run_check("retention", lambda: check_retention(settings))]
+    failed = [c for c in checks if c["status"] == "fail"]
+    warned = [c for c in checks if c["status"] == "warn"]
+    emit({"ok": not failed, "warnings": len(warned), "checks": checks}, args.json,
+         "\n".join(f"{c['status'].upper():4} {c['check']:9} {c['detail']}" for c in checks))
     return 0 if not failed else 1
 
 
+class Warning_(Exception):
+    """A check that passed but found something to fix (status ``warn``)."""
+
+
 def run_check(name: str, check: Callable[[], str]) -> dict[str, str]:
-    """``{"check", "status": ok|fail, "detail"}``: the check's detail, or what went wrong."""
+    """``{"check", "status": ok|warn|fail, "detail"}``: the check's detail, or what is wrong."""
     try:
         return {"check": name, "status": "ok", "detail": check()}
+    except Warning_ as exc:
+        return {"check": name, "status": "warn", "detail": str(exc)}
     except RaysysError as exc:
         detail = str(exc)
     except redis.RedisError as exc:  # e.g. an ACL user without +info: report, do not crash
@@ -65,6 +75,47 @@ def check_redis(settings: Settings) -> str:
         host, port = settings.redis_endpoint()
         where = "embedded" if core.embedded else f"{host}:{port}"
         return f"{where} answers (server {info.get('redis_version')}), noeviction set"
+
+
+MEMORY_WARN_RATIO = 0.8
+
+
+def check_memory(settings: Settings) -> str:
+    with (_logger_muted("raysys.redis_server.connection"),  # the redis check said it already
+          open_core(settings, keyring=Keyring([generate_key()])) as core):
+        info = core.client.info("memory")
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    if limit <= 0:
+        raise Warning_(f"maxmemory is 0 (no limit): Redis uses {_mib(used)} and grows until the "
+                       "machine runs out of memory; set maxmemory (keep noeviction) and watch "
+                       "raysys_redis_used_memory_bytes")
+    if used > MEMORY_WARN_RATIO * limit:
+        raise Warning_(f"Redis uses {_mib(used)} of maxmemory {_mib(limit)} "
+                       f"({used / limit:.0%}); when full it refuses every write: lower "
+                       "RAYSYS_RETENTION_S, run `raysys purge --older-than 1d`, or raise "
+                       "maxmemory")
+    return f"Redis uses {_mib(used)} of maxmemory {_mib(limit)} ({used / limit:.0%})"
+
+
+def check_retention(settings: Settings) -> str:
+    if not settings.retention_s:
+        raise Warning_("RAYSYS_RETENTION_S=0: finished tasks are kept for ever and Redis grows "
+                       "by about 1 KiB per task without bound; `raysys purge` leaves "
+                       "tombstones that are never removed")
+    audit = (f"audit entries after {_days(settings.audit_retention_s)}"
+             if settings.audit_retention_s else "audit by length only")
+    keep = (f"the newest {settings.snapshot_keep} stored snapshots kept"
+            if settings.snapshot_keep else "every stored snapshot kept")
+    return (f"finished tasks removed {_days(settings.retention_s)} after they finish "
+            f"(the replay window); {audit}; {keep}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
 
 
 @contextmanager

@@ -16,10 +16,18 @@ from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit
 from raysys.config import Settings
 from raysys.core import open_core
 from raysys.errors import NotFound, ValidationError
-from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, parse_json_payload
+from raysys.models import (
+    FINAL_STATES,
+    MAX_BATCH,
+    TaskSpec,
+    TaskState,
+    due_ms,
+    parse_json_payload,
+)
 from raysys.registry import Registry
 from raysys.store import TaskStore
 from raysys.store.records import check_task_id
+from raysys.timespec import parse_duration
 
 WAIT_POLL_S = 0.2
 WATCH_EVERY_S = 1.0
@@ -38,6 +46,11 @@ def register(sub: Any) -> None:
                    help="dead if not started this long after submission (default: the kind's)")
     p.add_argument("--idempotency-key", help="resubmitting with this key returns the same task "
                    "(with --file, line N uses KEY-N)")
+    later = p.add_mutually_exclusive_group()
+    later.add_argument("--delay", metavar="DURATION",
+                       help="run no earlier than this from now (30s, 5m, 2h): state scheduled")
+    later.add_argument("--at", metavar="ISO-8601",
+                       help="run no earlier than this time (with a zone: 2026-12-24T18:00Z)")
     p.add_argument("--wait", action="store_true", help="wait until the task is final")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
     add_json_flag(p)
@@ -76,8 +89,10 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 def specs_from_args(args: argparse.Namespace) -> list[TaskSpec]:
     """The validated specs of ``submit``: one from ``--payload``, or one per ``--file`` line."""
+    delay = parse_duration(args.delay, what="--delay") if args.delay is not None else None
     common = {"kind": args.kind, "priority": args.priority, "max_attempts": args.max_attempts,
-              "schedule_to_start_s": args.schedule_to_start}
+              "schedule_to_start_s": args.schedule_to_start,
+              "not_before_ms": due_ms(delay, args.at)}
     if args.file is None:
         payload = parse_json_payload(args.payload) if args.payload is not None else None
         return [TaskSpec.build(payload=payload, idempotency_key=args.idempotency_key, **common)]

@@ -131,6 +131,7 @@ class RestoreReport:
 
 InfoList = list[SnapshotInfo]  # aliases: inside SnapshotManager, `list` names its method
 EntryList = list[Entry]
+IdList = list[str]
 
 
 class SnapshotManager:
@@ -240,6 +241,21 @@ class SnapshotManager:
         pipe.delete(self.key(snapshot_id))
         pipe.zrem(self.index, snapshot_id)
         return bool(pipe.execute()[0])
+
+    def prune(self, keep: int) -> IdList:
+        """Drop the oldest stored snapshots beyond the newest ``keep``; their ids."""
+        if keep < 0:
+            raise ValidationError("keep must be >= 0")
+        old = [as_text(i, errors="replace")
+               for i in self.client.zrange(self.index, 0, -keep - 1)] if keep else []
+        dropped: IdList = []
+        for snapshot_id in old:
+            try:
+                if self.delete(snapshot_id):
+                    dropped.append(snapshot_id)
+            except ValidationError:  # not a snapshot id (written by someone else): unindex it
+                self.client.zrem(self.index, snapshot_id)
+        return dropped
 
     def load(self, source: str | Path) -> tuple[SnapshotInfo, EntryList]:
         """Read and verify a snapshot (manifest signature, then data digest); write nothing.

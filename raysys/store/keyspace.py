@@ -82,6 +82,46 @@ class Keyspace:
         return self.prefix + "delayed"
 
     @property
+    def scheduled(self) -> str:
+        """Sorted set: delayed task id scored by the epoch ms it is due (its signed not-before)."""
+        return self.prefix + "sched"
+
+    def schedule(self, name: str) -> str:
+        """Hash: one periodic schedule (``rec`` signed definition, ``cur`` signed cursor: the
+        last tick enqueued)."""
+        return f"{self.prefix}sch:{name}"
+
+    @property
+    def schedules(self) -> str:
+        """Sorted set: schedule name scored by the epoch ms of its next tick."""
+        return self.prefix + "schedules"
+
+    @property
+    def submitted_index(self) -> str:
+        """Sorted set: every task id scored by when it was submitted (server ms): listing."""
+        return self.prefix + "ix:sub"
+
+    def submitted_kind_index(self, kind: str) -> str:
+        return f"{self.prefix}ix:sub:{kind}"
+
+    def finished_index(self, state: str, kind: str | None = None) -> str:
+        """Sorted set: final task id scored by when it finished (server ms); per state, and per
+        state and kind. Listing reads them; retention removes what is older than its window."""
+        return f"{self.prefix}ix:f:{state}" + (f":{kind}" if kind is not None else "")
+
+    @property
+    def seal_index(self) -> str:
+        """Sorted set: live (not final) task id scored by when its record was sealed (server ms):
+        the reaper re-seals records older than half the retention."""
+        return self.prefix + "ix:seal"
+
+    @property
+    def tombstones(self) -> str:
+        """Sorted set: ids of tasks purged early (``purge`` below the retention), scored by when
+        they finished; their tombstone blocks a replay until the retention has passed."""
+        return self.prefix + "ix:tomb"
+
+    @property
     def leases(self) -> str:
         """Sorted set: leased task id scored by its lease deadline (server ms)."""
         return self.prefix + "leases"

@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError
 
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
                 "quarantine", "cas_record", "claim_nonces", "cas_manifest", "release",
-                "snapshot_read", "snapshot_write", "unstarted", "migrate_queues")
+                "snapshot_read", "snapshot_write", "unstarted", "migrate_queues", "purge")
 USES_LIB = "-- uses: lib\n"
 
 

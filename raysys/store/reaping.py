@@ -128,7 +128,8 @@ class StoreReaping(StoreRecords):
         args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN, error]
         for task_id in due:
             args += [task_id, self._final_record(task_id, TaskState.DEAD, 0, 0, error=error)]
-        done = self._run("unstarted", [k.delayed, k.start_by, k.counts, k.audit], args)
+        done = self._run("unstarted", [k.delayed, k.start_by, k.counts, k.audit, k.scheduled],
+                         args)
         return [task_id for task_id, ok in zip(due, done[1:], strict=True) if int(ok)]
 
     def _migrate_legacy_queue(self) -> None:

@@ -32,6 +32,14 @@ COMPLETION = "completion"  # envelope purpose of the signed record of a final st
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 
 
+class NotDue(Exception):
+    """A verified record whose signed due time has not come (by Redis server time)."""
+
+    def __init__(self, due_ms: int) -> None:
+        super().__init__(f"not due before {due_ms}")
+        self.due_ms = due_ms
+
+
 class StoreRecords:
     """Record verification, queries and record rewrites over one namespace."""
 
@@ -39,18 +47,30 @@ class StoreRecords:
     sealer: Sealer
     keys: Keyspace
     namespace: str
+    retention_ms: int
     _scripts: Scripts
 
     def _verify_record(self, task_id: str, fence: int, attempt: int, deadline: int,
-                       data: bytes | None) -> Lease:
+                       data: bytes | None, *, now_ms: int) -> Lease:
+        """The lease for a record that verifies at server time ``now_ms``; IntegrityError
+        (with a reason) when it does not, NotDue when it verifies but is not due yet."""
         if data is None:
             raise IntegrityError("task has no record", reason="malformed")
-        body = self.sealer.open(data, RECORD).body
+        opened = self.sealer.open(data, RECORD)
+        body = opened.body
         if not isinstance(body, dict):
             raise IntegrityError("record body is not an object", reason="malformed")
         if body.get("id") != task_id or body.get("ns") != self.namespace:
             raise IntegrityError("record was signed for another task or namespace",
                                  reason="copied_record")
+        if self.retention_ms and opened.iat * 1000 < now_ms - self.retention_ms:
+            raise IntegrityError(
+                f"record issued {(now_ms - opened.iat * 1000) / 86_400_000:.2f} days ago, "
+                f"before the replay window (RAYSYS_RETENTION_S={self.retention_ms / 1000:g}): "
+                "refused as expired", reason="expired_record")
+        due = body.get("not_before_ms")
+        if isinstance(due, int) and due > now_ms:
+            raise NotDue(due)
         try:
             return Lease.from_doc({**body, "task_id": task_id, "fence": fence,
                                    "attempt": attempt, "deadline_ms": deadline})
@@ -71,11 +91,14 @@ class StoreRecords:
     def status(self, task_id: str) -> TaskStatus:
         """State, attempts, and the verified result or error of one task."""
         check_task_id(task_id)
-        fields = ("state", "att", "rec", "fence", "holder", "err", "fin")
+        fields = ("state", "att", "rec", "fence", "holder", "err", "fin", "due", "tomb")
         values = self.client.hmget(self.keys.task(task_id), fields)
         if values[0] is None:
             raise NotFound(f"no task {task_id} in namespace {self.namespace}")
-        state, att, rec, fence, holder, err, fin = values
+        state, att, rec, fence, holder, err, fin, due, tomb = values
+        if tomb is not None:  # purged early: only the state is left, to refuse replays
+            return TaskStatus(task_id, TaskState(as_text(state)), 0, 0, "", None,
+                              "purged (record and result removed by `raysys purge`)")
         result: Any = None
         error = as_text(err) if err else None
         kind, prio = "", 0
@@ -100,7 +123,9 @@ class StoreRecords:
         return TaskStatus(task_id, task_state, int(att or 0), prio, kind, result, error,
                           int(fence or 0),
                           as_text(holder) if holder and task_state == TaskState.LEASED else None,
-                          waiting)
+                          waiting,
+                          int(due) if due is not None and task_state == TaskState.SCHEDULED
+                          else None)
 
     def _waiting_reason(self, kind: str) -> str | None:
         """Why tasks of ``kind`` are held back now, in words (None: they are not)."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from raysys.errors import IntegrityError, NotFound, ValidationError
+from raysys.errors import Conflict, IntegrityError, NotFound, ValidationError
 from raysys.models import (
     DEFAULT_MAX_ATTEMPTS,
     MAX_BATCH,
@@ -43,8 +43,9 @@ from raysys.models import (
 from raysys.store.histograms import bucket as duration_bucket
 from raysys.store.kinds import KindBook, KindInfo
 from raysys.store.reaping import StoreReaping
-from raysys.store.records import AUDIT_MAXLEN, COMPLETION, RECORD, check_task_id
+from raysys.store.records import AUDIT_MAXLEN, COMPLETION, RECORD, NotDue, check_task_id
 from raysys.store.replies import as_text
+from raysys.store.retention import StoreRetention
 
 if TYPE_CHECKING:
     from raysys.core import Core
@@ -71,7 +72,7 @@ class RetryPolicy:
         return max(1, int(raw * 1000 * (1 + random.uniform(-self.jitter, self.jitter))))
 
 
-class TaskStore(StoreReaping):
+class TaskStore(StoreReaping, StoreRetention):
     """Task store for one namespace on one Redis: the state transitions (reads and record
     rewrites in :class:`~raysys.store.records.StoreRecords`). Thread-safe as far as the
     client is. Built over a :class:`~raysys.core.Core` (its client, keys, sealer, scripts)."""
@@ -86,6 +87,8 @@ class TaskStore(StoreReaping):
         self.audit_enabled = core.audit if audit is None else audit
         self.retry = retry or RetryPolicy()
         self.fences_per_ms = fences_per_ms
+        # The replay window: a record issued longer ago is refused (0: no window, keep all).
+        self.retention_ms = int(core.settings.retention_s * 1000)
         self._scripts = core.scripts
         self._audit = "1" if self.audit_enabled else "0"
         self.kinds = KindBook(core.client, core.keys, core.sealer)
@@ -95,8 +98,14 @@ class TaskStore(StoreReaping):
         """Store one task durably; return its id (an existing id for a known idempotency key)."""
         return self.submit_many([spec])[0]
 
-    def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
-        """Store a batch atomically (all or nothing); ids in the order of ``specs``."""
+    def submit_many(self, specs: Sequence[TaskSpec], *,
+                    cursor: tuple[str, bytes, bytes] | None = None) -> list[str]:
+        """Store a batch atomically (all or nothing); ids in the order of ``specs``.
+
+        ``cursor``: (schedule name, its cursor as read, the cursor to write): the batch is
+        stored, and the cursor moved, only if it still holds what was read; else
+        :class:`~raysys.errors.Conflict` and nothing is written.
+        """
         if not specs:
             return []
         if len(specs) > MAX_BATCH:
@@ -106,21 +115,27 @@ class TaskStore(StoreReaping):
         todo = list(range(len(specs)))
         book = self.kinds.read()
         for _ in range(3):  # a random 128-bit id is taken only by an attacker's guess; re-issue
-            args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN]
+            args: list[Any] = [k.prefix, self._audit, AUDIT_MAXLEN,
+                               *(cursor if cursor is not None else ("", "", ""))]
             for index in todo:
                 spec = specs[index]
                 task_id = new_task_id()
                 record = self.sealer.seal(RECORD, record_body(task_id, spec, self.namespace))
                 args += [task_id, record, spec.priority, spec.idempotency_key or "", spec.kind,
-                         start_limit_ms(spec, book)]
+                         start_limit_ms(spec, book), spec.not_before_ms or 0]
             try:
                 reply = self._run("submit", [k.seq, k.counts, k.stats, k.audit, k.wake,
-                                             k.start_by], args)
+                                             k.start_by, k.scheduled], args)
             except redis.ResponseError as exc:
+                if "ERR_CURSOR" in str(exc):
+                    raise Conflict(f"schedule {cursor[0] if cursor else ''}: its cursor moved "
+                                   "on (another Coordinator enqueued the tick) or it was "
+                                   "removed; nothing stored") from None
                 if "ERR_CORRUPT" not in str(exc):
                     raise
                 raise IntegrityError(f"submit refused, nothing stored: {exc}",
                                      reason="corrupt_key") from None
+            cursor = None if cursor is None else (cursor[0], cursor[2], cursor[2])
             for index, value in zip(todo, reply, strict=True):
                 ids[index] = as_text(value)
             todo = [index for index in todo if not ids[index]]
@@ -152,7 +167,8 @@ class TaskStore(StoreReaping):
         for kind, (take, cap) in (quotas or {}).items():
             args += [kind, int(take), int(cap)]
         reply = self._run("acquire", [k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats,
-                                      k.audit, k.acquire_log, k.start_by], args)
+                                      k.audit, k.acquire_log, k.start_by, k.scheduled], args)
+        now_ms = int(reply[0])
         if int(reply[1]) == 2:
             log.warning("Redis run_id changed (restart or failover): fences raised to the "
                         "server-clock floor before leasing")
@@ -163,7 +179,11 @@ class TaskStore(StoreReaping):
                 reply[i + 2]), int(reply[i + 3])
             try:  # an unknown key id makes Sealer.open re-read the keyring once (rotation)
                 leases.append(self._verify_record(task_id, fence, attempt, deadline,
-                                                  reply[i + 4]))
+                                                  reply[i + 4], now_ms=now_ms))
+            except NotDue as early:  # the scheduled set said due, the signed record says not
+                log.warning("task %s handed out before its signed due time; put back to wait "
+                            "%.3f s", task_id, (early.due_ms - now_ms) / 1000)
+                rejected += [task_id, fence, "not_due", f"wait:{early.due_ms}"]
             except IntegrityError as exc:
                 # A key this node does not know yet is deferred (rotation still propagating);
                 # anything else failed verification for good.
@@ -173,7 +193,7 @@ class TaskStore(StoreReaping):
                 rejected += [task_id, fence, exc.reason, action]
         quarantined: list[tuple[str, int]] = []
         if rejected:
-            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit],
+            done = self._run("quarantine", [k.leases, k.counts, k.stats, k.audit, k.scheduled],
                              [k.prefix, AUDIT_MAXLEN, MAX_KEY_DEFERRALS, *rejected])
             quarantined = [(rejected[i * 4], rejected[i * 4 + 1])
                            for i, verdict in enumerate(done) if int(verdict) == 1]
@@ -260,7 +280,7 @@ class TaskStore(StoreReaping):
         k = self.keys
         fin = self._final_record(task_id, TaskState.CANCELLED, 0, 0)
         before = as_text(self._run("cancel", [k.delayed, k.leases, k.counts, k.audit,
-                                              k.start_by],
+                                              k.start_by, k.scheduled],
                                    [k.prefix, self._audit, AUDIT_MAXLEN, task_id, fin,
                                     CANCEL_LIST_KEEP_MS]))
         if not before:

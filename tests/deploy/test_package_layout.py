@@ -133,6 +133,14 @@ def test_wheel_ships_the_mapped_layout(wheel: Path) -> None:
     top_level = {name.split("/", 1)[0] for name in names}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"raysys"}
 
+    # and every package of the checkout ships (pyproject lists packages one by one)
+    for folder, mapped in (("raysys", "raysys"), ("actors", "raysys/actors"),
+                           ("serve", "raysys/serve")):
+        for init in (REPO / folder).rglob("__init__.py"):
+            inner = init.relative_to(REPO / folder).as_posix()
+            assert f"{mapped}/{inner}" in names, f"{init.parent} is not in the wheel: add it " \
+                "to [tool.setuptools] packages in pyproject.toml"
+
     # and every Lua script of the checkout ships
     lua_in_checkout = {f"raysys/store/scripts/{p.name}" for p in LUA_DIR.glob("*.lua")}
     assert lua_in_checkout, f"no Lua scripts in {LUA_DIR}"

@@ -45,6 +45,8 @@ COUNTERS = frozenset(
         "raysys_signature_failures_total",
         "raysys_replays_rejected_total",
         "raysys_state_conflict_retries_total",
+        "raysys_tasks_purged_total",
+        "raysys_tasks_redriven_total",
     }
 )
 HISTOGRAMS = frozenset({"task_duration_seconds", "raysys_message_latency_seconds"})
@@ -57,6 +59,8 @@ GAUGES = frozenset(
         "raysys_reaper_lag_seconds",
         "raysys_redis_pool_connections",  # {state="in_use|available"}
         "raysys_actor_up",  # {actor="coordinator|distributor"}
+        "raysys_redis_used_memory_bytes",
+        "raysys_redis_maxmemory_bytes",
     }
 )
 CANONICAL_METRICS = COUNTERS | HISTOGRAMS | GAUGES

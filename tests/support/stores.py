@@ -33,9 +33,10 @@ def core_over(client: redis.Redis, keyring: Sealer | KeyringLike, namespace: str
 def store_over(client: redis.Redis, keyring: Sealer | KeyringLike, namespace: str,
                **options: Any) -> TaskStore:
     """A :class:`TaskStore` over :func:`core_over`; ``options`` go to the store (``retry``,
-    ``audit``, ``fences_per_ms``), ``script_overrides`` to the core."""
+    ``audit``, ``fences_per_ms``), ``script_overrides`` and ``settings`` to the core."""
     overrides = options.pop("script_overrides", None)
-    core = core_over(client, keyring, namespace, script_overrides=overrides)
+    settings = options.pop("settings", None)
+    core = core_over(client, keyring, namespace, script_overrides=overrides, settings=settings)
     return TaskStore(core, **options)
 
 

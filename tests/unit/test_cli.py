@@ -435,11 +435,47 @@ def test_doctor_passes_against_a_healthy_redis(configured: Cli) -> None:
     # when
     run = configured.run("doctor", "--json")
 
-    # then
+    # then: it passes; the test server has no maxmemory, which is a warning, not a failure
     doc = run.json()
-    assert doc["ok"] is True
-    assert {c["check"]: c["status"] for c in doc["checks"]} == {"redis": "ok", "keys": "ok"}
+    assert doc["ok"] is True and doc["warnings"] == 1 and run.returncode == 0
+    statuses = {c["check"]: c["status"] for c in doc["checks"]}
+    assert statuses == {"redis": "ok", "memory": "warn", "keys": "ok", "retention": "ok"}
+    memory = next(c for c in doc["checks"] if c["check"] == "memory")
+    assert "maxmemory is 0" in memory["detail"]
+    retention = next(c for c in doc["checks"] if c["check"] == "retention")
+    assert "7 days" in retention["detail"]
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(("maxmemory", "status", "says"), [
+    ("1gb", "ok", "of maxmemory 1024.0 MiB"),
+    ("1200kb", "warn", "when full it refuses every write"),
+])
+def test_doctor_reports_memory_against_maxmemory(
+    cli: Cli, keyring_file: Path, redis_server_factory: RedisServerFactory, redis_binary: str,
+    maxmemory: str, status: str, says: str,
+) -> None:
+    # given: a server with a memory limit, far from it or close to it (an empty Redis uses ~1 MB)
+    server = redis_server_factory(redis_binary, extra_args=["--maxmemory", maxmemory])
+    env = cli.with_env(RAYSYS_REDIS_URL=server.url, RAYSYS_SIGNING_KEY_FILE=str(keyring_file))
+
+    # when
+    run = env.run("doctor", "--json")
+
+    # then
+    memory = next(c for c in run.json()["checks"] if c["check"] == "memory")
+    assert memory["status"] == status and says in memory["detail"], memory
+    assert run.returncode == 0
+
+
+def test_doctor_says_loudly_that_retention_zero_keeps_everything(configured: Cli) -> None:
+    # when
+    run = configured.with_env(RAYSYS_RETENTION_S="0").run("doctor")
+
+    # then: a WARN line, exit 0
+    line = next(x for x in run.stdout.splitlines() if "retention" in x)
+    assert line.startswith("WARN") and "kept for ever" in line
+    assert run.returncode == 0
 
 
 def test_doctor_names_an_evicting_maxmemory_policy(

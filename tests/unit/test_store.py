@@ -61,8 +61,9 @@ def test_retried_submit_call_with_same_bytes_is_idempotent(store: TaskStore) -> 
     rec = store.client.hget(store.keys.task(task_id), "rec")
     prefix = store.keys.prefix
     k = store.keys
-    ids = store._run("submit", [k.seq, k.counts, k.stats, k.audit, k.wake, k.start_by],
-                     [prefix, "1", 1000, task_id, rec, 0, "", "noop", 0])
+    ids = store._run("submit", [k.seq, k.counts, k.stats, k.audit, k.wake, k.start_by,
+                                k.scheduled],
+                     [prefix, "1", 1000, "", "", "", task_id, rec, 0, "", "noop", 0, 0])
     assert [i.decode() for i in ids] == [task_id]
     assert store.counts()["pending"] == 1
 
@@ -228,7 +229,7 @@ def test_resent_acquire_returns_the_same_leases_instead_of_stranding_them(
     store.submit_many([spec(payload=i) for i in range(5)])
     k = store.keys
     keys = [k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats, k.audit, k.acquire_log,
-            k.start_by]
+            k.start_by, k.scheduled]
     args = [k.prefix, "w", 3, 30_000, "1", 1000, 1000, "request-1", -1]
     first = store._run("acquire", keys, args)
     again = store._run("acquire", keys, args)  # the same call, resent

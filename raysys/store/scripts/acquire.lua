@@ -5,6 +5,8 @@
 -- KEYS[5] counts hash   KEYS[6] stats hash   KEYS[7] audit stream
 -- KEYS[8] acquire log hash: holder -> "<request id>|<id>,<id>,..." of its last granting call
 -- KEYS[9] start-by zset (a leased task has started: its entry goes)
+-- KEYS[10] scheduled zset: delayed tasks scored by the server time (ms) they are due; those due
+--   become pending here first (the signed record's not-before is checked by the acquirer)
 -- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] N  ARGV[4] ttl ms  ARGV[5] audit on ("1"/"0")
 -- ARGV[6] audit max length  ARGV[7] fences per millisecond of server time (the floor scale)
 -- ARGV[8] request id: a resent call (same id, same holder) returns the leases the first call
@@ -68,6 +70,25 @@ if known ~= run_id then
   log("ev", "fence_epoch", "from_run", known or "", "to_run", run_id,
     "from_fence", string.format("%d", counter), "to_fence", string.format("%d", math.max(floor, counter)))
   redis.call("SET", KEYS[4], run_id)
+end
+-- Delayed tasks now due join their kind's queue.
+local ripe = redis.call("ZRANGEBYSCORE", KEYS[10], "-inf", now, "LIMIT", 0, 1000)
+if #ripe > 0 then
+  local moved = 0
+  for _, id in ipairs(ripe) do
+    local tk = prefix .. "t:" .. id
+    local st = redis.call("HMGET", tk, "state", "sc")
+    if st[1] == "scheduled" then
+      redis.call("HSET", tk, "state", "pending")
+      enqueue(prefix, kind_of(prefix, id), st[2], id)
+      moved = moved + 1
+    end
+  end
+  zrem_chunks(KEYS[10], ripe)
+  if moved > 0 then
+    redis.call("HINCRBY", KEYS[5], "scheduled", -moved)
+    redis.call("HINCRBY", KEYS[5], "pending", moved)
+  end
 end
 -- Failed tasks whose backoff has passed go back to their kind's queue.
 local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, 1000)
@@ -142,7 +163,8 @@ for _, c in ipairs(chosen) do
   else
     fence = fence + 1
     local att = tonumber(h[2] or "0") + 1
-    redis.call("HSET", tk, "state", "leased", "att", att, "fence", fence, "holder", holder)
+    redis.call("HSET", tk, "state", "leased", "att", att, "fence", fence, "holder", holder,
+      "st", now)
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
     out[#out + 1] = id

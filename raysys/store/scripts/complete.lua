@@ -7,7 +7,8 @@
 --   detail (retry: "<delay ms>|<error>", dead: error text, ok: ""), the handler's run time in
 --   seconds, and the task_duration_seconds bucket ("le" bound) that time falls in
 --   action "ok" -> succeeded, "dead" -> dead (attempts exhausted), "retry" -> failed + backoff
--- Touches: <prefix>t:<id> hashes, <prefix>inflight (lib.lua), and the KEYS above. Metrics, in the same step as the state
+-- Touches: <prefix>t:<id> hashes (state, fin, err, end, an attempt history entry), <prefix>inflight,
+--   the finished indexes (lib.lua), and the KEYS above. Metrics, in the same step as the state
 --   change so they count each task once whoever commits: stats "attempt_failures" (every
 --   accepted dead or retry outcome); histogram fields task_duration_seconds:<le> (non-cumulative),
 --   :sum and :count for the attempt that made the task final (ok or dead).
@@ -26,7 +27,7 @@ for i = 5, #ARGV, 7 do
   local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local seconds, bucket = tonumber(ARGV[i + 5]), ARGV[i + 6]
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "fence", "fin", "reaped", "k")
+  local h = redis.call("HMGET", tk, "state", "fence", "fin", "reaped", "k", "att", "st")
   if h[2] == fence and h[1] == applied[action] and not h[4] then
     out[#out + 1] = 1
   elseif h[1] ~= "leased" or h[2] ~= fence or h[3] then
@@ -37,16 +38,24 @@ for i = 5, #ARGV, 7 do
         "holder", holder, "fence", fence, "current_fence", h[2] or "", "state", h[1] or "")
     end
   else
+    local kind = h[5] or kind_of(prefix, id)
+    local hf = history_field(tk)
     if action == "ok" then
-      redis.call("HSET", tk, "state", "succeeded", "fin", fin)
+      redis.call("HSET", tk, "state", "succeeded", "fin", fin, "end", now,
+        hf, entry("succeeded", h[6], fence, holder, h[7], now, ARGV[i + 5]))
+      finished(id, "succeeded", kind, now)
       done.succeeded = done.succeeded + 1
     elseif action == "dead" then
-      redis.call("HSET", tk, "state", "dead", "fin", fin, "err", detail)
+      redis.call("HSET", tk, "state", "dead", "fin", fin, "err", detail, "end", now,
+        hf, entry("dead", h[6], fence, holder, h[7], now, detail))
+      finished(id, "dead", kind, now)
       done.dead = done.dead + 1
     else
       local bar = string.find(detail, "|", 1, true)
       local delay = tonumber(string.sub(detail, 1, bar - 1))
-      redis.call("HSET", tk, "state", "failed", "err", string.sub(detail, bar + 1))
+      local err = string.sub(detail, bar + 1)
+      redis.call("HSET", tk, "state", "failed", "err", err,
+        hf, entry("failed", h[6], fence, holder, h[7], now, err))
       redis.call("ZADD", KEYS[2], now + delay, id)
       done.failed = done.failed + 1
     end
@@ -55,7 +64,6 @@ for i = 5, #ARGV, 7 do
       duration_sum = duration_sum + seconds
     end
     zrem[#zrem + 1] = id
-    local kind = h[5] or kind_of(prefix, id)
     landed[kind] = (landed[kind] or 0) + 1
     out[#out + 1] = 1
   end
@@ -86,4 +94,5 @@ if #zrem > 0 then
   end
 end
 if rejected > 0 then redis.call("HINCRBY", KEYS[4], "fenced_rejected", rejected) end
+flush_finished(prefix)
 return out

@@ -18,17 +18,19 @@ local requeued, dead = 0, 0
 for i = 4, #ARGV, 4 do
   local id, fence, action, fin = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "fence", "sc", "holder", "fin")
+  local h = redis.call("HMGET", tk, "state", "fence", "sc", "holder", "fin", "att", "st")
   local dl = tonumber(redis.call("ZSCORE", KEYS[1], id) or "0")
   if h[1] == "leased" and h[2] == fence and dl > 0 and dl <= now and not h[5] then
     redis.call("ZREM", KEYS[1], id)
     left_flight(prefix, id)
+    local note = entry("expired", h[6], fence, h[4], h[7], now, "lease expired")
     if action == "dead" then
       redis.call("HSET", tk, "state", "dead", "fin", fin, "holder", "", "reaped", "1",
-        "err", "lease expired on the last attempt")
+        "err", "lease expired on the last attempt", "end", now, history_field(tk), note)
+      finished(id, "dead", kind_of(prefix, id), now)
       dead = dead + 1
     else
-      redis.call("HSET", tk, "state", "pending", "holder", "")
+      redis.call("HSET", tk, "state", "pending", "holder", "", history_field(tk), note)
       enqueue(prefix, kind_of(prefix, id), h[3], id)
       requeued = requeued + 1
     end
@@ -52,4 +54,5 @@ if taken > 0 then
   if dead > 0 then redis.call("HINCRBY", KEYS[2], "dead", dead) end
   redis.call("HINCRBY", KEYS[3], "expired", taken)
 end
+flush_finished(prefix)
 return out

@@ -3,6 +3,7 @@
 -- ``dead`` completion record for each).
 -- uses: lib
 -- KEYS[1] delayed zset  KEYS[2] start-by zset  KEYS[3] counts hash  KEYS[4] audit stream
+-- KEYS[5] scheduled zset
 -- ARGV[1] key prefix  ARGV[2] audit on  ARGV[3] audit max length  ARGV[4] error text
 -- ARGV[5..] pairs: id, signed final record
 -- Touches: <prefix>t:<id> hashes, the kind queues and counts (lib.lua), and the KEYS above.
@@ -11,16 +12,20 @@
 --   way, unless its deadline has not passed yet (a resubmission moved it).
 local prefix, audit, maxlen, err = ARGV[1], ARGV[2] == "1", ARGV[3], ARGV[4]
 local now = server_ms()
-local out, ended = {now}, {pending = 0, failed = 0}
+local out, ended = {now}, {pending = 0, failed = 0, scheduled = 0}
 for i = 5, #ARGV, 2 do
   local id, fin = ARGV[i], ARGV[i + 1]
   local by = tonumber(redis.call("ZSCORE", KEYS[2], id) or "0")
   local tk = prefix .. "t:" .. id
   local h = redis.call("HMGET", tk, "state", "fin")
-  if by > 0 and by <= now and not h[2] and (h[1] == "pending" or h[1] == "failed") then
+  if by > 0 and by <= now and not h[2] and (h[1] == "pending" or h[1] == "failed"
+      or h[1] == "scheduled") then
     if h[1] == "pending" then dequeue(prefix, kind_of(prefix, id), id) end
     if h[1] == "failed" then redis.call("ZREM", KEYS[1], id) end
-    redis.call("HSET", tk, "state", "dead", "fin", fin, "err", err)
+    if h[1] == "scheduled" then redis.call("ZREM", KEYS[5], id) end
+    redis.call("HSET", tk, "state", "dead", "fin", fin, "err", err, "end", now,
+      history_field(tk), entry("not_started", "", "", "", "", now, err))
+    finished(id, "dead", kind_of(prefix, id), now)
     ended[h[1]] = ended[h[1]] + 1
     if audit then
       redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "not_started", "id", id,
@@ -32,10 +37,12 @@ for i = 5, #ARGV, 2 do
   end
   if by > 0 and by <= now then redis.call("ZREM", KEYS[2], id) end
 end
-local total = ended.pending + ended.failed
+local total = ended.pending + ended.failed + ended.scheduled
 if total > 0 then
-  if ended.pending > 0 then redis.call("HINCRBY", KEYS[3], "pending", -ended.pending) end
-  if ended.failed > 0 then redis.call("HINCRBY", KEYS[3], "failed", -ended.failed) end
+  for state, k in pairs(ended) do
+    if k > 0 then redis.call("HINCRBY", KEYS[3], state, -k) end
+  end
   redis.call("HINCRBY", KEYS[3], "dead", total)
 end
+flush_finished(prefix)
 return out
