@@ -31,6 +31,8 @@ from raysys.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeper, Housekeepi
 from raysys.ledger import CommitLedger
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, TaskStatus
 from raysys.registry import Registry
+from raysys.store.listing import TaskPage
+from raysys.store.redrive import RedriveReport
 from raysys.timer import PeriodicTimer
 
 if TYPE_CHECKING:
@@ -105,6 +107,19 @@ class Coordinator:
             except NotFound:
                 out.append(None)
         return out
+
+    def tasks(self, **query: Any) -> TaskPage:
+        """A page of tasks, newest first (``TaskStore.tasks``: state, kind, since_ms, limit,
+        cursor)."""
+        return self.store.tasks(**query)
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        return self.store.history(task_id)
+
+    def redrive(self, **request: Any) -> RedriveReport:
+        """Run finished tasks again (``TaskStore.redrive``: ids or state, kind, dry_run,
+        request_id); idempotent per request id."""
+        return self.store.redrive(**request)
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Kinds held back (no node can place them, max_in_flight reached), and why."""

@@ -18,6 +18,8 @@ class TaskIn(BaseModel):
     payload: Any = None
     priority: int = 0
     idempotency_key: str | None = None
+    delay_s: float | None = None  # run no earlier than this many seconds from now
+    run_at: str | None = None  # ... or than this ISO-8601 time (with a zone)
 
 
 class BatchIn(BaseModel):
@@ -26,3 +28,15 @@ class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[TaskIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RedriveIn(BaseModel):
+    """``POST /tasks/redrive``: ``ids``, or a ``state`` (and ``kind``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = Field(None, max_length=MAX_BATCH)
+    state: str | None = None
+    kind: str | None = None
+    dry_run: bool = False
+    request_id: str | None = Field(None, min_length=1, max_length=100)

@@ -42,8 +42,9 @@ from raysys.actors.context import open_actor_core
 from raysys.config import load_settings
 from raysys.errors import NotFound, RaysysError
 from raysys.errors import ValidationError as SpecError
-from raysys.models import FINAL_STATES, TaskSpec
-from raysys.serve.api_models import BatchIn, TaskIn
+from raysys.models import FINAL_STATES, TaskSpec, due_ms
+from raysys.serve.api_models import BatchIn, RedriveIn, TaskIn
+from raysys.timespec import parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,13 @@ async def _pinged(handle: Any, role: str) -> None:
         await handle.ping.remote()
     else:
         await handle.info.remote()
+
+
+def _spec(task: TaskIn) -> TaskSpec:
+    """A validated spec from one request task (``delay_s``/``run_at`` become its due time)."""
+    fields = task.model_dump()
+    due = due_ms(fields.pop("delay_s"), fields.pop("run_at"))
+    return TaskSpec.build(**fields, not_before_ms=due)
 
 
 def _error(status: int, detail: list[dict[str, Any]], *, auth: bool = False) -> JSONResponse:
@@ -133,7 +141,7 @@ class RaysysAPI:
         try:
             batch = isinstance(body, dict) and "tasks" in body
             tasks = BatchIn.model_validate(body).tasks if batch else [TaskIn.model_validate(body)]
-            specs = [TaskSpec.build(**t.model_dump()) for t in tasks]
+            specs = [_spec(t) for t in tasks]
         except BodyError as exc:
             return _error(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
                                 for e in exc.errors()])
@@ -152,6 +160,51 @@ class RaysysAPI:
             return _error(503, [{"msg": "coordinator unavailable; retry (with an "
                                         "idempotency_key to be safe)"}])
         return JSONResponse({"ids": ids} if batch else {"id": ids[0]})
+
+    @api.get("/tasks")
+    async def list_tasks(self, request: Request, state: str | None = None,
+                         kind: str | None = None, since: str | None = None, limit: int = 50,
+                         cursor: str | None = None) -> JSONResponse:
+        """Tasks newest first: ``{"tasks": [...], "cursor"}`` (``cursor`` null at the end);
+        ``since`` is an ISO-8601 time or a duration ago (``1h``)."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            since_ms = None if since is None else int(parse_instant(since, what="since") * 1000)
+            page = await asyncio.to_thread(self.core.store.tasks, state=state, kind=kind,
+                                           since_ms=since_ms, limit=limit, cursor=cursor)
+        except SpecError as exc:
+            return _error(422, [{"loc": ["query"], "msg": str(exc)}])
+        except RaysysError as exc:
+            return _error(503, [{"msg": str(exc)}])
+        return JSONResponse(page.to_json())
+
+    @api.post("/tasks/redrive")
+    async def redrive(self, request: Request) -> JSONResponse:
+        """Run finished tasks again: ``{"ids": [...]}`` or ``{"state": "dead", "kind"?}``,
+        plus ``dry_run``, ``request_id`` (a resend with the same id redrives nothing twice)."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            body = RedriveIn.model_validate(orjson.loads(await request.body()))
+        except orjson.JSONDecodeError as exc:
+            return _error(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
+        except BodyError as exc:
+            return _error(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
+                                for e in exc.errors()])
+        try:
+            coordinator = factory.get_actor(factory.COORDINATOR, self.namespace)
+            report = await coordinator.redrive.remote(**body.model_dump())
+        except Exception as exc:
+            cause = getattr(exc, "cause", exc)
+            if isinstance(cause, SpecError):
+                return _error(422, [{"loc": ["body"], "msg": str(cause)}])
+            log.warning("redrive failed: %s", exc)
+            return _error(503, [{"msg": "coordinator unavailable; retry with the same "
+                                        "request_id"}])
+        return JSONResponse(report.to_json())
 
     @api.delete("/tasks/{task_id}")
     async def cancel(self, task_id: str, request: Request) -> JSONResponse:

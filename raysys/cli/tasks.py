@@ -66,6 +66,8 @@ def register(sub: Any) -> None:
     p.add_argument("task_id", nargs="?", help="a task id (default: counts by state)")
     add_json_flag(p)
     p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    p.add_argument("--history", action="store_true", help="with TASK_ID: also its attempts "
+                   "and events (last 20)")
     p.set_defaults(handler=cmd_status)
 
 
@@ -164,6 +166,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         while True:
             if args.task_id:
                 doc = core.store.status(args.task_id).to_json()
+                if args.history:
+                    doc["history"] = core.store.history(args.task_id)
             else:
                 doc, last = _counts_doc(core.store, last if args.watch else None, args.watch)
                 waiting = Registry(core).waiting()

@@ -9,10 +9,12 @@ raysys's own.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,9 +37,13 @@ from raysys.errors import (
     TaskCancelled,
     TaskDead,
     TaskQuarantined,
+    ValidationError,
 )
-from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus
+from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus, due_ms
 from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.store.listing import TaskPage
+from raysys.store.redrive import RedriveReport
+from raysys.timespec import parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +101,27 @@ class Client:
 
     # ---- tasks --------------------------------------------------------------------------------
     def submit(self, kind: str, payload: Any = None, priority: int = 0,
-               idempotency_key: str | None = None, **spec: Any) -> str:
-        """Store one task durably (returns after it is in Redis); its id."""
+               idempotency_key: str | None = None, *, delay_s: float | None = None,
+               run_at: float | datetime | str | None = None, **spec: Any) -> str:
+        """Store one task durably (returns after it is in Redis); its id.
+
+        ``delay_s`` (seconds from now) or ``run_at`` (an aware datetime, ISO-8601 text with a
+        zone, or epoch seconds): the task waits in state ``scheduled`` and never starts before
+        then (the time is signed into its record).
+        """
         task = TaskSpec.build(kind=kind, payload=payload, priority=priority,
-                              idempotency_key=idempotency_key, **spec)
+                              idempotency_key=idempotency_key,
+                              not_before_ms=due_ms(delay_s, run_at), **spec)
         return self._submit([task], retry=idempotency_key is not None)[0]
 
-    def submit_many(self, kind: str, payloads: Sequence[Any], priority: int = 0,
+    def submit_many(self, kind: str, payloads: Sequence[Any], priority: int = 0, *,
+                    delay_s: float | None = None, run_at: float | datetime | str | None = None,
                     **spec: Any) -> list[str]:
-        """Store many tasks of one kind; ids in the order of ``payloads``."""
-        tasks = [TaskSpec.build(kind=kind, payload=p, priority=priority, **spec)
-                 for p in payloads]
+        """Store many tasks of one kind; ids in the order of ``payloads`` (``delay_s`` and
+        ``run_at`` as in :meth:`submit`, for all of them)."""
+        due = due_ms(delay_s, run_at)
+        tasks = [TaskSpec.build(kind=kind, payload=p, priority=priority, not_before_ms=due,
+                                **spec) for p in payloads]
         return self._submit(tasks, retry=False)
 
     def submit_specs(self, specs: Sequence[TaskSpec]) -> list[str]:
@@ -167,6 +183,32 @@ class Client:
         TaskQuarantined when it ended otherwise, TimeoutError when not final in time."""
         status = self.wait([task_id], timeout)[0]
         return result_of(status)
+
+    def tasks(self, state: str | None = None, kind: str | None = None, limit: int = 50,
+              cursor: str | None = None, since: float | datetime | str | None = None,
+              ) -> TaskPage:
+        """A page of tasks, newest first (by finish time for a final state, else by
+        submission); ``page.cursor`` continues it. ``since``: epoch seconds, an aware
+        datetime, or ISO-8601 text."""
+        since_ms = None if since is None else int(_epoch(since) * 1000)
+        return self._call(lambda: self.coordinator.tasks.remote(
+            state=state, kind=kind, since_ms=since_ms, limit=limit, cursor=cursor))
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's attempts and events, oldest first (the last 20)."""
+        return self._call(lambda: self.coordinator.history.remote(task_id))
+
+    def redrive(self, ids: Sequence[str] | None = None, *, state: str | None = None,
+                kind: str | None = None, dry_run: bool = False,
+                request_id: str | None = None) -> RedriveReport:
+        """Run finished tasks again after a fix: ``ids``, or every task in ``state`` (dead,
+        cancelled, quarantined), of ``kind`` if given. Same ids, history kept, audited; a
+        record that fails verification is refused. Idempotent per ``request_id`` (a resent
+        call with the same one redrives nothing twice)."""
+        chosen = list(ids) if ids is not None else None
+        request = request_id or os.urandom(8).hex()
+        return self._call(lambda: self.coordinator.redrive.remote(
+            ids=chosen, state=state, kind=kind, dry_run=dry_run, request_id=request))
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Kinds held back now (no node can place them; max_in_flight reached), and why."""
@@ -346,6 +388,16 @@ class Client:
     def _ready(self, refs: list[Ref[Any]]) -> None:
         if refs:
             ready_or_raise(refs)
+
+
+def _epoch(when: float | datetime | str) -> float:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ValidationError("since: a datetime needs a time zone")
+        return when.timestamp()
+    if isinstance(when, str):
+        return parse_instant(when, what="since")
+    return float(when)
 
 
 def result_of(status: TaskStatus) -> Any:

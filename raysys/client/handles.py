@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from raysys.actor_config import ActorConfig
 from raysys.models import TaskSpec, TaskState, TaskStatus
+from raysys.store.listing import TaskPage
+from raysys.store.redrive import RedriveReport
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -42,6 +44,10 @@ class CoordinatorHandle(Protocol):
     cancel: Method[[str], TaskState]
     cancel_many: Method[[Sequence[str]], list[TaskState | None]]
     waiting: Method[[], dict[str, dict[str, Any]]]
+    tasks: Method[..., TaskPage]
+    history: Method[[str], list[dict[str, Any]]]
+    redrive: Method[..., RedriveReport]
+    schedules: Method[..., Any]
     keep_pool: Method[[], dict[str, Any]]
     counts: Method[[], dict[str, int]]
     stats: Method[[], dict[str, int]]

@@ -18,7 +18,8 @@ from redis.exceptions import NoScriptError
 
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
                 "quarantine", "cas_record", "claim_nonces", "cas_manifest", "release",
-                "snapshot_read", "snapshot_write", "unstarted", "migrate_queues", "purge")
+                "snapshot_read", "snapshot_write", "unstarted", "migrate_queues", "purge",
+                "redrive")
 USES_LIB = "-- uses: lib\n"
 
 

@@ -42,10 +42,11 @@ from raysys.models import (
 )
 from raysys.store.histograms import bucket as duration_bucket
 from raysys.store.kinds import KindBook, KindInfo
+from raysys.store.listing import StoreListing
 from raysys.store.reaping import StoreReaping
 from raysys.store.records import AUDIT_MAXLEN, COMPLETION, RECORD, NotDue, check_task_id
+from raysys.store.redrive import StoreRedrive
 from raysys.store.replies import as_text
-from raysys.store.retention import StoreRetention
 
 if TYPE_CHECKING:
     from raysys.core import Core
@@ -72,7 +73,7 @@ class RetryPolicy:
         return max(1, int(raw * 1000 * (1 + random.uniform(-self.jitter, self.jitter))))
 
 
-class TaskStore(StoreReaping, StoreRetention):
+class TaskStore(StoreReaping, StoreRedrive, StoreListing):
     """Task store for one namespace on one Redis: the state transitions (reads and record
     rewrites in :class:`~raysys.store.records.StoreRecords`). Thread-safe as far as the
     client is. Built over a :class:`~raysys.core.Core` (its client, keys, sealer, scripts)."""
