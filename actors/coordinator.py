@@ -8,6 +8,9 @@ Fault-tolerance contract:
 * Housekeeping (:mod:`raysys.housekeeping`, every second): retention, tombstones, re-signing
   live records before the replay window closes, the audit stream's age, stored snapshots kept.
   Stateless and bounded per pass; two Coordinators may run it at once.
+* The schedule ticker (:mod:`raysys.schedules.ticker`, every 0.2 s): each due tick of a
+  periodic schedule becomes one task; its cursor moves in the same script as the submit, so a
+  kill across a tick or a second Coordinator enqueues nothing twice.
 * The pool keeper (:mod:`raysys.actors.pool`, every ``POOL_INTERVAL_S``) replaces workers whose
   every slot is stuck, follows the backlog between MIN and MAX workers, and asks Ray's
   autoscaler for what held-back kinds need; it decides from Redis and Ray alone.
@@ -26,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from raysys import metrics
 from raysys.actors.context import ActorConfig, open_actor_core
-from raysys.errors import NotFound
+from raysys.errors import NotFound, ValidationError
 from raysys.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeper, HousekeepingReport
 from raysys.ledger import CommitLedger
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, TaskStatus
 from raysys.registry import Registry
+from raysys.schedules import ScheduleBook, ScheduleSpec, ScheduleTicker
+from raysys.schedules.ticker import TICK_INTERVAL_S
 from raysys.store.listing import TaskPage
 from raysys.store.redrive import RedriveReport
 from raysys.timer import PeriodicTimer
@@ -60,9 +65,13 @@ class Coordinator:
         self._housekeeper = Housekeeper(self.core)
         self._housekeeping = PeriodicTimer("housekeeping", HOUSEKEEPING_INTERVAL_S,
                                            self.housekeep)
+        self.schedule_book = ScheduleBook(self.core)
+        self._ticker = ScheduleTicker(self.core, by=self.core.settings.coordinator_id)
+        self._ticking = PeriodicTimer("schedules", TICK_INTERVAL_S, self._ticker.run_once)
         if reaper:
             self._reaper.start()
             self._housekeeping.start()
+            self._ticking.start()
             self._mirror = PeriodicTimer("ray-metrics", MIRROR_INTERVAL_S, self.publish_metrics)
             self._mirror.start()
             self._pool = PeriodicTimer("pool", POOL_INTERVAL_S, self.keep_pool)
@@ -120,6 +129,19 @@ class Coordinator:
         """Run finished tasks again (``TaskStore.redrive``: ids or state, kind, dry_run,
         request_id); idempotent per request id."""
         return self.store.redrive(**request)
+
+    def schedules(self, op: str, **args: Any) -> Any:
+        """Periodic schedules: ``op`` is add (``spec``: the fields of ScheduleSpec), list,
+        get, remove, pause or resume (``name``). Returns ScheduleInfo, or for list
+        ``(infos, {name: why it failed verification})``."""
+        book = self.schedule_book
+        if op == "add":
+            return book.add(ScheduleSpec.build(**args["spec"]))
+        if op == "list":
+            return book.list()
+        if op in ("get", "remove", "pause", "resume"):
+            return getattr(book, op)(str(args["name"]))
+        raise ValidationError(f"unknown schedule operation {op!r}")
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Kinds held back (no node can place them, max_in_flight reached), and why."""
@@ -182,7 +204,7 @@ class Coordinator:
 
     def stop(self) -> None:
         self._reaper.stop()
-        for timer in (self._mirror, self._pool, self._housekeeping):
+        for timer in (self._mirror, self._pool, self._housekeeping, self._ticking):
             if timer is not None:
                 timer.stop()
         self.core.close()

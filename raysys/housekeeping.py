@@ -1,6 +1,7 @@
 """Housekeeping the Coordinator runs off the hot path, in bounded steps: retention of finished
 tasks and tombstones, re-signing live records before the replay window closes on them, trimming
-the audit stream by age, and keeping the newest ``RAYSYS_SNAPSHOT_KEEP`` stored snapshots.
+the audit stream by age, keeping the newest ``RAYSYS_SNAPSHOT_KEEP`` stored snapshots, and
+re-signing schedule cursors older than half the window (a yearly schedule's outlives it).
 
 Every step is stateless and safe from two Coordinators at once: each script re-checks under
 Redis server time what it removes, and a page is bounded (``PURGE_PAGE`` tasks, a time budget
@@ -13,6 +14,8 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from raysys.schedules import ScheduleTicker
 
 if TYPE_CHECKING:
     from raysys.core import Core
@@ -49,6 +52,7 @@ class Housekeeper:
             self._slow_at = time.monotonic()
             trimmed = self.store.trim_audit(self.settings.audit_retention_s)
             dropped = self._prune_snapshots()
+            resealed += ScheduleTicker(self.core).reseal_cursors()
         return HousekeepingReport(expired.total, expired.tombstones_expired, resealed, trimmed,
                                   dropped)
 

@@ -43,6 +43,7 @@ from raysys.config import load_settings
 from raysys.errors import NotFound, RaysysError
 from raysys.errors import ValidationError as SpecError
 from raysys.models import FINAL_STATES, TaskSpec, due_ms
+from raysys.schedules import ScheduleBook, ScheduleSpec
 from raysys.serve.api_models import BatchIn, RedriveIn, TaskIn
 from raysys.timespec import parse_instant
 
@@ -88,6 +89,7 @@ class RaysysAPI:
         self.reaper_interval_s = self.core.settings.reaper_interval_s
         token = self.core.settings.api_token
         self._token = token.get_secret_value().encode() if token is not None else None
+        self.schedules = ScheduleBook(self.core)
         self.agent_id = f"serve-{os.getpid()}"
         self.started = time.time()
         if start_actors:  # idempotent: actors that exist are found, not started twice
@@ -205,6 +207,65 @@ class RaysysAPI:
             return _error(503, [{"msg": "coordinator unavailable; retry with the same "
                                         "request_id"}])
         return JSONResponse(report.to_json())
+
+    # ---- schedules ------------------------------------------------------------------------
+    @api.get("/schedules")
+    async def list_schedules(self, request: Request) -> JSONResponse:
+        """``{"schedules": [...], "rejected": {name: why}}``."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        infos, bad = await asyncio.to_thread(self.schedules.list)
+        return JSONResponse({"schedules": [i.to_json() for i in infos], "rejected": bad})
+
+    @api.post("/schedules")
+    async def add_schedule(self, request: Request) -> JSONResponse:
+        """Add one: ``{"name", "cron", "kind", "payload"?, "tz"?, "catchup"?, "priority"?}``;
+        409 when the name is taken."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            body = orjson.loads(await request.body())
+            if not isinstance(body, dict):
+                raise SpecError("the body must be a JSON object")
+            spec = ScheduleSpec.build(**body)
+            info = await asyncio.to_thread(self.schedules.add, spec)
+        except orjson.JSONDecodeError as exc:
+            return _error(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
+        except SpecError as exc:
+            status = 409 if "exists" in str(exc) else 422
+            return _error(status, [{"loc": ["body"], "msg": str(exc)}])
+        except RaysysError as exc:
+            return _error(503, [{"msg": str(exc)}])
+        return JSONResponse(info.to_json(), status_code=201)
+
+    @api.delete("/schedules/{name}")
+    async def remove_schedule(self, name: str, request: Request) -> JSONResponse:
+        return await self._schedule_change(request, "remove", name)
+
+    @api.post("/schedules/{name}/pause")
+    async def pause_schedule(self, name: str, request: Request) -> JSONResponse:
+        return await self._schedule_change(request, "pause", name)
+
+    @api.post("/schedules/{name}/resume")
+    async def resume_schedule(self, name: str, request: Request) -> JSONResponse:
+        return await self._schedule_change(request, "resume", name)
+
+    async def _schedule_change(self, request: Request, action: str, name: str
+                               ) -> JSONResponse:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            info = await asyncio.to_thread(getattr(self.schedules, action), name)
+        except NotFound:
+            return _error(404, [{"msg": f"no schedule {name}"}])
+        except RaysysError as exc:
+            return _error(503 if not isinstance(exc, SpecError) else 422, [{"msg": str(exc)}])
+        if info is None:
+            return JSONResponse({"name": name, "removed": True})
+        return JSONResponse(info.to_json())
 
     @api.delete("/tasks/{task_id}")
     async def cancel(self, task_id: str, request: Request) -> JSONResponse:

@@ -23,7 +23,18 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
 
-from raysys.cli import certs, cluster, doctor, keys, listing, retention, run, snapshot, tasks
+from raysys.cli import (
+    certs,
+    cluster,
+    doctor,
+    keys,
+    listing,
+    retention,
+    run,
+    schedule,
+    snapshot,
+    tasks,
+)
 from raysys.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, Handler
 from raysys.config import load_settings
 from raysys.errors import RaysysError
@@ -31,7 +42,8 @@ from raysys.errors import RaysysError
 log = logging.getLogger(__name__)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-COMMAND_GROUPS = (run, tasks, listing, retention, keys, doctor, certs, snapshot, cluster)
+COMMAND_GROUPS = (run, tasks, listing, retention, schedule, keys, doctor, certs, snapshot,
+                  cluster)
 
 
 class Terminated(BaseException):

@@ -41,6 +41,7 @@ from raysys.errors import (
 )
 from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus, due_ms
 from raysys.redis_server.embedded import EmbeddedRedis
+from raysys.schedules import ScheduleInfo, ScheduleSpec
 from raysys.store.listing import TaskPage
 from raysys.store.redrive import RedriveReport
 from raysys.timespec import parse_instant
@@ -209,6 +210,38 @@ class Client:
         request = request_id or os.urandom(8).hex()
         return self._call(lambda: self.coordinator.redrive.remote(
             ids=chosen, state=state, kind=kind, dry_run=dry_run, request_id=request))
+
+    # ---- periodic schedules ------------------------------------------------------------------
+    def schedule(self, name: str, cron: str, kind: str, payload: Any = None, *, tz: str = "UTC",
+                 catchup: str = "skip", priority: int = 0) -> ScheduleInfo:
+        """Add a periodic schedule: each tick of ``cron`` (five fields, or six with seconds
+        first) in zone ``tz`` enqueues exactly one ``kind`` task. ``catchup``: what ticks
+        missed while no Coordinator ran do (``skip`` or ``all``, bounded)."""
+        spec = ScheduleSpec.build(name=name, cron=cron, kind=kind, payload=payload, tz=tz,
+                                  catchup=catchup, priority=priority)  # checked here first
+        info: ScheduleInfo = self._call(lambda: self.coordinator.schedules.remote(
+            "add", spec=spec.model_dump()))
+        return info
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule (a definition that fails verification is logged and left out)."""
+        infos, bad = self._call(lambda: self.coordinator.schedules.remote("list"))
+        for name, why in bad.items():
+            log.error("schedule %s failed verification: %s", name, why)
+        return list(infos)
+
+    def remove_schedule(self, name: str) -> None:
+        self._call(lambda: self.coordinator.schedules.remote("remove", name=name))
+
+    def pause_schedule(self, name: str) -> ScheduleInfo:
+        info: ScheduleInfo = self._call(lambda: self.coordinator.schedules.remote(
+            "pause", name=name))
+        return info
+
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        info: ScheduleInfo = self._call(lambda: self.coordinator.schedules.remote(
+            "resume", name=name))
+        return info
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Kinds held back now (no node can place them; max_in_flight reached), and why."""

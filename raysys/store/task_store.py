@@ -107,7 +107,7 @@ class TaskStore(StoreReaping, StoreRedrive, StoreListing):
         stored, and the cursor moved, only if it still holds what was read; else
         :class:`~raysys.errors.Conflict` and nothing is written.
         """
-        if not specs:
+        if not specs and cursor is None:
             return []
         if len(specs) > MAX_BATCH:
             raise ValidationError(f"batch of {len(specs)} tasks; at most {MAX_BATCH} per call")
