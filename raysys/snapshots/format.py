@@ -9,12 +9,14 @@ the signature and the digest.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from raysys.errors import IntegrityError, NotFound, ValidationError
 
@@ -33,6 +35,60 @@ def encode_entries(entries: Sequence[Entry]) -> bytes:
     for name, pttl, payload in entries:
         parts += [_U32.pack(len(name)), name, _I64.pack(pttl), _U32.pack(len(payload)), payload]
     return b"".join(parts)
+
+
+class EntryWriter:
+    """Appends encoded entries to a binary file, hashing them on the way (sha256, length,
+    count): the data of a snapshot, written without holding it in memory."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.length = 0
+        self.count = 0
+
+    def add(self, name: bytes, pttl: int, payload: bytes) -> None:
+        for part in (_U32.pack(len(name)), name, _I64.pack(pttl), _U32.pack(len(payload)),
+                     payload):
+            self.fh.write(part)
+            self.digest.update(part)
+            self.length += len(part)
+        self.count += 1
+
+
+def iter_entries(fh: BinaryIO, length: int) -> Iterator[Entry]:
+    """The entries in the next ``length`` bytes of ``fh``; IntegrityError on framing errors."""
+    left = length
+    while left > 0:
+        head = fh.read(4)
+        if len(head) < 4:
+            raise IntegrityError("snapshot data is truncated", reason="malformed")
+        (n,) = _U32.unpack(head)
+        name = fh.read(n)
+        rest = fh.read(12)
+        if len(name) != n or len(rest) != 12 or not name:
+            raise IntegrityError("snapshot data is malformed", reason="malformed")
+        (pttl,) = _I64.unpack(rest[:8])
+        (m,) = _U32.unpack(rest[8:])
+        payload = fh.read(m)
+        if len(payload) != m:
+            raise IntegrityError("snapshot data is truncated", reason="malformed")
+        left -= 16 + n + m
+        if left < 0:
+            raise IntegrityError("snapshot data overruns its length", reason="malformed")
+        yield name, pttl, payload
+
+
+def hash_file_part(fh: BinaryIO, length: int, block: int = 1 << 20) -> tuple[str, int]:
+    """sha256 hex and byte count of the next ``length`` bytes of ``fh`` (fewer at EOF)."""
+    digest, seen = hashlib.sha256(), 0
+    while seen < length:
+        chunk = fh.read(min(block, length - seen))
+        if not chunk:
+            break
+        digest.update(chunk)
+        seen += len(chunk)
+    return digest.hexdigest(), seen
 
 
 def decode_entries(data: bytes) -> list[Entry]:
@@ -56,15 +112,20 @@ def decode_entries(data: bytes) -> list[Entry]:
     return entries
 
 
-def write_snapshot_file(path: Path, manifest: bytes, data: bytes) -> None:
-    """Write ``path`` atomically (temporary file, fsync, rename), mode 0600."""
+def write_snapshot_file(path: Path, manifest: bytes, data: bytes | BinaryIO) -> None:
+    """Write ``path`` atomically (temporary file, fsync, rename), mode 0600. ``data``: bytes,
+    or a file positioned at the data's start, copied to its end."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(FILE_MAGIC + manifest + b"\n")
-            fh.write(data)
+            if isinstance(data, bytes | bytearray):
+                fh.write(data)
+            else:
+                while chunk := data.read(1 << 20):
+                    fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -76,6 +137,27 @@ def write_snapshot_file(path: Path, manifest: bytes, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def open_snapshot_file(path: Path) -> tuple[bytes, BinaryIO]:
+    """(manifest, the open file positioned at the data), unverified; IntegrityError if it is
+    not a snapshot file. The caller closes the file."""
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise NotFound(f"no snapshot file {path}") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read snapshot file {path}: {exc.strerror}") from None
+    head = fh.read(len(FILE_MAGIC))
+    if head != FILE_MAGIC:
+        fh.close()
+        raise IntegrityError(f"{path} is not a raysys snapshot file (bad header)",
+                             reason="malformed")
+    manifest = fh.readline(1 << 22)
+    if not manifest.endswith(b"\n"):
+        fh.close()
+        raise IntegrityError(f"{path}: snapshot manifest is not terminated", reason="malformed")
+    return manifest[:-1], fh
 
 
 def read_snapshot_file(path: Path) -> tuple[bytes, bytes]:

@@ -187,6 +187,18 @@ class Keyspace:
         """Sorted set: stored snapshot ids scored by their server creation time (ms)."""
         return self.prefix + "snaps"
 
+    @property
+    def barrier(self) -> str:
+        """String "<snapshot id>|<ms>" with an expiry: a snapshot is being copied; every
+        task-state script waits while it stands (raysys/snapshots/manager.py)."""
+        return self.prefix + "barrier"
+
+    @property
+    def restoring(self) -> str:
+        """String: the id of the snapshot being restored; every task-state script waits while
+        it stands, and a restore that died leaves it for the next one to clear."""
+        return self.prefix + "restoring"
+
     def pattern(self) -> str:
         """SCAN pattern matching every key of the namespace (glob characters escaped)."""
         return glob_escape(self.prefix) + "*"

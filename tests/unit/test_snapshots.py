@@ -22,11 +22,12 @@ from pydantic import SecretStr
 
 from raysys.cli import snapshot as snapshot_commands
 from raysys.config import Settings
-from raysys.errors import IntegrityError, NotFound, ValidationError
+from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
 from raysys.models import Lease, Outcome, TaskSpec, TaskState, TaskStatus
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, generate_key
 from raysys.snapshots import SNAPSHOT, NamespaceNotEmpty, SnapshotManager
+from raysys.snapshots import manager as manager_module
 from raysys.snapshots.format import (
     FILE_MAGIC,
     encode_entries,
@@ -34,6 +35,7 @@ from raysys.snapshots.format import (
     write_snapshot_file,
 )
 from raysys.store import FENCES_PER_MS, RetryPolicy, TaskStore
+from raysys.store import lua as lua_module
 from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -359,8 +361,11 @@ def test_list_shows_saved_snapshots_oldest_first(store: TaskStore) -> None:
 
 
 def test_snapshot_under_load_is_one_consistent_instant(make_store: StoreFactory,
-                                                       tmp_path: Path) -> None:
-    # given a producer and a worker changing the namespace continuously
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a producer and a worker changing the namespace continuously, and a save copied in
+    # pages of 7 keys (hundreds of scripts, with writes waiting at the barrier between them)
+    monkeypatch.setattr(manager_module, "PAGE_KEYS", 7)
     store = make_store()
     manager = SnapshotManager(store.core)
     stop = threading.Event()
@@ -392,6 +397,76 @@ def test_snapshot_under_load_is_one_consistent_instant(make_store: StoreFactory,
     assert sum(info.counts.values()) == info.tasks
     assert set().union(*store.queued_ids().values()) == states["pending"]
     assert members(store, store.keys.leases) == states["leased"]
+
+
+def test_the_barrier_holds_writes_and_gives_leases_back_the_time_it_stood(
+        store: TaskStore) -> None:
+    # given a leased task, and a snapshot's barrier raised
+    task_id = store.submit(spec())
+    (lease,) = store.acquire("w", 1, 30.0)
+    deadline = store.client.zscore(store.keys.leases, task_id)
+    k = store.keys
+    store.core.scripts.run("barrier", [k.barrier, k.leases], ["on", "snap-x", 10_000])
+
+    # when a submission is made while it stands, and the barrier comes down 0.5 s later
+    submitted: list[str] = []
+    writer = threading.Thread(target=lambda: submitted.append(store.submit(spec())))
+    writer.start()
+    time.sleep(0.5)
+    assert submitted == [] and store.counts()["pending"] == 0  # it waits, writes nothing
+    assert store.core.scripts.run("barrier", [k.barrier, k.leases],
+                                  ["off", "snap-x", 10_000])[0] == 1
+    writer.join(5)
+
+    # then the submission went through, and the lease lost none of its time
+    assert len(submitted) == 1 and store.counts()["pending"] == 1
+    moved = store.client.zscore(store.keys.leases, task_id)
+    assert moved is not None and deadline is not None and moved - deadline >= 450
+    assert store.complete("w", [(lease, OK)]) == [True]
+
+
+def test_a_second_save_while_one_holds_the_barrier_is_refused(store: TaskStore) -> None:
+    k = store.keys
+    store.core.scripts.run("barrier", [k.barrier, k.leases], ["on", "other", 10_000])
+    with pytest.raises(RaysysError, match="another snapshot"):
+        SnapshotManager(store.core).save()
+    store.core.scripts.run("barrier", [k.barrier, k.leases], ["off", "other", 10_000])
+
+
+def test_a_restore_that_dies_half_way_holds_writers_off_until_restored_again(
+        store: TaskStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a snapshot of 30 tasks, restored in pages of 5 by a restore that dies after one page
+    store.submit_many([spec(payload=i) for i in range(30)])
+    manager = SnapshotManager(store.core)
+    manager.save(out=tmp_path / "snap.rsnap")
+    drop_namespace(store, keep_snapshots=False)
+    monkeypatch.setattr(manager_module, "PAGE_KEYS", 5)
+    real_run = store.core.scripts.run
+    calls = {"chunks": 0}
+
+    def dying(name: str, keys: list[str], args: list[Any]) -> Any:
+        if name == "restore_chunk":
+            calls["chunks"] += 1
+            if calls["chunks"] == 2:
+                raise KeyboardInterrupt  # the process dies here
+        return real_run(name, keys, args)
+
+    monkeypatch.setattr(store.core.scripts, "run", dying)
+    with pytest.raises(KeyboardInterrupt):
+        manager.restore(tmp_path / "snap.rsnap")
+    monkeypatch.setattr(store.core.scripts, "run", real_run)
+
+    # then the marker stands: a writer waits, then gives up with a message that says what to do
+    monkeypatch.setattr(lua_module, "BARRIER_WAIT_S", 0.3)
+    with pytest.raises(RaysysError, match="restore"):
+        store.submit(spec())
+
+    # and the next restore clears the half-written keys and finishes
+    report = manager.restore(tmp_path / "snap.rsnap")
+    assert store.counts()["pending"] == 30 and report.restored_keys > 30
+    assert store.client.exists(store.keys.restoring) == 0
+    store.submit(spec())  # writes flow again
+    assert store.counts()["pending"] == 31
 
 
 # ---- command line (handlers called directly) ----------------------------------------------

@@ -1,0 +1,43 @@
+-- barrier.lua: hold every task-state script off the namespace while a snapshot is copied in
+-- chunks (the consistency mechanism of a chunked save: nothing changes between the first
+-- chunk and the last).
+-- KEYS[1] barrier key (string "<holder>|<server ms it was raised>", with an expiry)
+-- KEYS[2] leases zset
+-- ARGV[1] "on" | "refresh" | "off"   ARGV[2] holder (the snapshot id)   ARGV[3] expiry ms
+-- Every script that changes task state starts with a check of this key (raysys/store/lua.py
+-- puts it there) and fails with ERR_BARRIER while it exists; its caller waits and sends it again.
+-- Returns: on -> {1, now} or {0, current holder}; refresh -> 1 or 0 (not held by ARGV[2]: it
+--   expired, and writes may have happened); off -> {1, leases extended} or {0}.
+-- "off" moves every lease deadline on by the time the barrier stood, so no lease expires for a
+-- pause that stopped its holder from renewing it.
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op, holder, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local current = redis.call("GET", KEYS[1])
+local bar = current and string.find(current, "|", 1, true)
+local owner = bar and string.sub(current, 1, bar - 1)
+if op == "on" then
+  if current then return {0, owner or current} end
+  redis.call("SET", KEYS[1], holder .. "|" .. now, "PX", ttl)
+  return {1, now}
+end
+if owner ~= holder then
+  if op == "off" then return {0} end
+  return 0
+end
+if op == "refresh" then
+  redis.call("PEXPIRE", KEYS[1], ttl)
+  return 1
+end
+local since = tonumber(string.sub(current, bar + 1))
+redis.call("DEL", KEYS[1])
+local held = redis.call("ZRANGE", KEYS[2], 0, -1, "WITHSCORES")
+local moved = {}
+for i = 1, #held, 2 do
+  moved[#moved + 1] = tonumber(held[i + 1]) + (now - since)
+  moved[#moved + 1] = held[i]
+end
+for j = 1, #moved, 2000 do
+  redis.call("ZADD", KEYS[2], "XX", unpack(moved, j, math.min(j + 1999, #moved)))
+end
+return {1, #moved / 2}

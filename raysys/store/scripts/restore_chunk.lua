@@ -1,0 +1,19 @@
+-- restore_chunk.lua: restore one page of keys of a verified snapshot, under the restoring marker.
+-- KEYS[1] restoring marker
+-- ARGV[1] key prefix  ARGV[2] snapshot id (must hold the marker)
+-- ARGV[3..] per key, 3 values: name after the prefix, ttl ms (0 = none), DUMP payload
+-- Returns: {1, keys restored} or {0} (the marker is not this restore's: stop) or
+--   {-1, name, error} when Redis refused a payload (the keys of this page restored before it
+--   are deleted again here; the caller deletes the earlier pages').
+if redis.call("GET", KEYS[1]) ~= ARGV[2] then return {0} end
+local done = {}
+for i = 3, #ARGV, 3 do
+  local key = ARGV[1] .. ARGV[i]
+  local reply = redis.pcall("RESTORE", key, ARGV[i + 1], ARGV[i + 2], "REPLACE")
+  if type(reply) == "table" and reply.err then
+    for j = 1, #done, 1000 do redis.call("DEL", unpack(done, j, math.min(j + 999, #done))) end
+    return {-1, ARGV[i], reply.err}
+  end
+  done[#done + 1] = key
+end
+return {1, #done}

@@ -1,0 +1,23 @@
+-- snapshot_chunk.lua: copy one page of keys for a chunked snapshot (read only, but for the
+-- barrier's expiry, refreshed here).
+-- KEYS[1] barrier key  KEYS[2..] the keys of this page
+-- ARGV[1] the snapshot id holding the barrier  ARGV[2] barrier expiry ms
+-- Returns: {1, pttl, dump, pttl, dump, ...} one pair per key (a key gone meanwhile: pttl -2 and
+--   an empty dump; it cannot happen while the barrier holds), or {0} when the barrier is no
+--   longer this snapshot's (it expired: writes may have happened, so the copy is not one
+--   instant: the save is abandoned).
+local current = redis.call("GET", KEYS[1])
+if not current or string.sub(current, 1, #ARGV[1] + 1) ~= ARGV[1] .. "|" then return {0} end
+redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[2]))
+local out = {1}
+for i = 2, #KEYS do
+  local dump = redis.call("DUMP", KEYS[i])
+  if dump then
+    out[#out + 1] = redis.call("PTTL", KEYS[i])
+    out[#out + 1] = dump
+  else
+    out[#out + 1] = -2
+    out[#out + 1] = ""
+  end
+end
+return out
