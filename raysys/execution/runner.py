@@ -165,7 +165,7 @@ class TaskRunner:
             return
         timeout = float(lease.timeout_s or 0)
         ctx = TaskContext(lease.task_id, lease.attempt, lease.fence,
-                          lease.effective_idempotency_key, timeout)
+                          lease.effective_idempotency_key, timeout, core=self.store.core)
         lane = "remote" if handler.options.remote else ("async" if handler.is_async
                                                           else "thread")
         attempt = Attempt(lease, handler, ctx, lane, started, time.monotonic() + timeout)

@@ -4,7 +4,9 @@ through the same execution path as a user's (a thread of the worker's pool), not
 ``noop`` (returns null), ``echo`` (returns its payload), ``sleep`` (``{"seconds": s}``: waits,
 stopping early when cancelled), ``spin`` (``{"ms": m}``: pure-Python CPU work for ``m`` ms),
 ``fail`` (``{"message": str}``: always fails, retried), ``flaky`` (fails its first
-``fail_times`` attempts, then returns its payload).
+``fail_times`` attempts, then returns its payload), ``raysys.snapshot`` (``{"dir": path,
+"keep": n}``: saves a snapshot file into ``dir`` on the worker's node and keeps the newest ``n``
+there; what ``raysys snapshot save --every`` schedules).
 """
 
 from __future__ import annotations
@@ -66,3 +68,24 @@ def flaky(payload: Any, ctx: TaskContext) -> Any:
     if ctx.attempt <= int(fail_times):
         raise TaskFailed(f"flaky: attempt {ctx.attempt} fails on purpose")
     return payload
+
+
+@task("raysys.snapshot", max_attempts=3, timeout_s=6 * 3600.0)
+def snapshot(payload: Any, ctx: TaskContext) -> dict[str, Any]:
+    """Save a snapshot of the worker's namespace to ``dir`` (a file, not Redis); prune."""
+    from raysys.errors import RaysysError, Retry
+    from raysys.snapshots.files import save_to_dir
+
+    if not isinstance(payload, dict) or not isinstance(payload.get("dir"), str):
+        raise TaskFailed('raysys.snapshot needs {"dir": "/path", "keep": 24}')
+    keep = payload.get("keep", 24)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise TaskFailed("raysys.snapshot: keep must be a whole number >= 1")
+    if ctx.core is None:
+        raise TaskFailed("raysys.snapshot runs on a raysys worker (it needs its Redis)")
+    try:
+        return save_to_dir(ctx.core, payload["dir"], keep)
+    except RaysysError as exc:
+        if "another snapshot" in str(exc):
+            raise Retry(str(exc), delay_s=10.0) from None
+        raise TaskFailed(f"snapshot failed: {exc}") from None

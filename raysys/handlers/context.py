@@ -99,3 +99,6 @@ class TaskContext:
     idempotency_key: str
     timeout_s: float = 0.0
     cancelled: CancelSignal = field(default_factory=CancelSignal, compare=False)
+    # The worker's Core (None in a Ray-task lane): what built-in kinds such as raysys.snapshot
+    # work through. Not part of the handler contract.
+    core: Any = field(default=None, compare=False, repr=False)
