@@ -76,6 +76,8 @@ class Coordinator:
             self._mirror.start()
             self._pool = PeriodicTimer("pool", POOL_INTERVAL_S, self.keep_pool)
             self._pool.start()
+        log.info("Coordinator %s of namespace %s up (pid %d)", self.core.settings.coordinator_id,
+                 config.namespace, os.getpid())
 
     def submit_many(self, specs: Sequence[dict[str, Any] | TaskSpec]) -> list[str]:
         """Validate and store tasks (all or nothing per 10,000); ids in order."""

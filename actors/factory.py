@@ -50,11 +50,6 @@ def worker_name(index: int) -> str:
     return f"{WORKER_PREFIX}{index}"
 
 
-def worker_id(namespace: str, index: int) -> str:
-    """The lease holder id of worker ``index`` (stable across restarts)."""
-    return f"{namespace}-worker-{index}"
-
-
 @dataclass(frozen=True)
 class ControlPlane:
     """The two singleton actors of a namespace."""
@@ -108,7 +103,7 @@ def start_worker(config: ActorConfig, index: int) -> WorkerHandle:
     cls = ray.remote(Worker)
     handle = cls.options(name=worker_name(index), namespace=config.namespace,
                          max_task_retries=0, max_concurrency=16, scheduling_strategy="SPREAD",
-                         **_COMMON).remote(worker_id(config.namespace, index), config)
+                         **_COMMON).remote(config.worker_id(index), config)
     return cast(WorkerHandle, handle)
 
 
@@ -131,7 +126,7 @@ def worker_handles(namespace: str) -> dict[int, WorkerHandle]:
 
 
 class RayWorkerPort:
-    """Reaches worker actors by holder id (``<namespace>-worker-<i>``) through Ray."""
+    """Reaches worker actors by holder id (``<namespace>-<WORKER_ID>-<i>``) through Ray."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace

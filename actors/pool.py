@@ -79,7 +79,8 @@ class PoolKeeper:
             if int(w.get("stuck", 0)) < int(w.get("concurrency", 1)):
                 continue
             pid = int(w.get("pid", 0))
-            index = _index(self.config.namespace, str(w["id"]))
+            index = self.config.worker_index(str(w["id"]))
+            index = -1 if index is None else index
             if index in handles and pid not in self.state.killed_pids:
                 self.state.killed_pids.add(pid)
                 log.warning("worker %s has every slot stuck past its time limit: restarting "
@@ -126,7 +127,7 @@ class PoolKeeper:
         get(handle.drain.remote(DRAIN_TIMEOUT_S), timeout=DRAIN_TIMEOUT_S + 30)
         get(handle.stop.remote(), timeout=30)
         kill(handle)
-        self.state.idle_since.pop(factory.worker_id(self.config.namespace, index), None)
+        self.state.idle_since.pop(self.config.worker_id(index), None)
         self.state.removed += 1
         return -1
 
@@ -144,10 +145,3 @@ class PoolKeeper:
             self.state.requested = bundles
             log.info("asked Ray's autoscaler for %d bundles for kinds waiting for a node",
                      len(bundles))
-
-
-def _index(namespace: str, worker_id: str) -> int:
-    try:
-        return int(worker_id.removeprefix(f"{namespace}-worker-"))
-    except ValueError:
-        return -1

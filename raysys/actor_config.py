@@ -58,6 +58,7 @@ class ActorConfig:
     ledger: bool = False  # record acknowledged commits in the CommitLedger (demo, tests)
     scale_down_idle_s: float = 30.0  # an autoscaled pool removes a worker idle this long
     max_prefetch: int = 1000  # leases a worker holds queued beyond its slots, at most
+    worker_prefix: str = "worker"  # WORKER_ID: worker ids are <namespace>-<prefix>-<n>
 
     @property
     def capacity(self) -> int:
@@ -86,12 +87,24 @@ class ActorConfig:
     @classmethod
     def build(cls, namespace: str, overrides: dict[str, Any], *, workers: Workers = 2,
               batch: int = 50, concurrency: int = DEFAULT_CONCURRENCY, ledger: bool = False,
-              scale_down_idle_s: float = 30.0, max_prefetch: int = 1000) -> ActorConfig:
+              scale_down_idle_s: float = 30.0, max_prefetch: int = 1000,
+              worker_prefix: str = "worker") -> ActorConfig:
         """A config for a pool of ``workers`` (N, (MIN, MAX) or "MIN:MAX")."""
         low, high = pool_size(workers)
         return cls(namespace, overrides, batch=batch, concurrency=concurrency,
                    min_workers=low, max_workers=high, ledger=ledger,
-                   scale_down_idle_s=scale_down_idle_s, max_prefetch=max_prefetch)
+                   scale_down_idle_s=scale_down_idle_s, max_prefetch=max_prefetch,
+                   worker_prefix=worker_prefix)
+
+    def worker_id(self, index: int) -> str:
+        """The lease holder id of worker ``index`` (stable across restarts)."""
+        return f"{self.namespace}-{self.worker_prefix}-{index}"
+
+    def worker_index(self, worker_id: str) -> int | None:
+        """The index in a worker id of this deployment; None for anything else."""
+        head = f"{self.namespace}-{self.worker_prefix}-"
+        tail = worker_id[len(head):]
+        return int(tail) if worker_id.startswith(head) and tail.isdigit() else None
 
     @property
     def autoscaled(self) -> bool:

@@ -89,9 +89,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )
-    coordinator_id: str = Field("coordinator-1", validation_alias=_env("COORDINATOR_ID"))
-    distributor_id: str = Field("distributor-1", validation_alias=_env("DISTRIBUTOR_ID"))
-    worker_id: str | None = Field(None, validation_alias=_env("WORKER_ID"))
+    # Identities: the Coordinator's name in its log lines and the audit entries it writes; the
+    # Distributor's as the signed sender of its messages; the prefix of the workers' ids
+    # (lease holders, heartbeats, logs): <namespace>-<WORKER_ID>-<n>.
+    coordinator_id: str = Field("coordinator-1", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                                validation_alias=_env("COORDINATOR_ID"))
+    distributor_id: str = Field("distributor-1", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                                validation_alias=_env("DISTRIBUTOR_ID"))
+    worker_id: str = Field("worker", pattern=r"^[A-Za-z0-9_.]{1,40}$",
+                           validation_alias=_env("WORKER_ID"))
     namespace: str = Field(
         "raysys", pattern=r"^[A-Za-z0-9_.-]{1,64}$", validation_alias=_env("RAYSYS_NAMESPACE")
     )

@@ -354,7 +354,8 @@ def app(args: dict[str, str] | None = None) -> Any:
         overrides["signing_key_file"] = str(settings.signing_key_file)
     config = ActorConfig.build(settings.namespace, overrides,
                                workers=str(args.get("workers", "2")),
-                               concurrency=int(args.get("concurrency", DEFAULT_CONCURRENCY)))
+                               concurrency=int(args.get("concurrency", DEFAULT_CONCURRENCY)),
+                               worker_prefix=settings.worker_id)
     return _deployment().bind(config, None, True)
 
 

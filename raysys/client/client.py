@@ -71,13 +71,13 @@ class Owned:
             shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
 
 
-def worker_index(namespace: str, worker_id: str) -> int:
-    """The index of worker ``<namespace>-worker-<n>``; ConfigurationError for anything else."""
-    prefix = f"{namespace}-worker-"
-    if not worker_id.startswith(prefix) or not worker_id[len(prefix):].isdigit():
-        raise ConfigurationError(f"{worker_id!r} is not a worker id of namespace {namespace} "
-                                 f"(expected {prefix}<n>)")
-    return int(worker_id[len(prefix):])
+def worker_index(config: ActorConfig, worker_id: str) -> int:
+    """The index of worker ``<namespace>-<WORKER_ID>-<n>``; ConfigurationError otherwise."""
+    index = config.worker_index(worker_id)
+    if index is None:
+        raise ConfigurationError(f"{worker_id!r} is not a worker id of namespace "
+                                 f"{config.namespace} (expected {config.worker_id(0)[:-1]}<n>)")
+    return index
 
 
 class Client:
@@ -319,12 +319,12 @@ class Client:
 
         handles = worker_handles(self.namespace)
         if worker is not None:
-            index = worker_index(self.namespace, worker)
+            index = worker_index(self.config, worker)
             if index not in handles:
                 raise RayUnavailable(f"no worker {worker!r} in namespace {self.namespace}")
             return [handles[index]]
         if node is not None:
-            on_node = {worker_index(self.namespace, w["id"]) for w in self.workers()
+            on_node = {worker_index(self.config, w["id"]) for w in self.workers()
                        if node in (w.get("node"), w.get("node_ip"), w.get("node_id"))}
             return [h for i, h in handles.items() if i in on_node]
         return list(handles.values())

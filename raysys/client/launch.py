@@ -153,7 +153,7 @@ def _prepare(overrides: dict[str, Any], *, workers: Workers, batch: int, concurr
         config = ActorConfig.build(settings.namespace, actor_overrides, workers=workers,
                                    batch=batch, concurrency=concurrency, ledger=ledger,
                                    scale_down_idle_s=scale_down_idle_s,
-                                   max_prefetch=max_prefetch)
+                                   max_prefetch=max_prefetch, worker_prefix=settings.worker_id)
     except BaseException:
         if server is not None:
             server.stop()

@@ -84,7 +84,8 @@ class ScheduleTicker:
                 log.error("schedule %s rejected: %s (%s); it enqueues nothing until fixed",
                           name, exc, exc.reason)
                 self.client.hincrby(self.keys.stats, "signature_failures", 1)
-                self._audit({"ev": "schedule_rejected", "schedule": name, "reason": exc.reason})
+                self._audit({"ev": "schedule_rejected", "schedule": name, "reason": exc.reason,
+                             "by": self.by})
                 self.client.zadd(self.keys.schedules, {name: now + RETRY_BAD_MS}, xx=True)
         return out
 
@@ -116,10 +117,13 @@ class ScheduleTicker:
         if skipped:
             log.warning("schedule %s: %d ticks missed while nothing ran the ticker were "
                         "skipped (catchup %s)", name, skipped, spec.catchup)
-            self._audit({"ev": "schedule_skipped", "schedule": name, "n": skipped})
+            self._audit({"ev": "schedule_skipped", "schedule": name, "n": skipped,
+                         "by": self.by})
         if ticks:
             log.info("schedule %s fired %d tick(s), last %d (%s)", name, len(ticks), ticks[-1],
                      self.by)
+            self._audit({"ev": "schedule_fired", "schedule": name, "ticks": len(ticks),
+                         "last_ms": ticks[-1], "by": self.by})
         self._reschedule(spec, mark)
         return Fired(name, tuple(ticks), tuple(ids), skipped)
 

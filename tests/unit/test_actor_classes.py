@@ -220,3 +220,22 @@ def test_accepted_message_metrics_are_written_off_the_delivery_path(pool: Any) -
     assert int(client.hget(stats_key, "messages:assign:accepted") or 0) == before
     worker.messenger.flush_metrics()
     assert int(client.hget(stats_key, "messages:assign:accepted") or 0) == before + 1
+
+
+def test_worker_id_names_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given WORKER_ID set for a deployment
+    from raysys.actor_config import ActorConfig
+    from raysys.config import load_settings
+    from raysys.errors import ConfigurationError
+
+    monkeypatch.setenv("WORKER_ID", "gpu")
+    config = ActorConfig.build("prod", {}, worker_prefix=load_settings().worker_id)
+
+    # then the worker ids carry it, and only those ids parse as this deployment's
+    assert config.worker_id(3) == "prod-gpu-3"
+    assert config.worker_index("prod-gpu-3") == 3
+    assert config.worker_index("prod-worker-3") is None
+    assert config.worker_index("prod-gpu-x") is None
+    monkeypatch.setenv("WORKER_ID", "bad id!")
+    with pytest.raises(ConfigurationError, match="WORKER_ID"):
+        load_settings()
