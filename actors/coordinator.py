@@ -31,7 +31,7 @@ from raysys import metrics
 from raysys.actors.context import ActorConfig, open_actor_core
 from raysys.errors import NotFound, ValidationError
 from raysys.housekeeping import HOUSEKEEPING_INTERVAL_S, Housekeeper, HousekeepingReport
-from raysys.ledger import CommitLedger
+from raysys.ledger import open_ledger
 from raysys.models import FINAL_STATES, MAX_BATCH, TaskSpec, TaskState, TaskStatus
 from raysys.registry import Registry
 from raysys.schedules import ScheduleBook, ScheduleSpec, ScheduleTicker
@@ -55,7 +55,8 @@ class Coordinator:
         self.core = open_actor_core(config, "coordinator")
         self.store = self.core.store
         self.registry = Registry(self.core)
-        self.ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
+        self.ledger = (open_ledger(self.core.client, config.namespace, config.ledger_url)
+                       if config.ledger else None)
         self.ttl_s = self.core.settings.lease_ttl_s
         self._reaper = PeriodicTimer("reaper", self.core.settings.reaper_interval_s, self.reap)
         self._mirror: PeriodicTimer | None = None

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raysys.actors.context import ActorConfig, open_actor_core
-from raysys.ledger import CommitLedger
+from raysys.ledger import open_ledger
 from raysys.messaging.messenger import Messenger
 from raysys.messaging.wire import ASSIGN, assignment_chunks
 from raysys.models import Lease
@@ -90,7 +90,8 @@ class Distributor:
         self.party = settings.distributor_id
         self.messenger = Messenger(self.core, self.party)
         self.registry = Registry(self.core)
-        self.ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
+        self.ledger = (open_ledger(self.core.client, config.namespace, config.ledger_url)
+                       if config.ledger else None)
         self.granted = 0
         self.delivered = 0
         self.failed_deliveries = 0

@@ -35,7 +35,7 @@ from raysys.execution import TaskRunner
 from raysys.execution.lanes import RemoteLane
 from raysys.handlers import handlers, import_handler_modules
 from raysys.handlers.context import CANCELLED
-from raysys.ledger import CommitLedger
+from raysys.ledger import open_ledger
 from raysys.messaging.messenger import Messenger
 from raysys.messaging.wire import ASSIGN, leases_from_assignment
 from raysys.models import Lease
@@ -61,7 +61,8 @@ class Worker:
         self.registry = Registry(self.core)
         self.messenger = Messenger(self.core, worker_id)
         self.distributor_id = settings.distributor_id
-        ledger = CommitLedger(self.core.client, config.namespace) if config.ledger else None
+        ledger = (open_ledger(self.core.client, config.namespace, config.ledger_url)
+                       if config.ledger else None)
         self.runner = TaskRunner(self.store, worker_id, concurrency=config.concurrency,
                                  ttl_s=settings.lease_ttl_s, ledger=ledger,
                                  remote=_remote_lane(), max_prefetch=config.max_prefetch)

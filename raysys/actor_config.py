@@ -59,6 +59,9 @@ class ActorConfig:
     scale_down_idle_s: float = 30.0  # an autoscaled pool removes a worker idle this long
     max_prefetch: int = 1000  # leases a worker holds queued beyond its slots, at most
     worker_prefix: str = "worker"  # WORKER_ID: worker ids are <namespace>-<prefix>-<n>
+    # The ledger's own Redis (benchmarks that measure the store's memory; no credentials):
+    # None keeps it beside the store, outside the raysys keys.
+    ledger_url: str | None = None
 
     @property
     def capacity(self) -> int:
@@ -76,6 +79,9 @@ class ActorConfig:
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise ConfigurationError(f"concurrency must be from 1 to {MAX_CONCURRENCY}, not "
                                      f"{self.concurrency}")
+        if self.ledger_url is not None and "@" in self.ledger_url:
+            raise ConfigurationError("ledger_url must not carry credentials (actors receive it "
+                                     "as an argument)")
         if self.max_prefetch < 0:
             raise ConfigurationError("max_prefetch must be >= 0")
         if not self.scale_down_idle_s > 0:
@@ -88,13 +94,13 @@ class ActorConfig:
     def build(cls, namespace: str, overrides: dict[str, Any], *, workers: Workers = 2,
               batch: int = 50, concurrency: int = DEFAULT_CONCURRENCY, ledger: bool = False,
               scale_down_idle_s: float = 30.0, max_prefetch: int = 1000,
-              worker_prefix: str = "worker") -> ActorConfig:
+              worker_prefix: str = "worker", ledger_url: str | None = None) -> ActorConfig:
         """A config for a pool of ``workers`` (N, (MIN, MAX) or "MIN:MAX")."""
         low, high = pool_size(workers)
         return cls(namespace, overrides, batch=batch, concurrency=concurrency,
                    min_workers=low, max_workers=high, ledger=ledger,
                    scale_down_idle_s=scale_down_idle_s, max_prefetch=max_prefetch,
-                   worker_prefix=worker_prefix)
+                   worker_prefix=worker_prefix, ledger_url=ledger_url)
 
     def worker_id(self, index: int) -> str:
         """The lease holder id of worker ``index`` (stable across restarts)."""

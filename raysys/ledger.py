@@ -156,3 +156,8 @@ class CommitLedger:
 
     def clear(self) -> None:
         drop_keys(self.client, glob_escape(self.prefix) + "*")
+
+
+def open_ledger(client: redis.Redis, namespace: str, url: str | None) -> CommitLedger:
+    """The ledger of ``namespace``: on ``url``'s Redis when given, else on ``client``'s."""
+    return CommitLedger(redis.Redis.from_url(url) if url else client, namespace)

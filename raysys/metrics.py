@@ -136,26 +136,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield up
     if not snap.redis_connected:
         return
-    counts, stats = snap.counts, snap.stats
-    yield _gauge("pending_tasks", "Tasks waiting for a worker (pending, or failed and waiting "
-                 "to retry)", counts.get("pending", 0) + counts.get("failed", 0))
-    states = GaugeMetricFamily("raysys_tasks", "Tasks by current state", labels=["state"])
-    for task_state in TaskState:
-        states.add_metric([task_state.value], counts.get(task_state.value, 0))
-    yield states
-    completed = CounterMetricFamily("raysys_tasks_completed", "Tasks that reached a final "
-                                    "state, by that state", labels=["status"])
-    for state in FINAL:  # monotonic: counted when the task finished, kept through purges
-        completed.add_metric([state], stats.get(f"completed:{state}", 0))
-    yield completed
-    yield CounterMetricFamily("agent_failures", "Tasks that failed for good (dead or "
-                              "quarantined)", value=stats.get("completed:dead", 0)
-                              + stats.get("completed:quarantined", 0))
-    for stat, (name, help_text) in SIMPLE_COUNTERS.items():
-        value = stats.get(stat, 0)
-        if stat == "replays_rejected":  # replayed messages plus re-queued finished records
-            value += stats.get("replays_blocked", 0)
-        yield CounterMetricFamily(name, help_text, value=value)
+    yield from _task_families(snap)
+    stats = snap.stats
     messages = CounterMetricFamily("agent_messages", "Signed actor messages received, by type "
                                    "and outcome", labels=["type", "outcome"])
     for stat, n in sorted(stats.items()):
@@ -190,6 +172,30 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     for pool_use in ("in_use", "available"):
         pool.add_metric([pool_use], snap.pool.get(pool_use, 0))
     yield pool
+
+
+def _task_families(snap: Snapshot) -> Iterator[Metric]:
+    """Tasks by state, completed (monotonic) and failed, and the simple event counters."""
+    counts, stats = snap.counts, snap.stats
+    yield _gauge("pending_tasks", "Tasks waiting for a worker (pending, or failed and waiting "
+                 "to retry)", counts.get("pending", 0) + counts.get("failed", 0))
+    states = GaugeMetricFamily("raysys_tasks", "Tasks by current state", labels=["state"])
+    for task_state in TaskState:
+        states.add_metric([task_state.value], counts.get(task_state.value, 0))
+    yield states
+    completed = CounterMetricFamily("raysys_tasks_completed", "Tasks that reached a final "
+                                    "state, by that state", labels=["status"])
+    for state in FINAL:  # monotonic: counted when the task finished, kept through purges
+        completed.add_metric([state], stats.get(f"completed:{state}", 0))
+    yield completed
+    yield CounterMetricFamily("agent_failures", "Tasks that failed for good (dead or "
+                              "quarantined)", value=stats.get("completed:dead", 0)
+                              + stats.get("completed:quarantined", 0))
+    for stat, (name, help_text) in SIMPLE_COUNTERS.items():
+        value = stats.get(stat, 0)
+        if stat == "replays_rejected":  # replayed messages plus re-queued finished records
+            value += stats.get("replays_blocked", 0)
+        yield CounterMetricFamily(name, help_text, value=value)
 
 
 def render(snap: Snapshot) -> bytes:

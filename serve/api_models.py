@@ -1,12 +1,14 @@
-"""Request bodies of the task API (strict: unknown fields are errors, named in the 422)."""
+"""Request bodies of the task API (strict: unknown fields are errors, named in the 422), and
+the error response every route gives."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from raysys.models import MAX_BATCH
+from raysys.models import MAX_BATCH, TaskSpec, due_ms
 
 
 class TaskIn(BaseModel):
@@ -40,3 +42,16 @@ class RedriveIn(BaseModel):
     kind: str | None = None
     dry_run: bool = False
     request_id: str | None = Field(None, min_length=1, max_length=100)
+
+
+def spec_of(task: TaskIn) -> TaskSpec:
+    """A validated spec from one request task (``delay_s``/``run_at`` become its due time)."""
+    fields = task.model_dump()
+    due = due_ms(fields.pop("delay_s"), fields.pop("run_at"))
+    return TaskSpec.build(**fields, not_before_ms=due)
+
+
+def error_response(status: int, detail: list[dict[str, Any]], *,
+                   auth: bool = False) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if auth else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)

@@ -42,9 +42,9 @@ from raysys.actors.context import open_actor_core
 from raysys.config import load_settings
 from raysys.errors import NotFound, RaysysError
 from raysys.errors import ValidationError as SpecError
-from raysys.models import FINAL_STATES, TaskSpec, due_ms
+from raysys.models import FINAL_STATES
 from raysys.schedules import ScheduleBook, ScheduleSpec
-from raysys.serve.api_models import BatchIn, RedriveIn, TaskIn
+from raysys.serve.api_models import BatchIn, RedriveIn, TaskIn, error_response, spec_of
 from raysys.timespec import parse_instant
 
 log = logging.getLogger(__name__)
@@ -62,18 +62,6 @@ async def _pinged(handle: Any, role: str) -> None:
         await handle.ping.remote()
     else:
         await handle.info.remote()
-
-
-def _spec(task: TaskIn) -> TaskSpec:
-    """A validated spec from one request task (``delay_s``/``run_at`` become its due time)."""
-    fields = task.model_dump()
-    due = due_ms(fields.pop("delay_s"), fields.pop("run_at"))
-    return TaskSpec.build(**fields, not_before_ms=due)
-
-
-def _error(status: int, detail: list[dict[str, Any]], *, auth: bool = False) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if auth else None
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 @serve.deployment(name=DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0},
@@ -139,27 +127,27 @@ class RaysysAPI:
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
-            return _error(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
+            return error_response(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
         try:
             batch = isinstance(body, dict) and "tasks" in body
             tasks = BatchIn.model_validate(body).tasks if batch else [TaskIn.model_validate(body)]
-            specs = [_spec(t) for t in tasks]
+            specs = [spec_of(t) for t in tasks]
         except BodyError as exc:
-            return _error(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
+            return error_response(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
                                 for e in exc.errors()])
         except SpecError as exc:
-            return _error(422, [{"loc": ["body"], "msg": str(exc)}])
+            return error_response(422, [{"loc": ["body"], "msg": str(exc)}])
         try:
             coordinator = factory.get_actor(factory.COORDINATOR, self.namespace)
             ids = await coordinator.submit_many.remote(specs)
         except RaysysError as exc:
-            return _error(422 if isinstance(exc, SpecError) else 503, [{"msg": str(exc)}])
+            return error_response(422 if isinstance(exc, SpecError) else 503, [{"msg": str(exc)}])
         except Exception as exc:  # actor restarting or gone: the caller may retry
             cause = getattr(exc, "cause", None)
             if isinstance(cause, SpecError):
-                return _error(422, [{"loc": ["body"], "msg": str(cause)}])
+                return error_response(422, [{"loc": ["body"], "msg": str(cause)}])
             log.warning("submission failed: %s", exc)
-            return _error(503, [{"msg": "coordinator unavailable; retry (with an "
+            return error_response(503, [{"msg": "coordinator unavailable; retry (with an "
                                         "idempotency_key to be safe)"}])
         return JSONResponse({"ids": ids} if batch else {"id": ids[0]})
 
@@ -177,9 +165,9 @@ class RaysysAPI:
             page = await asyncio.to_thread(self.core.store.tasks, state=state, kind=kind,
                                            since_ms=since_ms, limit=limit, cursor=cursor)
         except SpecError as exc:
-            return _error(422, [{"loc": ["query"], "msg": str(exc)}])
+            return error_response(422, [{"loc": ["query"], "msg": str(exc)}])
         except RaysysError as exc:
-            return _error(503, [{"msg": str(exc)}])
+            return error_response(503, [{"msg": str(exc)}])
         return JSONResponse(page.to_json())
 
     @api.post("/tasks/redrive")
@@ -192,9 +180,9 @@ class RaysysAPI:
         try:
             body = RedriveIn.model_validate(orjson.loads(await request.body()))
         except orjson.JSONDecodeError as exc:
-            return _error(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
+            return error_response(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
         except BodyError as exc:
-            return _error(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
+            return error_response(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"]}
                                 for e in exc.errors()])
         try:
             coordinator = factory.get_actor(factory.COORDINATOR, self.namespace)
@@ -202,9 +190,9 @@ class RaysysAPI:
         except Exception as exc:
             cause = getattr(exc, "cause", exc)
             if isinstance(cause, SpecError):
-                return _error(422, [{"loc": ["body"], "msg": str(cause)}])
+                return error_response(422, [{"loc": ["body"], "msg": str(cause)}])
             log.warning("redrive failed: %s", exc)
-            return _error(503, [{"msg": "coordinator unavailable; retry with the same "
+            return error_response(503, [{"msg": "coordinator unavailable; retry with the same "
                                         "request_id"}])
         return JSONResponse(report.to_json())
 
@@ -232,12 +220,12 @@ class RaysysAPI:
             spec = ScheduleSpec.build(**body)
             info = await asyncio.to_thread(self.schedules.add, spec)
         except orjson.JSONDecodeError as exc:
-            return _error(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
+            return error_response(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
         except SpecError as exc:
             status = 409 if "exists" in str(exc) else 422
-            return _error(status, [{"loc": ["body"], "msg": str(exc)}])
+            return error_response(status, [{"loc": ["body"], "msg": str(exc)}])
         except RaysysError as exc:
-            return _error(503, [{"msg": str(exc)}])
+            return error_response(503, [{"msg": str(exc)}])
         return JSONResponse(info.to_json(), status_code=201)
 
     @api.delete("/schedules/{name}")
@@ -260,9 +248,10 @@ class RaysysAPI:
         try:
             info = await asyncio.to_thread(getattr(self.schedules, action), name)
         except NotFound:
-            return _error(404, [{"msg": f"no schedule {name}"}])
+            return error_response(404, [{"msg": f"no schedule {name}"}])
         except RaysysError as exc:
-            return _error(503 if not isinstance(exc, SpecError) else 422, [{"msg": str(exc)}])
+            status = 422 if isinstance(exc, SpecError) else 503
+            return error_response(status, [{"msg": str(exc)}])
         if info is None:
             return JSONResponse({"name": name, "removed": True})
         return JSONResponse(info.to_json())
@@ -280,11 +269,11 @@ class RaysysAPI:
         except Exception as exc:
             cause = getattr(exc, "cause", exc)
             if isinstance(cause, NotFound):
-                return _error(404, [{"msg": f"no task {task_id}"}])
+                return error_response(404, [{"msg": f"no task {task_id}"}])
             if isinstance(cause, SpecError):
-                return _error(422, [{"loc": ["path", "task_id"], "msg": str(cause)}])
+                return error_response(422, [{"loc": ["path", "task_id"], "msg": str(cause)}])
             log.warning("cancel failed: %s", exc)
-            return _error(503, [{"msg": "coordinator unavailable; retry"}])
+            return error_response(503, [{"msg": "coordinator unavailable; retry"}])
         done = before not in FINAL_STATES
         return JSONResponse({"id": task_id, "before": before.value, "cancelled": done,
                              "state": "cancelled" if done else before.value})
@@ -297,11 +286,11 @@ class RaysysAPI:
         try:
             status = await asyncio.to_thread(self.core.store.status, task_id)
         except NotFound:
-            return _error(404, [{"msg": f"no task {task_id}"}])
+            return error_response(404, [{"msg": f"no task {task_id}"}])
         except SpecError as exc:
-            return _error(422, [{"loc": ["path", "task_id"], "msg": str(exc)}])
+            return error_response(422, [{"loc": ["path", "task_id"], "msg": str(exc)}])
         except RaysysError as exc:
-            return _error(503, [{"msg": str(exc)}])
+            return error_response(503, [{"msg": str(exc)}])
         doc = status.to_json()
         return JSONResponse({k: doc[k] for k in ("id", "state", "result", "error", "attempts")})
 
@@ -310,11 +299,11 @@ class RaysysAPI:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if self._token is None:
-            return _error(401, [{"msg": "the task API is disabled: the server has no "
+            return error_response(401, [{"msg": "the task API is disabled: the server has no "
                                         "RAYSYS_API_TOKEN"}], auth=True)
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
                                                                  self._token):
-            return _error(401, [{"msg": "missing or wrong bearer token"}], auth=True)
+            return error_response(401, [{"msg": "missing or wrong bearer token"}], auth=True)
         return None
 
     def _snapshot(self, actors: dict[str, bool]) -> metrics.Snapshot:

@@ -9,7 +9,6 @@ raysys's own.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from raysys.client.handles import (
     get_all,
     kill,
 )
+from raysys.client.history import ClientHistory
 from raysys.errors import (
     ConfigurationError,
     NotFound,
@@ -37,14 +37,9 @@ from raysys.errors import (
     TaskCancelled,
     TaskDead,
     TaskQuarantined,
-    ValidationError,
 )
 from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus, due_ms
 from raysys.redis_server.embedded import EmbeddedRedis
-from raysys.schedules import ScheduleInfo, ScheduleSpec
-from raysys.store.listing import TaskPage
-from raysys.store.redrive import RedriveReport
-from raysys.timespec import parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +75,7 @@ def worker_index(config: ActorConfig, worker_id: str) -> int:
     return index
 
 
-class Client:
+class Client(ClientHistory):
     """Submit, wait, query and control one raysys namespace through its named actors.
 
     ``owned``: what this client started and takes down on :meth:`shutdown` (``start``); None
@@ -184,64 +179,6 @@ class Client:
         TaskQuarantined when it ended otherwise, TimeoutError when not final in time."""
         status = self.wait([task_id], timeout)[0]
         return result_of(status)
-
-    def tasks(self, state: str | None = None, kind: str | None = None, limit: int = 50,
-              cursor: str | None = None, since: float | datetime | str | None = None,
-              ) -> TaskPage:
-        """A page of tasks, newest first (by finish time for a final state, else by
-        submission); ``page.cursor`` continues it. ``since``: epoch seconds, an aware
-        datetime, or ISO-8601 text."""
-        since_ms = None if since is None else int(_epoch(since) * 1000)
-        return self._call(lambda: self.coordinator.tasks.remote(
-            state=state, kind=kind, since_ms=since_ms, limit=limit, cursor=cursor))
-
-    def history(self, task_id: str) -> list[dict[str, Any]]:
-        """The task's attempts and events, oldest first (the last 20)."""
-        return self._call(lambda: self.coordinator.history.remote(task_id))
-
-    def redrive(self, ids: Sequence[str] | None = None, *, state: str | None = None,
-                kind: str | None = None, dry_run: bool = False,
-                request_id: str | None = None) -> RedriveReport:
-        """Run finished tasks again after a fix: ``ids``, or every task in ``state`` (dead,
-        cancelled, quarantined), of ``kind`` if given. Same ids, history kept, audited; a
-        record that fails verification is refused. Idempotent per ``request_id`` (a resent
-        call with the same one redrives nothing twice)."""
-        chosen = list(ids) if ids is not None else None
-        request = request_id or os.urandom(8).hex()
-        return self._call(lambda: self.coordinator.redrive.remote(
-            ids=chosen, state=state, kind=kind, dry_run=dry_run, request_id=request))
-
-    # ---- periodic schedules ------------------------------------------------------------------
-    def schedule(self, name: str, cron: str, kind: str, payload: Any = None, *, tz: str = "UTC",
-                 catchup: str = "skip", priority: int = 0) -> ScheduleInfo:
-        """Add a periodic schedule: each tick of ``cron`` (five fields, or six with seconds
-        first) in zone ``tz`` enqueues exactly one ``kind`` task. ``catchup``: what ticks
-        missed while no Coordinator ran do (``skip`` or ``all``, bounded)."""
-        spec = ScheduleSpec.build(name=name, cron=cron, kind=kind, payload=payload, tz=tz,
-                                  catchup=catchup, priority=priority)  # checked here first
-        info: ScheduleInfo = self._call(lambda: self.coordinator.schedules.remote(
-            "add", spec=spec.model_dump()))
-        return info
-
-    def schedules(self) -> list[ScheduleInfo]:
-        """Every schedule (a definition that fails verification is logged and left out)."""
-        infos, bad = self._call(lambda: self.coordinator.schedules.remote("list"))
-        for name, why in bad.items():
-            log.error("schedule %s failed verification: %s", name, why)
-        return list(infos)
-
-    def remove_schedule(self, name: str) -> None:
-        self._call(lambda: self.coordinator.schedules.remote("remove", name=name))
-
-    def pause_schedule(self, name: str) -> ScheduleInfo:
-        info: ScheduleInfo = self._call(lambda: self.coordinator.schedules.remote(
-            "pause", name=name))
-        return info
-
-    def resume_schedule(self, name: str) -> ScheduleInfo:
-        info: ScheduleInfo = self._call(lambda: self.coordinator.schedules.remote(
-            "resume", name=name))
-        return info
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Kinds held back now (no node can place them; max_in_flight reached), and why."""
@@ -421,16 +358,6 @@ class Client:
     def _ready(self, refs: list[Ref[Any]]) -> None:
         if refs:
             ready_or_raise(refs)
-
-
-def _epoch(when: float | datetime | str) -> float:
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            raise ValidationError("since: a datetime needs a time zone")
-        return when.timestamp()
-    if isinstance(when, str):
-        return parse_instant(when, what="since")
-    return float(when)
 
 
 def result_of(status: TaskStatus) -> Any:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def start(workers: Workers = 2, *, batch: int = 50, concurrency: int = DEFAULT_CONCURRENCY,
           ledger: bool = False, ray_temp_dir: Path | None = None, log_to_driver: bool = False,
           scale_down_idle_s: float = 30.0, max_prefetch: int = 1000,
-          **settings_overrides: Any) -> Client:
+          ledger_url: str | None = None, **settings_overrides: Any) -> Client:
     """Run raysys on this machine and return a client; ``shutdown()`` takes it all down.
 
     ``workers``: N, or (MIN, MAX) / "MIN:MAX" for a pool that follows the backlog;
@@ -45,7 +45,7 @@ def start(workers: Workers = 2, *, batch: int = 50, concurrency: int = DEFAULT_C
     settings, config, server = _prepare(settings_overrides, workers=workers, batch=batch,
                                         concurrency=concurrency, ledger=ledger,
                                         scale_down_idle_s=scale_down_idle_s,
-                                        max_prefetch=max_prefetch)
+                                        max_prefetch=max_prefetch, ledger_url=ledger_url)
     owned = Owned(server)
     try:
         if not ray.is_initialized():
@@ -133,7 +133,8 @@ def _deployed(config: ActorConfig, *, owned: Owned | None, ray_connected: bool) 
 
 
 def _prepare(overrides: dict[str, Any], *, workers: Workers, batch: int, concurrency: int,
-             ledger: bool, scale_down_idle_s: float = 30.0, max_prefetch: int = 1000
+             ledger: bool, scale_down_idle_s: float = 30.0, max_prefetch: int = 1000,
+             ledger_url: str | None = None
              ) -> tuple[Settings, ActorConfig, EmbeddedRedis | None]:
     """Settings, the actors' config, and the embedded Redis if this call started it."""
     secret = SECRET_SETTINGS.intersection(overrides)
@@ -153,7 +154,8 @@ def _prepare(overrides: dict[str, Any], *, workers: Workers, batch: int, concurr
         config = ActorConfig.build(settings.namespace, actor_overrides, workers=workers,
                                    batch=batch, concurrency=concurrency, ledger=ledger,
                                    scale_down_idle_s=scale_down_idle_s,
-                                   max_prefetch=max_prefetch, worker_prefix=settings.worker_id)
+                                   max_prefetch=max_prefetch, worker_prefix=settings.worker_id,
+                                   ledger_url=ledger_url)
     except BaseException:
         if server is not None:
             server.stop()

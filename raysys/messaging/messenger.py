@@ -81,7 +81,8 @@ class Messenger:
         data = self.sealer.seal(MESSAGE, body, extra={
             "ns": self.namespace, "sender": self.party, "recipient": recipient, "type": type_,
             "exp": expires_ms})
-        log.debug("send %s -> %s type=%s bytes=%d", self.party, recipient, type_, len(data))
+        log.debug("message sent %s -> %s type=%s bytes=%d", self.party, recipient, type_,
+                  len(data))
         return data
 
     def open(self, data: bytes) -> Message:
@@ -130,8 +131,9 @@ class Messenger:
             for result in results:
                 if isinstance(result, Message):
                     latency = max(now - result.issued_at, 0.0)
-                    log.debug("receive %s <- %s type=%s nonce=%s latency_ms=%.2f", self.party,
-                              result.sender, result.type, result.nonce, latency * 1000)
+                    log.debug("message received %s <- %s type=%s nonce=%s latency_ms=%.2f",
+                              self.party, result.sender, result.type, result.nonce,
+                              latency * 1000)
                     pending = self._pending
                     for counter in ((self._stats, f"messages:{result.type}:accepted"),
                                     (self._histograms, f"{MESSAGE_LATENCY}:{bucket(latency)}"),

@@ -54,24 +54,18 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import redis
 
 from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
 from raysys.models import TaskState
-from raysys.signing.envelope import Opened
 from raysys.snapshots.format import (
-    Entry,
     EntryWriter,
     hash_file_part,
     iter_entries,
@@ -79,6 +73,27 @@ from raysys.snapshots.format import (
     open_snapshot_file,
     write_snapshot_file,
 )
+from raysys.snapshots.info import (
+    BARRIER_TTL_MS,
+    CHUNK_BYTES,
+    FORMAT,
+    PAGE_KEYS,
+    SCAN_COUNT,
+    SNAPSHOT,
+    SNAPSHOT_ID,
+    SNAPSHOT_ID_PATTERN,
+    EntryList,
+    IdList,
+    InfoList,
+    NamespaceNotEmpty,
+    RestoreReport,
+    SnapshotInfo,
+    check_id,
+    manifest_info,
+    not_copied,
+    raysys_version,
+)
+from raysys.snapshots.restoring import SnapshotRestore
 from raysys.store.records import AUDIT_MAXLEN
 from raysys.store.replies import as_bytes, as_text
 
@@ -86,79 +101,11 @@ if TYPE_CHECKING:
     from raysys.core import Core
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT = "snapshot"  # envelope purpose of a manifest
-FORMAT = 1
-CHUNK_BYTES = 4 << 20
-SCAN_COUNT = 1000
-PAGE_KEYS = 1000  # keys one snapshot_chunk / restore_chunk script copies (~10 ms of Redis time)
-RESTORE_PAGE_BYTES = 8 << 20  # and at most this many payload bytes per restore page
-BARRIER_TTL_MS = 30_000  # a save that dies holds writes off at most this long
-NOT_COPIED = frozenset({"snaps", "wake", "barrier", "restoring"})
-# In the copy but never restored: the fence counter only rises (restore_finish.lua takes the
-# larger), and the run id is dropped so the next grant raises fences to the clock floor.
-NOT_RESTORED = frozenset({"fence", "runid"})
-SNAPSHOT_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
-_SNAPSHOT_ID = re.compile(SNAPSHOT_ID_PATTERN)
+__all__ = ["SNAPSHOT", "SNAPSHOT_ID_PATTERN", "NamespaceNotEmpty", "RestoreReport",
+           "SnapshotInfo", "SnapshotManager"]
 
 
-class NamespaceNotEmpty(ValidationError):
-    """Restore refused: the namespace already holds keys (exit 3). Nothing was written."""
-
-    def __init__(self, message: str, *, tasks: int, others: int) -> None:
-        super().__init__(message)
-        self.tasks = tasks
-        self.others = others
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotInfo:
-    """What a verified manifest says. ``signed_by`` is the key id that signed it."""
-
-    id: str
-    namespace: str
-    created_ms: int
-    keys: int
-    tasks: int
-    counts: dict[str, int]
-    fence: int
-    sha256: str
-    data_bytes: int
-    raysys_version: str
-    server: str
-    signed_by: str
-
-    @property
-    def created(self) -> str:
-        """Server creation time, ISO 8601 UTC (millisecond precision)."""
-        return datetime.fromtimestamp(self.created_ms / 1000, UTC).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z")
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "created": self.created}
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreReport:
-    """A finished restore: what came back, and where the fence counter now stands."""
-
-    snapshot: SnapshotInfo
-    source: str  # "redis" or the file's path
-    restored_keys: int
-    fence: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"snapshot": self.snapshot.to_json(), "source": self.source,
-                "restored_keys": self.restored_keys, "fence": self.fence}
-
-
-InfoList = list[SnapshotInfo]  # aliases: inside SnapshotManager, `list` names its method
-EntryList = list[Entry]
-IdList = list[str]
-ArgList = list[Any]
-
-
-class SnapshotManager:
+class SnapshotManager(SnapshotRestore):
     """Save, list and restore snapshots of one store's namespace."""
 
     def __init__(self, core: Core) -> None:
@@ -213,11 +160,11 @@ class SnapshotManager:
                 "fence": fence,
                 "sha256": writer.digest.hexdigest(),
                 "data_bytes": writer.length,
-                "raysys_version": _raysys_version(),
+                "raysys_version": raysys_version(),
                 "server": self._server_version(),
             }
             manifest = self.store.sealer.seal(SNAPSHOT, body)
-            info = _info(self.store.sealer.open(manifest, SNAPSHOT))
+            info = manifest_info(self.store.sealer.open(manifest, SNAPSHOT))
             if out is not None:
                 data.seek(0)
                 write_snapshot_file(Path(out), manifest, data)
@@ -260,7 +207,7 @@ class SnapshotManager:
         page: list[str] = []
         for raw in self.client.scan_iter(match=self._pattern, count=SCAN_COUNT):
             key = as_text(raw, errors="surrogateescape")
-            if key in seen or _not_copied(key[len(self.prefix):]):
+            if key in seen or not_copied(key[len(self.prefix):]):
                 continue
             seen.add(key)
             page.append(key)
@@ -319,7 +266,7 @@ class SnapshotManager:
 
     def delete(self, snapshot_id: str) -> bool:
         """Drop a stored snapshot; False if there was none."""
-        _check_id(snapshot_id)
+        check_id(snapshot_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self.key(snapshot_id))
         pipe.zrem(self.index, snapshot_id)
@@ -359,7 +306,7 @@ class SnapshotManager:
         """The verified manifest, and the data as a file positioned at its start (the digest
         checked over every byte first). Nothing is trusted before both checks pass."""
         with ExitStack() as stack:
-            if isinstance(source, str) and _SNAPSHOT_ID.match(source):
+            if isinstance(source, str) and SNAPSHOT_ID.match(source):
                 manifest, data = self._stored(source, stack)
                 info = self._verify_manifest(manifest, source)
             else:
@@ -397,197 +344,8 @@ class SnapshotManager:
     def _verify_manifest(self, manifest: bytes | None, snapshot_id: str | None) -> SnapshotInfo:
         if manifest is None:
             raise IntegrityError("snapshot has no manifest", reason="malformed")
-        info = _info(self.store.sealer.open(bytes(manifest), SNAPSHOT))
+        info = manifest_info(self.store.sealer.open(bytes(manifest), SNAPSHOT))
         if snapshot_id is not None and info.id != snapshot_id:
             raise IntegrityError(f"manifest of snapshot {info.id} stored as {snapshot_id}",
                                  reason="copied_record")
         return info
-
-    # ---- restore ------------------------------------------------------------------------
-    def restore(self, source: str | Path) -> RestoreReport:
-        """Verify a snapshot (id or file, as in :meth:`load`), then restore it, all or nothing.
-
-        Raises IntegrityError (nothing written) if the manifest or data fails verification,
-        ValidationError for another namespace's snapshot, NamespaceNotEmpty when keys exist.
-        """
-        with self._verified(source) as (info, data):
-            if info.namespace != self.store.namespace:
-                raise ValidationError(
-                    f"snapshot {info.id} is of namespace {info.namespace!r}, not "
-                    f"{self.store.namespace!r}: its records are signed for that namespace only")
-            started = time.perf_counter()
-            self._clear_interrupted_restore()
-            self._require_empty()  # early and cheap; restore_begin checks again, atomically
-            self._begin(info)
-            restored, longest = self._restore_pages(info, data)
-            k = self.store.keys
-            reply = self._scripts.run(
-                "restore_finish", [k.restoring, k.fence, k.run_id, k.audit],
-                [info.id, info.fence, len(restored), "1" if self.store.audit_enabled else "0",
-                 AUDIT_MAXLEN])
-            if int(reply[0]) != 1:
-                raise RaysysError(f"restore of {info.id}: its marker was taken by another "
-                                  "restore; run it again")
-        where = "redis" if isinstance(source, str) and _SNAPSHOT_ID.match(source) else str(source)
-        report = RestoreReport(info, where, len(restored), int(reply[1]))
-        self.last_timing = {"total_s": time.perf_counter() - started,
-                            "longest_script_s": longest}
-        log.warning("restored snapshot %s from %s into namespace %s: %d keys, %d tasks, in "
-                    "%.3f s (longest script %.1f ms); fences continue above %d", info.id, where,
-                    info.namespace, report.restored_keys, info.tasks,
-                    self.last_timing["total_s"], longest * 1000, report.fence)
-        return report
-
-    def _begin(self, info: SnapshotInfo) -> None:
-        k = self.store.keys
-        reply = self._scripts.run("restore_begin", [k.restoring],
-                                  [self.prefix, self._pattern, SCAN_COUNT, info.id, 10_000])
-        if int(reply[0]) != 1:
-            raise _not_empty(self.store.namespace, int(reply[1]), int(reply[2]),
-                             [as_text(x, errors="replace") for x in reply[3:]])
-
-    def _restore_pages(self, info: SnapshotInfo, data: BinaryIO) -> tuple[IdList, float]:
-        """RESTORE every entry, page by page, under the marker; the keys restored and the
-        longest page (s). On a payload Redis refuses every key restored is deleted again and
-        the marker taken down: nothing half-restored stays."""
-        k = self.store.keys
-        restored: IdList = []
-        longest = 0.0
-        page: ArgList = []
-        size = 0
-
-        def flush() -> None:
-            nonlocal page, size, longest
-            if not page:
-                return
-            began = time.perf_counter()
-            reply = self._scripts.run("restore_chunk", [k.restoring],
-                                      [self.prefix, info.id, *page])
-            longest = max(longest, time.perf_counter() - began)
-            status = int(reply[0])
-            if status == 1:
-                restored.extend(as_text(page[i], errors="surrogateescape")
-                                for i in range(0, len(page), 3))
-                page, size = [], 0
-                return
-            self._undo(restored)
-            if status == 0:
-                raise RaysysError(f"restore of {info.id}: another restore took the marker")
-            key, reason = as_text(reply[1], errors="replace"), as_text(reply[2], errors="replace")
-            raise ValidationError(
-                f"Redis refused key {key!r} of snapshot {info.id}: {reason}; nothing was "
-                f"restored (the snapshot comes from {info.server}, this server is "
-                f"{self._server_version()}: a DUMP restores only into the same or a newer one)")
-
-        count = 0
-        try:
-            for name, pttl, payload in iter_entries(data, info.data_bytes):
-                count += 1
-                suffix = name.decode("utf-8", "surrogateescape")
-                if _not_copied(suffix) or suffix in NOT_RESTORED:
-                    continue
-                page += [name, max(pttl, 1) if pttl >= 0 else 0, payload]
-                size += len(payload)
-                if len(page) >= 3 * PAGE_KEYS or size >= RESTORE_PAGE_BYTES:
-                    flush()
-            flush()
-        except IntegrityError:
-            self._undo(restored)
-            raise
-        if count != info.keys:
-            self._undo(restored)
-            raise IntegrityError(f"snapshot {info.id}: {count} keys, manifest says {info.keys}",
-                                 reason="malformed")
-        return restored, longest
-
-    def _undo(self, restored: IdList) -> None:
-        """Delete what a failed restore wrote, then take its marker down."""
-        for i in range(0, len(restored), 1000):
-            self.client.delete(*(self.prefix + name for name in restored[i:i + 1000]))
-        self.client.delete(self.store.keys.restoring)
-
-    def _clear_interrupted_restore(self) -> None:
-        """A marker left by a restore that died: delete what it wrote (the namespace was empty
-        when it began, and every writer has waited since), so this one starts clean."""
-        left = self.client.get(self.store.keys.restoring)
-        if left is None:
-            return
-        log.warning("namespace %s holds the marker of an interrupted restore of %s: clearing "
-                    "what it wrote before restoring again", self.store.namespace, as_text(left))
-        doomed = []
-        for raw in self.client.scan_iter(match=self._pattern, count=SCAN_COUNT):
-            key = as_text(raw, errors="surrogateescape")
-            suffix = key[len(self.prefix):]
-            if not _not_copied(suffix) and suffix not in ("fence", "runid"):
-                doomed.append(key)
-                if len(doomed) >= 1000:
-                    self.client.delete(*doomed)
-                    doomed = []
-        if doomed:
-            self.client.delete(*doomed)
-
-    def _require_empty(self) -> None:
-        keys = self.store.keys
-        ignored = {keys.fence, keys.run_id}
-        tasks, others, sample = 0, 0, IdList()
-        for raw in self.client.scan_iter(match=self._pattern, count=SCAN_COUNT):
-            key = as_text(raw, errors="replace")
-            if key in ignored or _not_copied(key[len(self.prefix):]):
-                continue
-            name = key[len(self.prefix):]
-            if name.startswith("t:"):
-                tasks += 1
-            else:
-                others += 1
-            if len(sample) < 3:
-                sample.append(name)
-        if tasks or others:
-            raise _not_empty(self.store.namespace, tasks, others, sample)
-
-
-def _not_copied(suffix: str) -> bool:
-    """Keys a snapshot leaves out: stored snapshots, the wake-up hint, barrier and marker."""
-    return suffix in NOT_COPIED or suffix.startswith("snap:")
-
-
-# ---- helpers ------------------------------------------------------------------------------
-_FIELDS: dict[str, type] = {
-    "format": int, "id": str, "namespace": str, "created_ms": int, "keys": int, "tasks": int,
-    "counts": dict, "fence": int, "sha256": str, "data_bytes": int, "raysys_version": str,
-    "server": str,
-}
-
-
-def _info(opened: Opened) -> SnapshotInfo:
-    body = opened.body
-    if not isinstance(body, dict) or any(not isinstance(body.get(f), t) for f, t in
-                                         _FIELDS.items()):
-        raise IntegrityError("snapshot manifest lacks required fields", reason="malformed")
-    if body["format"] != FORMAT:
-        raise IntegrityError(f"unsupported snapshot format {body['format']}", reason="malformed")
-    if not _SNAPSHOT_ID.match(body["id"]):
-        raise IntegrityError("snapshot manifest names a malformed id", reason="malformed")
-    counts = {str(k): int(v) for k, v in body["counts"].items()}
-    return SnapshotInfo(body["id"], body["namespace"], body["created_ms"], body["keys"],
-                        body["tasks"], counts, body["fence"], body["sha256"], body["data_bytes"],
-                        body["raysys_version"], body["server"], opened.kid)
-
-
-def _not_empty(namespace: str, tasks: int, others: int, sample: list[str]) -> NamespaceNotEmpty:
-    return NamespaceNotEmpty(
-        f"namespace {namespace} is not empty: it holds {tasks} task(s) and {others} other "
-        f"key(s) (e.g. {', '.join(sample)}); restore needs an empty namespace: delete its keys "
-        "first (stored snapshots may stay)", tasks=tasks, others=others)
-
-
-def _check_id(snapshot_id: str) -> None:
-    if not _SNAPSHOT_ID.match(snapshot_id):
-        raise ValidationError(f"{snapshot_id!r} is not a snapshot id (like 20250101T120000Z-"
-                              "0a1b2c3d)")
-
-
-def _raysys_version() -> str:
-    try:
-        return metadata.version("raysys")
-    except metadata.PackageNotFoundError:
-        return "unknown"

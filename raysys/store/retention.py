@@ -31,7 +31,7 @@ from raysys.store.replies import as_bytes, as_text
 log = logging.getLogger(__name__)
 PURGE_PAGE = 500  # tasks one purge.lua call removes (about 5 ms of Redis time)
 RESEAL_PAGE = 500
-CLOCK_SKEW_MS = 60_000  # how far a signer's clock may run ahead of Redis's (NTP keeps it far less)
+CLOCK_SKEW_MS = 10_000  # how far a signer's clock may run ahead of Redis's (NTP keeps it far less)
 LIVE_STATES = "scheduled,pending,failed,leased"
 FINAL_STATE_NAMES = tuple(sorted(state.value for state in FINAL_STATES))
 

@@ -189,8 +189,10 @@ class TaskStore(StoreReaping, StoreRedrive, StoreListing):
                 # A key this node does not know yet is deferred (rotation still propagating);
                 # anything else failed verification for good.
                 action = "defer" if exc.reason == "unknown_key" else "quarantine"
-                log.error("task %s %s: %s", task_id,
-                          "deferred" if action == "defer" else "rejected", exc)
+                if action == "defer":
+                    log.warning("task %s deferred (%s): %s", task_id, exc.reason, exc)
+                else:
+                    log.error("task %s rejected (%s): %s", task_id, exc.reason, exc)
                 rejected += [task_id, fence, exc.reason, action]
         quarantined: list[tuple[str, int]] = []
         if rejected:

@@ -27,12 +27,12 @@ MAX_FUNCTION_LINES = 60
 # only point at a group of lower rank, or inside its own group.
 RANKS: dict[str, int] = {
     "errors": 0,
-    "config": 1, "models": 1, "logs": 1,
+    "config": 1, "models": 1, "logs": 1, "timespec": 1,
     "signing": 2, "redis_server": 2, "handlers": 2, "timer": 2, "actor_config": 2,
     "store": 3,
     "core": 4, "messaging": 4, "snapshots": 4, "ledger": 4, "registry": 4, "metrics": 4,
-    "placement": 4,
-    "rotation": 5, "execution": 5, "bench": 5,
+    "placement": 4, "schedules": 4,
+    "rotation": 5, "execution": 5, "bench": 5, "housekeeping": 5,
     "worker_loop": 6,
     "client": 7,
     "cli": 8,

@@ -28,6 +28,7 @@ from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, generate_key
 from raysys.snapshots import SNAPSHOT, NamespaceNotEmpty, SnapshotManager
 from raysys.snapshots import manager as manager_module
+from raysys.snapshots import restoring as restoring_module
 from raysys.snapshots.format import (
     FILE_MAGIC,
     encode_entries,
@@ -440,7 +441,7 @@ def test_a_restore_that_dies_half_way_holds_writers_off_until_restored_again(
     manager = SnapshotManager(store.core)
     manager.save(out=tmp_path / "snap.rsnap")
     drop_namespace(store, keep_snapshots=False)
-    monkeypatch.setattr(manager_module, "PAGE_KEYS", 5)
+    monkeypatch.setattr(restoring_module, "PAGE_KEYS", 5)
     real_run = store.core.scripts.run
     calls = {"chunks": 0}
 
