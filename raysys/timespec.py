@@ -16,6 +16,8 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604
 
 def parse_duration(text: str, *, what: str = "duration") -> float:
     """Seconds in ``text``: a number with an optional unit (ms, s, m, h, d, w; default s)."""
+    if (text or "").strip().startswith("-"):
+        raise ValidationError(f"{what} {text!r} is negative: a duration is 0 or more")
     match = _DURATION.match(text or "")
     if not match:
         raise ValidationError(f"{what} {text!r} is not a duration (like 30s, 5m, 2h, 7d)")
