@@ -82,6 +82,13 @@ class CommitLedger:
         fields = {f"{task_id}|{fence}": f"{started:.6f}" for task_id, fence, started in intents}
         self.queue_hset(pipe, self.intents_key, fields)
 
+    def write_intents(self, intents: Iterable[tuple[str, int, float]]) -> None:
+        """Write intents now, in their own round trip (a ledger on a Redis of its own: the
+        commit that follows cannot carry them)."""
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_intents(pipe, intents)
+        pipe.execute()
+
     @staticmethod
     def queue_hset(pipe: redis.client.Pipeline, key: str, fields: dict[str, str]) -> None:
         items = list(fields.items())

@@ -137,8 +137,12 @@ class Committer:
             accepted = self.store.complete(self.holder, pairs)
         else:
             intents = [(i.lease.task_id, i.lease.fence, i.started) for i in items]
-            accepted = self.store.complete(
-                self.holder, pairs, before=lambda pipe: ledger.queue_intents(pipe, intents))
+            if ledger.client is self.store.client:  # one round trip: intents ahead of it
+                accepted = self.store.complete(
+                    self.holder, pairs, before=lambda pipe: ledger.queue_intents(pipe, intents))
+            else:  # the ledger on its own Redis: its intents first, then the commit
+                ledger.write_intents(intents)
+                accepted = self.store.complete(self.holder, pairs)
         entries = []
         for (lease, outcome), ok in zip(pairs, accepted, strict=True):
             if not ok:
