@@ -22,6 +22,7 @@ import raysys
 from raysys.client import Client
 from raysys.ledger import CommitLedger, LedgerReport
 from raysys.redis_server.attach import attach_or_start
+from raysys.redis_server.binary import free_port
 from raysys.store.keyspace import Keyspace, drop_keys
 from tests.support.ray_cluster import served_data_dir, suite_ray
 
@@ -33,6 +34,16 @@ API_TOKEN = "it-" + secrets.token_hex(24)
 @pytest.fixture(scope="session")
 def api_token() -> str:
     return API_TOKEN
+
+
+@pytest.fixture(scope="session")
+def http_port() -> int:
+    """The one port Serve's proxy listens on for the whole session.
+
+    Serve keeps its proxy (and the port it was first given) for the life of the cluster, so
+    every test that serves the app must ask for this same port.
+    """
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -55,8 +55,8 @@ def test_demo_runs_every_actor_and_accounts_for_every_task(cli: Cli) -> None:
     assert {"coordinator", "distributor", "serve"} <= roles, [p.name for p in logs]
     assert sum(1 for p in logs if "-worker-" in p.name) >= 2
     text = "\n".join(p.read_text() for p in logs)
-    for needle in ("send distributor", "receive demo-", "runs task", "committed task",
-                   "redis script acquire", "redis script complete"):
+    for needle in ("message sent distributor", "message received demo-", "runs task",
+                   "committed task", "redis script acquire", "redis script complete"):
         assert needle in text, needle
     # ... and nothing outlives the run
     assert wait_no_processes(cli.root) == []

@@ -85,10 +85,10 @@ def test_a_schedule_enqueues_one_task_per_tick_through_the_coordinator(
 
 
 def test_listing_redrive_and_schedules_over_http(
-        raysys_start: Callable[..., Client], api_token: str) -> None:
+        raysys_start: Callable[..., Client], api_token: str, http_port: int) -> None:
     # given the app, and two dead tasks
     client = raysys_start(workers=1)
-    url = client.serve(HOST, _free_port())
+    url = client.serve(HOST, http_port)
     assert url is not None
     wait_until(lambda: get(url + "/health")[0] == 200, 60, "the app to answer /health")
     dead = client.submit_many("fail", [{"message": "broken"}] * 2, max_attempts=1)
@@ -131,11 +131,6 @@ def test_listing_redrive_and_schedules_over_http(
     assert request("DELETE", f"{url}/schedules/nightly", token=api_token)[0] == 200
     assert request("DELETE", f"{url}/schedules/nightly", token=api_token)[0] == 404
 
-
-def _free_port() -> int:
-    from raysys.redis_server.binary import free_port
-
-    return free_port()
 
 
 def test_delayed_tasks_and_a_schedule_survive_redis_and_actor_kills(

@@ -26,7 +26,6 @@ import raysys
 from raysys.client import Client, connect
 from raysys.models import FINAL_STATES, TaskSpec, TaskState
 from raysys.redis_server.attach import attach_or_start
-from raysys.redis_server.binary import free_port
 from raysys.redis_server.embedded import EmbeddedRedis
 from tests.support.http import get, request
 from tests.support.metrics import metric_names_used
@@ -36,11 +35,6 @@ from tests.support.prerequisites import under_ci
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 HOST = "127.0.0.1"
 HTTP_POLL_S = 0.2  # a request to the app (or to Ray's export) at most this often while waiting
-
-
-@pytest.fixture(scope="session")
-def http_port() -> int:
-    return free_port()
 
 
 @pytest.fixture
