@@ -1,7 +1,8 @@
-"""Housekeeping the Coordinator runs off the hot path, in bounded steps: retention of finished
-tasks and tombstones, re-signing live records before the replay window closes on them, trimming
-the audit stream by age, keeping the newest ``RAYSYS_SNAPSHOT_KEEP`` stored snapshots, and
-re-signing schedule cursors older than half the window (a yearly schedule's outlives it).
+"""Housekeeping the Coordinator runs off the hot path, in bounded steps: indexing tasks an
+earlier version wrote (raysys/store/upgrade.py), retention of finished tasks and tombstones,
+re-signing live records before the replay window closes on them, trimming the audit stream by
+age, keeping the newest ``RAYSYS_SNAPSHOT_KEEP`` stored snapshots, and re-signing schedule
+cursors older than half the window (a yearly schedule's outlives it).
 
 Every step is stateless and safe from two Coordinators at once: each script re-checks under
 Redis server time what it removes, and a page is bounded (``PURGE_PAGE`` tasks, a time budget
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raysys.schedules import ScheduleTicker
+from raysys.store.upgrade import upgrade_step
 
 if TYPE_CHECKING:
     from raysys.core import Core
@@ -45,6 +47,7 @@ class Housekeeper:
         self._slow_at = float("-inf")
 
     def run_once(self) -> HousekeepingReport:
+        upgrade_step(self.store)  # tasks of earlier versions: indexed, once, a page a pass
         expired = self.store.expire(budget_s=PASS_BUDGET_S)
         resealed = self.store.reseal_stale()
         trimmed = dropped = 0

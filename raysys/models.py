@@ -154,6 +154,8 @@ def due_ms(delay_s: float | None = None, run_at: float | datetime | str | None =
     if run_at is None:
         return None
     when = _epoch_seconds(run_at)
+    if not math.isfinite(when) or not 0 <= when < 2**40:
+        raise ValidationError(f"run_at {run_at!r} is out of range")
     if when < clock - PAST_TOLERANCE_S:
         raise ValidationError(f"run_at {_iso(when)} is {clock - when:.0f} s in the past "
                               f"(more than {PAST_TOLERANCE_S:g} s)")
@@ -179,7 +181,10 @@ def _epoch_seconds(run_at: float | datetime | str) -> float:
         raise ValidationError(f"run_at must be a time, not {type(run_at).__name__}")
     if run_at.tzinfo is None:
         raise ValidationError(f"run_at {run_at.isoformat()} has no time zone (add Z or +01:00)")
-    return run_at.timestamp()
+    try:
+        return run_at.timestamp()
+    except (OverflowError, ValueError, OSError):  # e.g. 0001-01-01T00:00+05:00
+        raise ValidationError(f"run_at {run_at.isoformat()} is out of range") from None
 
 
 def _iso(epoch_s: float) -> str:

@@ -39,4 +39,7 @@ def parse_instant(text: str, *, what: str = "time", now: float | None = None) ->
                               "2026-12-24T18:00:00Z) nor a duration ago (like 1h)") from None
     if when.tzinfo is None:
         raise ValidationError(f"{what} {text!r} has no time zone (add Z or +01:00)")
-    return when.timestamp()
+    try:
+        return when.timestamp()
+    except (OverflowError, ValueError, OSError):  # e.g. 0001-01-01T00:00+05:00
+        raise ValidationError(f"{what} {text!r} is out of range") from None

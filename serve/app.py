@@ -20,7 +20,6 @@ builder a Serve config names (``import_path: raysys.serve.app:app``); :func:`dep
 # resolve the handlers' annotations (Request, ...) without the module's globals.
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -40,11 +39,20 @@ from raysys.actor_config import DEFAULT_CONCURRENCY, ActorConfig
 from raysys.actors import factory
 from raysys.actors.context import open_actor_core
 from raysys.config import load_settings
-from raysys.errors import NotFound, RaysysError
+from raysys.errors import Conflict, NotFound, RaysysError
 from raysys.errors import ValidationError as SpecError
 from raysys.models import FINAL_STATES
-from raysys.schedules import ScheduleBook, ScheduleSpec
-from raysys.serve.api_models import BatchIn, RedriveIn, TaskIn, error_response, spec_of
+from raysys.schedules import ScheduleBook, ScheduleExists, ScheduleSpec
+from raysys.serve.api_models import (
+    BatchIn,
+    RedriveIn,
+    TaskIn,
+    bearer_denied,
+    error_response,
+    refuse_internal,
+    spec_of,
+    unavailable,
+)
 from raysys.timespec import parse_instant
 
 log = logging.getLogger(__name__)
@@ -203,7 +211,10 @@ class RaysysAPI:
         denied = self._denied(request)
         if denied is not None:
             return denied
-        infos, bad = await asyncio.to_thread(self.schedules.list)
+        try:
+            infos, bad = await asyncio.to_thread(self.schedules.list)
+        except Exception as exc:  # Redis down or failing over: the caller may retry
+            return unavailable("schedules", exc)
         return JSONResponse({"schedules": [i.to_json() for i in infos], "rejected": bad})
 
     @api.post("/schedules")
@@ -218,14 +229,16 @@ class RaysysAPI:
             if not isinstance(body, dict):
                 raise SpecError("the body must be a JSON object")
             spec = ScheduleSpec.build(**body)
+            refuse_internal(spec.kind)
             info = await asyncio.to_thread(self.schedules.add, spec)
         except orjson.JSONDecodeError as exc:
             return error_response(422, [{"loc": ["body"], "msg": f"not JSON: {exc}"}])
+        except (ScheduleExists, Conflict) as exc:
+            return error_response(409, [{"loc": ["body", "name"], "msg": str(exc)}])
         except SpecError as exc:
-            status = 409 if "exists" in str(exc) else 422
-            return error_response(status, [{"loc": ["body"], "msg": str(exc)}])
-        except RaysysError as exc:
-            return error_response(503, [{"msg": str(exc)}])
+            return error_response(422, [{"loc": ["body"], "msg": str(exc)}])
+        except Exception as exc:  # Redis down or failing over: the caller may retry
+            return unavailable("schedules", exc)
         return JSONResponse(info.to_json(), status_code=201)
 
     @api.delete("/schedules/{name}")
@@ -249,9 +262,12 @@ class RaysysAPI:
             info = await asyncio.to_thread(getattr(self.schedules, action), name)
         except NotFound:
             return error_response(404, [{"msg": f"no schedule {name}"}])
-        except RaysysError as exc:
-            status = 422 if isinstance(exc, SpecError) else 503
-            return error_response(status, [{"msg": str(exc)}])
+        except Conflict as exc:
+            return error_response(409, [{"msg": str(exc)}])
+        except SpecError as exc:
+            return error_response(422, [{"msg": str(exc)}])
+        except Exception as exc:  # Redis down or failing over: the caller may retry
+            return unavailable("schedules", exc)
         if info is None:
             return JSONResponse({"name": name, "removed": True})
         return JSONResponse(info.to_json())
@@ -296,15 +312,7 @@ class RaysysAPI:
 
     # ---- internals ----------------------------------------------------------------------------
     def _denied(self, request: Request) -> JSONResponse | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if self._token is None:
-            return error_response(401, [{"msg": "the task API is disabled: the server has no "
-                                        "RAYSYS_API_TOKEN"}], auth=True)
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 self._token):
-            return error_response(401, [{"msg": "missing or wrong bearer token"}], auth=True)
-        return None
+        return bearer_denied(self._token, request.headers.get("authorization", ""))
 
     def _snapshot(self, actors: dict[str, bool]) -> metrics.Snapshot:
         return metrics.read(self.core, worker_max_age_ms=int(self.ttl_s * 1000),

@@ -52,6 +52,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_snapshot_save(args: argparse.Namespace, settings: Settings) -> int:
+    if args.every is not None and args.out is not None:
+        raise ValidationError("--every writes files into a folder: use --dir, not --out")
     if (args.keep is not None or args.every is not None) and args.dir is None:
         if args.every is None:
             raise ValidationError("--keep goes with --dir (Redis keeps RAYSYS_SNAPSHOT_KEEP)")

@@ -4,8 +4,8 @@ and the ticker the Coordinator runs (each tick enqueues exactly one task).
 Imports the foundation, ``signing`` and ``store``.
 """
 
-from raysys.schedules.book import ScheduleBook
+from raysys.schedules.book import ScheduleBook, ScheduleExists
 from raysys.schedules.spec import ScheduleInfo, ScheduleSpec
 from raysys.schedules.ticker import ScheduleTicker
 
-__all__ = ["ScheduleBook", "ScheduleInfo", "ScheduleSpec", "ScheduleTicker"]
+__all__ = ["ScheduleBook", "ScheduleExists", "ScheduleInfo", "ScheduleSpec", "ScheduleTicker"]

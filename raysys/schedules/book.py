@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 MAX_SCHEDULES = 10_000
 
 
+class ScheduleExists(ValidationError):
+    """The name is taken by another schedule (exit 3; HTTP 409)."""
+
+
 class ScheduleBook:
     """Schedules over one core (its client, keys, sealer and store)."""
 
@@ -59,7 +63,7 @@ class ScheduleBook:
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]
                 if pipe.exists(key):
-                    raise ValidationError(f"schedule {spec.name} exists: remove it first "
+                    raise ScheduleExists(f"schedule {spec.name} exists: remove it first "
                                           f"(raysys schedule remove {spec.name})")
                 pipe.multi()
                 pipe.hset(key, mapping={"rec": rec, "cur": cur})

@@ -128,9 +128,11 @@ class ScheduleTicker:
         return Fired(name, tuple(ticks), tuple(ids), skipped)
 
     def _last(self, name: str, cur: bytes, now: int) -> int:
-        """The verified cursor; a missing one starts now (written with the next submit)."""
+        """The verified cursor. Every schedule is added with one, so a missing cursor is a
+        definition written back without it (a removed schedule replayed): refused."""
         if not cur:
-            return now
+            raise IntegrityError(f"schedule {name}: no cursor (a schedule is always added with "
+                                 "one: a definition written back?)", reason="missing_cursor")
         at = open_cursor(self.sealer, cur, name, self.core.namespace)
         opened = self.sealer.open(cur, "schedule_cursor")
         if self.store.outside_window(opened.iat, now):

@@ -130,7 +130,7 @@ class SnapshotManager(SnapshotRestore):
         k = self.store.keys
         snapshot_id = new_snapshot_id()
         started = time.perf_counter()
-        raised = self._scripts.run("barrier", [k.barrier, k.leases],
+        raised = self._scripts.run("barrier", [k.barrier, k.leases, k.restoring],
                                    ["on", snapshot_id, BARRIER_TTL_MS])
         if int(raised[0]) != 1:
             raise RaysysError(f"another snapshot or restore ({as_text(raised[1])}) holds "
@@ -143,7 +143,7 @@ class SnapshotManager(SnapshotRestore):
                 fence = self.store.fence_value()
                 tasks, longest = self._copy(snapshot_id, writer)
             finally:
-                lowered = self._scripts.run("barrier", [k.barrier, k.leases],
+                lowered = self._scripts.run("barrier", [k.barrier, k.leases, k.restoring],
                                             ["off", snapshot_id, BARRIER_TTL_MS])
             paused = time.perf_counter() - started
             if int(lowered[0]) != 1:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -27,12 +28,14 @@ from raysys.snapshots.info import (
     not_empty,
 )
 from raysys.store.records import AUDIT_MAXLEN
-from raysys.store.replies import as_text
+from raysys.store.replies import as_bytes, as_text
 
 if TYPE_CHECKING:
     from raysys.store import Scripts, TaskStore
 
 log = logging.getLogger(__name__)
+
+RESTORE_QUIET_S = 30.0  # a restore marker with no page written for this long is a died one
 
 
 class SnapshotRestore:
@@ -65,14 +68,15 @@ class SnapshotRestore:
                     f"snapshot {info.id} is of namespace {info.namespace!r}, not "
                     f"{self.store.namespace!r}: its records are signed for that namespace only")
             started = time.perf_counter()
-            self._clear_interrupted_restore()
-            self._require_empty()  # early and cheap; restore_begin checks again, atomically
-            self._begin(info)
-            restored, longest = self._restore_pages(info, data)
+            owner = f"{info.id}|{os.urandom(8).hex()}"  # this one call: its marker
+            self._clear_interrupted_restore(owner)
+            self._require_empty()  # every key; restore_begin checks the anchors atomically
+            self._begin(info, owner)
+            restored, longest = self._restore_pages(info, data, owner)
             k = self.store.keys
             reply = self._scripts.run(
                 "restore_finish", [k.restoring, k.fence, k.run_id, k.audit],
-                [info.id, info.fence, len(restored), "1" if self.store.audit_enabled else "0",
+                [owner, info.fence, len(restored), "1" if self.store.audit_enabled else "0",
                  AUDIT_MAXLEN])
             if int(reply[0]) != 1:
                 raise RaysysError(f"restore of {info.id}: its marker was taken by another "
@@ -87,15 +91,20 @@ class SnapshotRestore:
                     self.last_timing["total_s"], longest * 1000, report.fence)
         return report
 
-    def _begin(self, info: SnapshotInfo) -> None:
+    def _begin(self, info: SnapshotInfo, owner: str) -> None:
         k = self.store.keys
-        reply = self._scripts.run("restore_begin", [k.restoring],
-                                  [self.prefix, self._pattern, SCAN_COUNT, info.id, 10_000])
-        if int(reply[0]) != 1:
-            raise not_empty(self.store.namespace, int(reply[1]), int(reply[2]),
-                             [as_text(x, errors="replace") for x in reply[3:]])
+        reply = self._scripts.run("restore_begin", [k.restoring, k.barrier], [self.prefix, owner])
+        status = int(reply[0])
+        if status == 0:
+            raise not_empty(self.store.namespace, 0, len(reply) - 1,
+                            [as_text(x, errors="replace") for x in reply[1:]])
+        if status < 0:
+            what = "a restore" if status == -1 else "a snapshot save"
+            raise RaysysError(f"{what} ({as_text(reply[1]).split('|')[0]}) holds namespace "
+                              f"{self.store.namespace}; try again when it is done")
 
-    def _restore_pages(self, info: SnapshotInfo, data: BinaryIO) -> tuple[IdList, float]:
+    def _restore_pages(self, info: SnapshotInfo, data: BinaryIO, owner: str
+                       ) -> tuple[IdList, float]:
         """RESTORE every entry, page by page, under the marker; the keys restored and the
         longest page (s). On a payload Redis refuses every key restored is deleted again and
         the marker taken down: nothing half-restored stays."""
@@ -111,7 +120,7 @@ class SnapshotRestore:
                 return
             began = time.perf_counter()
             reply = self._scripts.run("restore_chunk", [k.restoring],
-                                      [self.prefix, info.id, *page])
+                                      [self.prefix, owner, *page])
             longest = max(longest, time.perf_counter() - began)
             status = int(reply[0])
             if status == 1:
@@ -119,7 +128,7 @@ class SnapshotRestore:
                                 for i in range(0, len(page), 3))
                 page, size = [], 0
                 return
-            self._undo(restored)
+            self._undo(restored, owner)
             if status == 0:
                 raise RaysysError(f"restore of {info.id}: another restore took the marker")
             key, reason = as_text(reply[1], errors="replace"), as_text(reply[2], errors="replace")
@@ -141,28 +150,50 @@ class SnapshotRestore:
                     flush()
             flush()
         except IntegrityError:
-            self._undo(restored)
+            self._undo(restored, owner)
             raise
         if count != info.keys:
-            self._undo(restored)
+            self._undo(restored, owner)
             raise IntegrityError(f"snapshot {info.id}: {count} keys, manifest says {info.keys}",
                                  reason="malformed")
         return restored, longest
 
-    def _undo(self, restored: IdList) -> None:
-        """Delete what a failed restore wrote, then take its marker down."""
-        for i in range(0, len(restored), 1000):
-            self.client.delete(*(self.prefix + name for name in restored[i:i + 1000]))
-        self.client.delete(self.store.keys.restoring)
+    def _undo(self, restored: IdList, owner: str) -> None:
+        """Delete what this failed restore wrote, then take its marker down: only while the
+        marker is still this restore's (another may have taken over and restored the same
+        names)."""
+        k = self.store.keys
+        pages = [restored[i:i + 1000] for i in range(0, len(restored), 1000)] or [[]]
+        for index, names in enumerate(pages):
+            last = "1" if index == len(pages) - 1 else "0"
+            if not int(self._scripts.run("restore_undo", [k.restoring],
+                                         [self.prefix, owner, last, *names])):
+                log.warning("restore %s lost its marker to another restore: left its keys to "
+                            "that one", owner.split("|")[0])
+                return
 
-    def _clear_interrupted_restore(self) -> None:
-        """A marker left by a restore that died: delete what it wrote (the namespace was empty
-        when it began, and every writer has waited since), so this one starts clean."""
-        left = self.client.get(self.store.keys.restoring)
+    def _clear_interrupted_restore(self, owner: str) -> None:
+        """A marker left by a restore that died: take it over, then delete what that one wrote
+        (the namespace was empty when it began, and every writer has waited since), so this
+        one starts clean. A marker whose restore wrote a page less than ``RESTORE_QUIET_S``
+        ago belongs to a live restore: refused."""
+        k = self.store.keys
+        left = self.client.get(k.restoring)
         if left is None:
             return
+        snapshot, _, rest = as_text(left).partition("|")
+        _, _, last_ms = rest.partition("|")
+        quiet_s = (self.store.server_ms() - int(last_ms or 0)) / 1000
+        if quiet_s < RESTORE_QUIET_S:
+            raise RaysysError(
+                f"a restore of {snapshot} is running in namespace {self.store.namespace} (its "
+                f"last page {quiet_s:.0f} s ago); if it died, run this again once it has been "
+                f"quiet for {RESTORE_QUIET_S:.0f} s")
+        if not self._take_marker(as_bytes(left), owner):
+            raise RaysysError(f"another restore took namespace {self.store.namespace} over; "
+                              "try again when it is done")
         log.warning("namespace %s holds the marker of an interrupted restore of %s: clearing "
-                    "what it wrote before restoring again", self.store.namespace, as_text(left))
+                    "what it wrote before restoring again", self.store.namespace, snapshot)
         doomed = []
         for raw in self.client.scan_iter(match=self._pattern, count=SCAN_COUNT):
             key = as_text(raw, errors="surrogateescape")
@@ -174,6 +205,21 @@ class SnapshotRestore:
                     doomed = []
         if doomed:
             self.client.delete(*doomed)
+
+    def _take_marker(self, left: bytes, owner: str) -> bool:
+        """Replace the marker ``left`` by this restore's, only if it is still ``left``."""
+        key = self.store.keys.restoring
+        with self.client.pipeline() as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py: untyped
+                if pipe.get(key) != left:
+                    return False
+                pipe.multi()
+                pipe.set(key, f"{owner}|{self.store.server_ms()}")
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        return True
 
     def _require_empty(self) -> None:
         keys = self.store.keys

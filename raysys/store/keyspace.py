@@ -195,9 +195,20 @@ class Keyspace:
 
     @property
     def restoring(self) -> str:
-        """String: the id of the snapshot being restored; every task-state script waits while
-        it stands, and a restore that died leaves it for the next one to clear."""
+        """String "<snapshot id>|<token>|<ms of its last page>": a restore is under way; every
+        task-state script waits while it stands, and a restore that died leaves it for the
+        next one to take over (once quiet for 30 s) and clear."""
         return self.prefix + "restoring"
+
+    @property
+    def upgrade(self) -> str:
+        """Hash: how far tasks of earlier versions are indexed (``seeded``, ``cursor``,
+        ``done``; raysys/store/upgrade.py)."""
+        return self.prefix + "upgrade"
+
+    def task_pattern(self) -> str:
+        """SCAN pattern matching every task hash of the namespace."""
+        return glob_escape(self.task("")) + "*"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key of the namespace (glob characters escaped)."""

@@ -28,7 +28,7 @@ MAX_PAGE = 1000
 WALK_BATCH = 200
 SCAN_BUDGET = 20_000  # index entries one call may walk past while filtering a live state
 HISTORY_FIELDS = ("event", "attempt", "fence", "holder", "started_ms", "ended_ms", "detail")
-_CURSOR = re.compile(r"^(-?\d+):(\d+)$")
+_CURSOR = re.compile(r"^(-?\d{1,16}):(\d{1,9})$")  # (score ms, offset): bounded for Redis
 _ROW = ("state", "k", "att", "sub", "end", "err", "due", "tomb")
 
 

@@ -31,15 +31,17 @@ log = logging.getLogger(__name__)
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
                 "quarantine", "cas_record", "claim_nonces", "cas_manifest", "release",
                 "unstarted", "migrate_queues", "purge", "redrive", "barrier", "snapshot_chunk",
-                "restore_begin", "restore_chunk", "restore_finish")
+                "restore_begin", "restore_chunk", "restore_finish", "restore_undo",
+                "upgrade_seed")
 BARRIERED = frozenset({"submit", "acquire", "renew", "complete", "expire", "cancel",
                        "quarantine", "cas_record", "claim_nonces", "release", "unstarted",
-                       "migrate_queues", "purge", "redrive"})
+                       "migrate_queues", "purge", "redrive", "upgrade_seed"})
 USES_LIB = "-- uses: lib\n"
 BARRIER_CHECK = """-- (raysys/store/lua.py) snapshot or restore under way: change nothing
 if redis.call("EXISTS", ARGV[1] .. "barrier", ARGV[1] .. "restoring") > 0 then
-  return redis.error_reply("ERR_BARRIER " .. (redis.call("GET", ARGV[1] .. "restoring")
-    and "restoring snapshot " .. redis.call("GET", ARGV[1] .. "restoring") or "snapshot"))
+  local restoring = redis.call("GET", ARGV[1] .. "restoring")
+  return redis.error_reply("ERR_BARRIER " .. (restoring
+    and "restoring snapshot " .. string.match(restoring, "^[^|]*") or "snapshot"))
 end
 """
 BARRIER_WAIT_S = 600.0  # a write waits this long for a snapshot or restore, then fails

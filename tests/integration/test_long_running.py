@@ -125,6 +125,11 @@ def test_listing_redrive_and_schedules_over_http(
     status, bad = request("POST", f"{url}/schedules", token=api_token,
                           body={**sched, "name": "x", "cron": "every night"})
     assert status == 422 and "does not parse" in str(bad)
+    internal = {**sched, "name": "files", "kind": "raysys.snapshot", "payload": {"dir": "/tmp"}}
+    status, refused = request("POST", f"{url}/schedules", token=api_token, body=internal)
+    assert status == 422 and "internal" in str(refused)
+    assert request("POST", f"{url}/tasks", token=api_token,
+                   body={"kind": "raysys.snapshot", "payload": {"dir": "/"}})[0] == 422
     assert request("POST", f"{url}/schedules/nightly/pause", token=api_token)[1]["paused"]
     status, listed = get(f"{url}/schedules", token=api_token)
     assert [s["name"] for s in listed["schedules"]] == ["nightly"]

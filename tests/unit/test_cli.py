@@ -225,6 +225,9 @@ BAD_INPUT = {
     "redrive-live-state": (("redrive", "--state", "pending"), "invalid choice"),
     "redrive-bad-id": (("redrive", "--id", "nope"), "not a task id"),
     "every-not-dividing": (("snapshot", "save", "--every", "7s"), "does not divide"),
+    "every-with-out": (("snapshot", "save", "--every", "1h", "--out", "x.rsnap"), "use --dir"),
+    "at-out-of-range": (("submit", "noop", "--at", "0001-01-01T00:00:00+05:00"), "out of range"),
+    "cursor-too-long": (("tasks", "--cursor", "1:" + "9" * 20), "cursor"),
 }
 
 

@@ -182,6 +182,30 @@ def test_purging_inside_the_window_leaves_a_tombstone_that_refuses_replays(
     assert short.client.exists(short.keys.task(task_id)) == 0
 
 
+def test_a_finished_record_re_signed_by_rotation_is_tombstoned_until_its_window_closes(
+        short: TaskStore) -> None:
+    # given: a finished task whose record key rotation re-signed later (a fresh issue time)
+    (task_id,) = finish(short)
+    key = short.keys.task(task_id)
+    time.sleep(WINDOW_MS / 2000 + 0.5)
+    old = bytes(short.client.hget(key, "rec"))
+    fresh = short.sealer.seal(RECORD, short.sealer.open(old, RECORD).body)
+    assert short.compare_and_set("rec", "*", [(task_id, old, fresh)]) == [True]
+
+    # when: retention passes once the task finished a window ago, but the new record has not
+    time.sleep(WINDOW_MS / 2000 + 0.2)
+    report = short.expire()
+
+    # then: the task leaves a tombstone, not nothing: a replay of the re-signed record is
+    # refused, and the tombstone stays until the window has closed on that record too
+    assert report.tombstoned["succeeded"] == 1 and report.removed["succeeded"] == 0
+    replay(short, task_id, fresh)
+    assert short.acquire("w", 10, 30) == []
+    assert short.expire().tombstones_expired == 0
+    time.sleep(WINDOW_MS / 2000 + 0.3)
+    assert short.expire().tombstones_expired == 1
+
+
 def test_live_records_are_resealed_before_the_window_closes_on_them(short: TaskStore) -> None:
     # given: a queued task older than half the window
     task_id = short.submit(spec(payload="keep me"))

@@ -205,6 +205,22 @@ def test_an_old_cursor_written_back_is_refused(store: TaskStore) -> None:
     assert sum(store.counts().values()) == 0
 
 
+def test_a_removed_schedules_definition_written_back_without_its_cursor_is_refused(
+        store: TaskStore) -> None:
+    # given: a schedule's signed definition copied, the schedule removed, the copy written back
+    add(store)
+    key = store.keys.schedule("tick")
+    rec = store.client.hget(key, "rec")
+    book_of(store).remove("tick")
+    store.client.hset(key, "rec", rec)
+    store.client.zadd(store.keys.schedules, {"tick": 0})
+
+    # when / then: refused (every schedule is added with a cursor), counted and audited
+    assert ScheduleTicker(store.core).run_once() == []
+    assert sum(store.counts().values()) == 0
+    assert any(e.get("reason") == "missing_cursor" for e in store.audit_tail())
+
+
 def test_a_removed_schedule_stops(store: TaskStore) -> None:
     book = add(store)
     book.remove("tick")

@@ -2,11 +2,11 @@
 -- chunks (the consistency mechanism of a chunked save: nothing changes between the first
 -- chunk and the last).
 -- KEYS[1] barrier key (string "<holder>|<server ms it was raised>", with an expiry)
--- KEYS[2] leases zset
+-- KEYS[2] leases zset  KEYS[3] restoring marker (no save while a restore runs)
 -- ARGV[1] "on" | "refresh" | "off"   ARGV[2] holder (the snapshot id)   ARGV[3] expiry ms
 -- Every script that changes task state starts with a check of this key (raysys/store/lua.py
 -- puts it there) and fails with ERR_BARRIER while it exists; its caller waits and sends it again.
--- Returns: on -> {1, now} or {0, current holder}; refresh -> 1 or 0 (not held by ARGV[2]: it
+-- Returns: on -> {1, now} or {0, current holder} ("restore <id>" while a restore runs); refresh -> 1 or 0 (not held by ARGV[2]: it
 --   expired, and writes may have happened); off -> {1, leases extended} or {0}.
 -- "off" moves every lease deadline on by the time the barrier stood, so no lease expires for a
 -- pause that stopped its holder from renewing it.
@@ -18,6 +18,8 @@ local bar = current and string.find(current, "|", 1, true)
 local owner = bar and string.sub(current, 1, bar - 1)
 if op == "on" then
   if current then return {0, owner or current} end
+  local restoring = redis.call("GET", KEYS[3])
+  if restoring then return {0, "restore " .. string.match(restoring, "^[^|]*")} end
   redis.call("SET", KEYS[1], holder .. "|" .. now, "PX", ttl)
   return {1, now}
 end

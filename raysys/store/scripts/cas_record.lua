@@ -4,7 +4,8 @@
 -- ARGV[1] key prefix  ARGV[2] hash field ("rec" or "fin")
 -- ARGV[3] states allowed, comma-separated ("*" = any state but quarantined)
 -- ARGV[4..] triples: id, expected bytes, new bytes
--- Touches: <prefix>t:<id> (the one field).
+-- Touches: <prefix>t:<id> (the one field; and rs, the server ms a finished task's record was
+--   re-signed: purge.lua leaves a tombstone until the replay window has closed on that time).
 -- Returns: per triple 1 replaced, 0 conflict (bytes changed, task gone, or state not allowed).
 local prefix, field, allowed = ARGV[1], ARGV[2], "," .. ARGV[3] .. ","
 local out = {}
@@ -15,6 +16,10 @@ for i = 4, #ARGV, 3 do
     (allowed == ",*," or string.find(allowed, "," .. h[2] .. ",", 1, true) ~= nil)
   if h[1] == ARGV[i + 1] and state_ok then
     redis.call("HSET", tk, field, ARGV[i + 2])
+    if field == "rec" and (h[2] == "succeeded" or h[2] == "dead" or h[2] == "cancelled") then
+      local t = redis.call("TIME")
+      redis.call("HSET", tk, "rs", tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+    end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

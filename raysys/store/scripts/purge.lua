@@ -6,9 +6,11 @@
 -- ARGV[4] state (succeeded, dead, cancelled, quarantined; or "tomb": expired tombstones)
 -- ARGV[5] cutoff: tasks that finished at or before this server ms
 -- ARGV[6] page size
--- ARGV[7] tombstone line: a task that finished after this ms is replaced by a tombstone (a hash
---   holding only state, fin "", tomb, end, k: acquire refuses any record under it, as for every
---   final task), because a replay of its record would not yet be refused as expired
+-- ARGV[7] tombstone line: a task that finished after this ms, or whose record was re-signed
+--   after it (rs: key rotation), is replaced by a tombstone (a hash holding only state, fin "",
+--   tomb, end, k: acquire refuses any record under it, as for every final task), because a
+--   replay of its record would not yet be refused as expired; the tombstone is scored by the
+--   later of the two, so it stays until the window has closed on that record too
 -- Touches: <prefix>t:<id> (deleted, or left as a tombstone), <prefix>idem:<key> (deleted when
 --   it still names this task), the listing indexes ix:f:<state>[:<kind>] and ix:sub[:<kind>],
 --   and the KEYS above. Only a task whose hash says it is in ARGV[4] (a final state) is touched:
@@ -38,7 +40,7 @@ local ids = redis.call("ZRANGEBYSCORE", index, "-inf", cutoff, "LIMIT", 0, page)
 local removed, tombs, stale, by_kind = 0, 0, 0, {}
 for _, id in ipairs(ids) do
   local tk = prefix .. "t:" .. id
-  local h = redis.call("HMGET", tk, "state", "k", "ik", "end", "tomb")
+  local h = redis.call("HMGET", tk, "state", "k", "ik", "end", "tomb", "rs")
   if h[1] == state and not h[5] then
     local kind = h[2] or kind_of(prefix, id)
     local kids = by_kind[kind]
@@ -50,9 +52,10 @@ for _, id in ipairs(ids) do
     end
     redis.call("DEL", tk)
     local ended = tonumber(h[4] or "0") or 0
-    if ended > tomb_line then
+    local issued = math.max(ended, tonumber(h[6] or "0") or 0)
+    if issued > tomb_line then
       redis.call("HSET", tk, "state", state, "fin", "", "tomb", "1", "end", ended, "k", kind)
-      redis.call("ZADD", KEYS[4], ended, id)
+      redis.call("ZADD", KEYS[4], issued, id)
       tombs = tombs + 1
     else
       removed = removed + 1

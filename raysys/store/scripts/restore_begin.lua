@@ -1,36 +1,24 @@
--- restore_begin.lua: start a chunked restore: the namespace must be empty; then the restoring
--- marker goes up, and stays until restore_finish.lua (or a later restore) takes it down.
--- KEYS[1] restoring marker (string: the snapshot id)
--- ARGV[1] key prefix  ARGV[2] SCAN pattern matching the prefix (glob-escaped)
--- ARGV[3] SCAN count hint  ARGV[4] snapshot id  ARGV[5] most keys counted when not empty
--- Returns: {1} (marker up), or {0, task keys, other keys, sample, ...} (not empty: nothing
---   written; counted up to ARGV[5]).
--- "Empty" ignores the snapshot keys ("snaps", "snap:*"), the fence counter ("fence"), the run id
--- ("runid"), the wake-up list ("wake"), the barrier and the marker itself ("restoring": a
--- marker from a restore that died half way is replaced; raysys/snapshots/manager.py clears what
--- that one wrote before it starts).
-local prefix, pattern, count, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])
-local plen = #prefix
-local skip = {snaps = true, wake = true, fence = true, runid = true, barrier = true,
-  restoring = true}
-local tasks, others, sample = 0, 0, {}
-local cursor = "0"
-repeat
-  local page = redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", count)
-  cursor = page[1]
-  for _, key in ipairs(page[2]) do
-    local suffix = string.sub(key, plen + 1)
-    if string.sub(key, 1, plen) == prefix and not skip[suffix]
-        and string.sub(suffix, 1, 5) ~= "snap:" then
-      if string.sub(suffix, 1, 2) == "t:" then tasks = tasks + 1 else others = others + 1 end
-      if #sample < 3 then sample[#sample + 1] = suffix end
-    end
-  end
-until cursor == "0" or tasks + others >= limit
-if tasks + others > 0 then
-  local out = {0, tasks, others}
-  for _, s in ipairs(sample) do out[#out + 1] = s end
-  return out
+-- restore_begin.lua: start a chunked restore: raise the restoring marker, only on an empty
+-- namespace, while no snapshot is being saved and no other live restore holds the marker.
+-- KEYS[1] restoring marker (string "<snapshot id>|<token>|<server ms of its last page>")
+-- KEYS[2] barrier (a save in progress)
+-- ARGV[1] key prefix  ARGV[2] owner "<snapshot id>|<token>" (one restore call)
+-- Returns: {1} (marker up, ours); {0, key, ...} (not empty: the anchor keys found, nothing
+--   written); {-1, marker} (another restore holds it); {-2, barrier} (a save is under way).
+-- The caller has scanned the namespace for every key first (raysys/snapshots/restoring.py);
+-- this script checks again, atomically, only the keys every used namespace has (a submission
+-- writes seq, counts and ix:sub), so it runs in constant time on a shared Redis.
+local prefix, owner = ARGV[1], ARGV[2]
+local current = redis.call("GET", KEYS[1])
+if current and string.sub(current, 1, #owner + 1) ~= owner .. "|" then return {-1, current} end
+local barrier = redis.call("GET", KEYS[2])
+if barrier then return {-2, barrier} end
+local found = {}
+for _, name in ipairs({"seq", "counts", "ix:sub", "leases", "schedules"}) do
+  if redis.call("EXISTS", prefix .. name) == 1 then found[#found + 1] = name end
 end
-redis.call("SET", KEYS[1], ARGV[4])
+if #found > 0 then return {0, unpack(found)} end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call("SET", KEYS[1], owner .. "|" .. now)
 return {1}
