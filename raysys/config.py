@@ -56,6 +56,12 @@ KNOWN_VARIABLES: tuple[str, ...] = (
     "RAYSYS_RETENTION_S",
     "RAYSYS_AUDIT_RETENTION_S",
     "RAYSYS_SNAPSHOT_KEEP",
+    "RAYSYS_REDIS_SENTINELS",
+    "RAYSYS_REDIS_SENTINEL_MASTER",
+    "RAYSYS_REDIS_SENTINEL_USERNAME",
+    "RAYSYS_REDIS_SENTINEL_PASSWORD",
+    "RAYSYS_REDIS_MIN_REPLICAS",
+    "RAYSYS_REDIS_WAIT_TIMEOUT_MS",
 )
 
 
@@ -121,6 +127,21 @@ class Settings(BaseSettings):
         DEFAULT_RETENTION_S, ge=0, validation_alias=_env("RAYSYS_AUDIT_RETENTION_S")
     )
     snapshot_keep: int = Field(24, ge=0, validation_alias=_env("RAYSYS_SNAPSHOT_KEEP"))
+    # Sentinel: find the current primary of RAYSYS_REDIS_SENTINEL_MASTER through these
+    # Sentinels (host:port,...) instead of one fixed address; follow it across failovers.
+    redis_sentinels: str | None = Field(None, validation_alias=_env("RAYSYS_REDIS_SENTINELS"))
+    redis_sentinel_master: str = Field("raysys", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                       validation_alias=_env("RAYSYS_REDIS_SENTINEL_MASTER"))
+    redis_sentinel_username: str | None = Field(
+        None, validation_alias=_env("RAYSYS_REDIS_SENTINEL_USERNAME"))
+    redis_sentinel_password: SecretStr | None = Field(
+        None, validation_alias=_env("RAYSYS_REDIS_SENTINEL_PASSWORD"))
+    # Replicated acknowledgements: a state change is acknowledged only once WAIT confirms it
+    # on this many replicas (within the timeout; otherwise a retryable error).
+    redis_min_replicas: int = Field(0, ge=0, le=16,
+                                    validation_alias=_env("RAYSYS_REDIS_MIN_REPLICAS"))
+    redis_wait_timeout_ms: int = Field(1000, ge=10, le=60_000,
+                                       validation_alias=_env("RAYSYS_REDIS_WAIT_TIMEOUT_MS"))
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -143,6 +164,11 @@ class Settings(BaseSettings):
                 "REDIS_SSL_CERT_REQS=none disables certificate checks; "
                 "set RAYSYS_INSECURE_DEV=1 to allow it on a development machine"
             )
+        if self.redis_sentinels is not None:
+            self.sentinel_endpoints()  # raises ValueError naming the bad entry
+            if url is not None or self.redis_host is not None:
+                raise ValueError("RAYSYS_REDIS_SENTINELS finds the primary itself: unset "
+                                 "RAYSYS_REDIS_URL and REDIS_HOST")
         if 0 < self.retention_s < MIN_RETENTION_S:
             raise ValueError(f"RAYSYS_RETENTION_S must be 0 (keep for ever) or at least "
                              f"{MIN_RETENTION_S:g} seconds")
@@ -153,7 +179,8 @@ class Settings(BaseSettings):
     @property
     def redis_configured(self) -> bool:
         """True when the user named a Redis; False means: use the embedded server."""
-        return self.redis_url is not None or self.redis_host is not None
+        return (self.redis_url is not None or self.redis_host is not None
+                or self.redis_sentinels is not None)
 
     @property
     def tls_enabled(self) -> bool:
@@ -166,6 +193,18 @@ class Settings(BaseSettings):
             parsed = urlparse(self.redis_url.get_secret_value())
             return unquote(parsed.hostname or "localhost"), parsed.port or 6379
         return self.redis_host or "127.0.0.1", self.redis_port
+
+    def sentinel_endpoints(self) -> list[tuple[str, int]]:
+        """The Sentinels of ``RAYSYS_REDIS_SENTINELS`` as (host, port); [] when unset."""
+        if self.redis_sentinels is None:
+            return []
+        endpoints = []
+        for item in self.redis_sentinels.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"RAYSYS_REDIS_SENTINELS: {item.strip()!r} is not host:port")
+            endpoints.append((host.strip("[]"), int(port)))
+        return endpoints
 
     def handler_modules(self) -> list[str]:
         return [m.strip() for m in self.handlers.split(",") if m.strip()]

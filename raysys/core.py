@@ -64,9 +64,9 @@ class Core:
                  script_overrides: dict[str, str] | None = None) -> Core:
         """A core from parts already made (tests, tools); owns no server."""
         sealer = keyring if isinstance(keyring, Sealer) else Sealer(keyring)
-        return cls(settings if settings is not None else load_settings(namespace=namespace),
-                   client, Keyspace(namespace), sealer, Scripts(client, script_overrides),
-                   audit)
+        settings = settings if settings is not None else load_settings(namespace=namespace)
+        return cls(settings, client, Keyspace(namespace), sealer,
+                   scripts_for(client, settings, script_overrides), audit)
 
     @property
     def namespace(self) -> str:
@@ -113,12 +113,20 @@ def open_core(settings: Settings, *, namespace: str | None = None,
         source = keyring if keyring is not None else keyring_source(settings, create=create_keys)
         sealer = Sealer(source)
         core = Core(settings, client, Keyspace(namespace or settings.namespace), sealer,
-                    Scripts(client), audit, server, embedded=not settings.redis_configured)
+                    scripts_for(client, settings), audit, server,
+                    embedded=not settings.redis_configured)
     except BaseException:
         if server is not None:
             server.stop()
         raise
     return core
+
+
+def scripts_for(client: redis.Redis, settings: Settings,
+                overrides: dict[str, str] | None = None) -> Scripts:
+    """The scripts of ``client``, waiting for ``RAYSYS_REDIS_MIN_REPLICAS`` replicas."""
+    return Scripts(client, overrides, replicas=settings.redis_min_replicas,
+                   wait_timeout_ms=settings.redis_wait_timeout_ms)
 
 
 def freeze_heap() -> None:

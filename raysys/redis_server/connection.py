@@ -19,9 +19,11 @@ import redis
 from pydantic import SecretStr
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
 from raysys.config import Settings
 from raysys.errors import ConfigurationError, RedisUnavailable
+from raysys.redis_server.sentinel import sentinel_client
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,12 @@ def connect_redis(
 ) -> redis.Redis:
     """A checked client for ``url`` (e.g. the embedded server's), else the configured Redis.
 
-    Precedence: ``url``, then ``RAYSYS_REDIS_URL``, then ``REDIS_HOST``/``PORT``/``USERNAME``/
-    ``PASSWORD``. TLS (``REDIS_USE_TLS`` or a ``rediss://`` URL) takes its certificate options
-    from settings; an explicit ``url`` uses TLS only when it says ``rediss://``. Connection and
-    timeout errors are retried 3 times with exponential backoff. Raises RedisUnavailable with one
+    Precedence: ``url``, then ``RAYSYS_REDIS_URL``, then the primary ``RAYSYS_REDIS_SENTINELS``
+    name (followed across failovers), then ``REDIS_HOST``/``PORT``/``USERNAME``/``PASSWORD``.
+    TLS (``REDIS_USE_TLS`` or a ``rediss://`` URL) takes its certificate options from settings;
+    an explicit ``url`` uses TLS only when it says ``rediss://``. Connection and timeout errors
+    are retried 3 times with exponential backoff (behind Sentinel: for as long as a failover
+    takes, ``sentinel.FAILOVER_RETRY_S``). Raises RedisUnavailable with one
     line when the server cannot be used, ConfigurationError for an unusable combination.
     """
     if url is not None:
@@ -58,6 +62,8 @@ def connect_redis(
     options = _client_options(settings, use_tls, decode_responses, socket_timeout)
     if url is not None:
         client, endpoint = _client_for_url(url, use_tls, options)
+    elif settings.redis_sentinels is not None:
+        client, endpoint = sentinel_client(settings, options)
     else:
         endpoint = settings.redis_endpoint()
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
@@ -144,6 +150,11 @@ def describe_failure(
     where = f"{endpoint[0]}:{endpoint[1]}" if endpoint[1] else endpoint[0]
     chain = list(_exception_chain(exc))
     text = " ".join(str(e) for e in chain)
+
+    if any(isinstance(e, MasterNotFoundError) for e in chain):
+        return (f"no Sentinel answered with a reachable {where.split(' via ')[0]} "
+                f"({_first_line(exc)}): check RAYSYS_REDIS_SENTINELS, "
+                f"RAYSYS_REDIS_SENTINEL_MASTER and the Sentinels' credentials")
 
     if any(isinstance(e, redis.AuthenticationError) for e in chain) or any(
         marker.lower() in text.lower() for marker in _AUTH_MARKERS

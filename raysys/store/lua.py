@@ -23,8 +23,9 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
+from redis.sentinel import SentinelConnectionPool
 
-from raysys.errors import RaysysError
+from raysys.errors import RaysysError, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ if redis.call("EXISTS", ARGV[1] .. "barrier", ARGV[1] .. "restoring") > 0 then
 end
 """
 BARRIER_WAIT_S = 600.0  # a write waits this long for a snapshot or restore, then fails
+READ_ONLY = frozenset({"expired", "snapshot_chunk"})  # scripts that change nothing: no WAIT
+REPLICATION_RETRY_S = 10.0  # a write not confirmed by replicas is sent again for this long
+
+
+class NotReplicated(RedisUnavailable, redis.ConnectionError):
+    """A script's writes were applied on the primary, but ``WAIT`` did not confirm them on
+    ``RAYSYS_REDIS_MIN_REPLICAS`` replicas in time: they may be lost with the primary, so they
+    are not acknowledged. Retryable: every script answers a resend as it answered the first
+    send (it is a ``redis.ConnectionError`` too, so callers that retry Redis errors do)."""
 
 
 @cache
@@ -64,19 +74,29 @@ def _file(name: str) -> str:
 class Scripts:
     """Every script, registered once for one client (one per :class:`~raysys.core.Core`).
 
-    ``overrides`` replaces sources by name (fault-injection tests)."""
+    ``overrides`` replaces sources by name (fault-injection tests). With ``replicas`` > 0
+    (``RAYSYS_REDIS_MIN_REPLICAS``) every script that writes is followed, on the same
+    connection and in the same round trip, by ``WAIT replicas wait_timeout_ms``; its reply is
+    returned only once that many replicas hold the writes, else :class:`NotReplicated`."""
 
-    def __init__(self, client: redis.Redis, overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, client: redis.Redis, overrides: dict[str, str] | None = None, *,
+                 replicas: int = 0, wait_timeout_ms: int = 1000,
+                 replication_retry_s: float = REPLICATION_RETRY_S) -> None:
         sources = {name: script_source(name) for name in SCRIPT_NAMES}
         sources.update(overrides or {})
         self._client = client
         self._scripts: dict[str, Script] = {
             name: client.register_script(src) for name, src in sources.items()
         }
+        self.replicas = replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.replication_retry_s = replication_retry_s
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run script ``name`` (EVALSHA, loading it first on a server that lacks it); sent
         again while a snapshot or restore holds the namespace."""
+        if self.replicas and name not in READ_ONLY:
+            return self.run_after(_nothing, name, keys, args)
         script = self._scripts[name]
         try:
             return script(keys=keys, args=args)
@@ -93,26 +113,68 @@ class Scripts:
         script's ack leaves the commands before it applied too.
         """
         script = self._scripts[name]
+        replicated = self.replicas > 0 and name not in READ_ONLY
 
         def send() -> Any:
             for attempt in range(2):
                 pipe = self._client.pipeline(transaction=False)
                 prepare(pipe)
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
+                if replicated:
+                    pipe.wait(self.replicas, self.wait_timeout_ms)
                 try:
-                    return pipe.execute()[-1]
+                    replies = pipe.execute()
                 except NoScriptError:  # a restarted or flushed server: load it, send again
                     if attempt:
                         raise
                     self._client.script_load(script.script)
+                    continue
+                if replicated:
+                    self._check_replicated(name, int(replies[-1]))
+                    return replies[-2]
+                return replies[-1]
             raise AssertionError("unreachable")
 
+        def call() -> Any:
+            return self._until_replicated(send) if replicated else send()
+
         try:
-            return send()
+            return call()
         except redis.ResponseError as exc:
             if "ERR_BARRIER" not in str(exc):
                 raise
-            return _after_barrier(send, str(exc))
+            return _after_barrier(call, str(exc))
+
+    def _until_replicated(self, send: Callable[[], Any]) -> Any:
+        """``send`` again (safe: scripts answer a resend as the first send) while replicas do
+        not confirm it, asking Sentinel afresh for the primary each time (this one may have
+        just been replaced), for ``replication_retry_s``; then :class:`NotReplicated`."""
+        deadline = time.monotonic() + self.replication_retry_s
+        pause = 0.05
+        while True:
+            try:
+                return send()
+            except NotReplicated as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("%s; sending it again", exc)
+                pool = self._client.connection_pool
+                if isinstance(pool, SentinelConnectionPool):
+                    pool.disconnect(inuse_connections=False)  # next connect asks Sentinel
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _check_replicated(self, name: str, acknowledged: int) -> None:
+        if acknowledged < self.replicas:
+            raise NotReplicated(
+                f"Redis script {name}: {acknowledged} of {self.replicas} replicas "
+                f"(RAYSYS_REDIS_MIN_REPLICAS) confirmed the write within "
+                f"{self.wait_timeout_ms} ms; not acknowledged (safe to retry): check the "
+                f"replicas' links (INFO replication)")
+
+
+def _nothing(pipe: redis.client.Pipeline) -> None:
+    """Nothing to send ahead of the script."""
 
 
 def _after_barrier(send: Callable[[], Any], why: str) -> Any:

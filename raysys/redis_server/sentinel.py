@@ -1,0 +1,87 @@
+"""Redis behind Sentinel: a client that finds the current primary and follows it.
+
+With ``RAYSYS_REDIS_SENTINELS`` set, :func:`sentinel_client` builds the one client a process
+uses through redis-py's Sentinel support: every new connection asks the Sentinels for the
+primary of ``RAYSYS_REDIS_SENTINEL_MASTER``; a connection to a primary that was demoted (it
+answers ``READONLY``) or lost is dropped, and the call that was cut is sent again, with backoff,
+for as long as a failover takes (``FAILOVER_RETRY_S``). Sending again is safe: every state
+change is a script that answers a resend the way it answered the first send (request ids,
+same-fence acknowledgements).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from raysys.config import Settings
+
+FAILOVER_RETRY_S = 40.0  # a cut call is resent for this long: longer than a failover takes
+BACKOFF_CAP_S = 1.0
+BACKOFF_BASE_S = 0.05
+_T = TypeVar("_T")
+
+
+class FailoverRetry(Retry):
+    """Retry connection errors with backoff (50 ms up to 1 s) until ``FAILOVER_RETRY_S`` have
+    passed since the first try, not for a number of tries: redis-py nests the retry of a
+    connect inside the retry of a command, and a count would multiply (40 x 40 s)."""
+
+    def __init__(self) -> None:
+        super().__init__(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), retries=-1)
+
+    def call_with_retry(
+        self,
+        do: Callable[[], _T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> _T:
+        deadline = time.monotonic() + FAILOVER_RETRY_S
+
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, redis.AuthenticationError) or time.monotonic() > deadline:
+                return False
+            return is_retryable is None or is_retryable(error)
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def sentinel_client(settings: Settings, options: dict[str, Any]
+                    ) -> tuple[redis.Redis, tuple[str, int]]:
+    """A client for the current primary, and a (name, 0) endpoint for messages.
+
+    ``options`` are the shared client options (timeouts, TLS); the Sentinels get the same
+    socket and TLS options, and their own credentials
+    (``RAYSYS_REDIS_SENTINEL_USERNAME``/``_PASSWORD``).
+    """
+    tls = settings.tls_enabled
+    sentinel_options: dict[str, Any] = {
+        key: value for key, value in options.items()
+        if key.startswith(("socket_", "ssl_")) or key == "ssl"
+    }
+    if tls:
+        sentinel_options["ssl"] = True
+    if settings.redis_sentinel_username is not None:
+        sentinel_options["username"] = settings.redis_sentinel_username
+    if settings.redis_sentinel_password is not None:
+        sentinel_options["password"] = settings.redis_sentinel_password.get_secret_value()
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    sentinel = Sentinel(settings.sentinel_endpoints(), sentinel_kwargs=sentinel_options)
+    client_options = {**options, "retry": FailoverRetry()}
+    client = sentinel.master_for(settings.redis_sentinel_master, redis_class=redis.Redis,
+                                 ssl=tls, username=settings.redis_username, password=password,
+                                 **client_options)
+    return client, (sentinel_description(settings), 0)
+
+
+def sentinel_description(settings: Settings) -> str:
+    """``primary 'NAME' via Sentinel host:port,...`` (no credentials)."""
+    where = ",".join(f"{host}:{port}" for host, port in settings.sentinel_endpoints())
+    return f"primary {settings.redis_sentinel_master!r} via Sentinel {where}"

@@ -1,0 +1,152 @@
+"""A replicated Redis on loopback: a primary, replicas and Sentinels, all real processes.
+
+:class:`RedisGroup` starts a primary and ``replicas`` replicas (:class:`EmbeddedRedis`, AOF
+``always``, no password) and ``sentinels`` Sentinels (``redis-server CONF --sentinel``) that
+monitor the primary as ``MASTER`` with a 1 s down-after window, so a failover takes seconds.
+:meth:`RedisGroup.stop` stops everything it started; :meth:`RedisGroup.primary` asks the
+Sentinels which server is the primary now.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import redis
+
+from raysys.redis_server.binary import free_port
+from raysys.redis_server.embedded import EmbeddedRedis
+from tests.support.polling import wait_until
+from tests.support.redis_servers import require_binary
+
+MASTER = "raysys"
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 5000
+QUORUM = 2
+START_TIMEOUT_S = 30.0
+
+
+class RedisGroup:
+    """A primary, replicas and Sentinels under ``root``; see the module docstring."""
+
+    def __init__(self, root: Path, *, replicas: int = 2, sentinels: int = 3) -> None:
+        self.root = root
+        self.binary = require_binary("redis")
+        self.servers: list[EmbeddedRedis] = []
+        self.sentinel_ports: list[int] = []
+        self._sentinel_procs: list[subprocess.Popen[bytes]] = []
+        self._replicas = replicas
+        self._sentinels = sentinels
+
+    def start(self) -> RedisGroup:
+        primary = self._server("primary", [])
+        for index in range(self._replicas):
+            self._server(f"replica-{index}", [f"replicaof 127.0.0.1 {primary.port}"])
+        self.wait_replicas(self._replicas, START_TIMEOUT_S, primary)
+        for index in range(self._sentinels):
+            self._sentinel(index, primary.port)
+        wait_until(self._sentinels_agree, START_TIMEOUT_S,
+                   "the Sentinels to see the primary, its replicas and each other")
+        return self
+
+    def stop(self) -> None:
+        for proc in self._sentinel_procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for server in self.servers:
+            if server.pid is not None:
+                os.kill(server.pid, signal.SIGCONT)  # a paused one cannot shut down
+            server.stop()
+
+    @property
+    def sentinels(self) -> str:
+        """``RAYSYS_REDIS_SENTINELS`` for this group."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def primary(self) -> EmbeddedRedis:
+        """The server the first answering Sentinel names as primary now."""
+        for port in self.sentinel_ports:
+            try:
+                _host, primary_port = self._ask(port, "get-master-addr-by-name", MASTER)
+            except (redis.RedisError, TypeError):
+                continue
+            return next(s for s in self.servers if s.port == int(primary_port))
+        raise AssertionError("no Sentinel names a primary")
+
+    def replicas(self, primary: EmbeddedRedis | None = None) -> list[EmbeddedRedis]:
+        """The servers ``primary`` (default: the current one) counts as online replicas."""
+        primary = primary if primary is not None else self.primary()
+        with redis.Redis(port=primary.port) as conn:
+            info = conn.info("replication")
+        ports = {int(v["port"]) for k, v in info.items() if k.startswith("slave")
+                 and isinstance(v, dict) and v.get("state") == "online"}
+        return [server for server in self.servers if server.port in ports]
+
+    def wait_replicas(self, count: int, timeout: float = 60.0,
+                      primary: EmbeddedRedis | None = None) -> list[EmbeddedRedis]:
+        """Wait until the primary has ``count`` replicas online; those replicas."""
+        wait_until(lambda: len(self.replicas(primary)) >= count, timeout,
+                   f"{count} replicas online", interval=0.2)
+        return self.replicas(primary)
+
+    def wait_new_primary(self, old: EmbeddedRedis, timeout: float = 30.0) -> EmbeddedRedis:
+        """Wait until the Sentinels name another primary than ``old``, and it takes writes."""
+        def promoted() -> bool:
+            current = self.primary()
+            if current is old:
+                return False
+            with redis.Redis(port=current.port) as conn:
+                return bool(conn.info("replication")["role"] == "master")
+
+        wait_until(promoted, timeout, "the Sentinels to promote a replica")
+        return self.primary()
+
+    # -- starting ------------------------------------------------------------------------
+
+    def _server(self, name: str, lines: list[str]) -> EmbeddedRedis:
+        server = EmbeddedRedis(self.root / name, password=None, appendfsync="always",
+                               binary=self.binary, config_lines=lines)
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def _sentinel(self, index: int, primary_port: int) -> None:
+        port = free_port()
+        directory = self.root / f"sentinel-{index}"
+        directory.mkdir(parents=True, exist_ok=True)
+        conf = directory / "sentinel.conf"  # Sentinel rewrites it: it must be a writable file
+        conf.write_text("\n".join([
+            f"port {port}", "bind 127.0.0.1", f"dir {directory}",
+            f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} {QUORUM}",
+            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel parallel-syncs {MASTER} 1", "",
+        ]))
+        with open(directory / "sentinel.log", "wb") as log:  # the child keeps its own copy
+            self._sentinel_procs.append(subprocess.Popen(
+                [str(self.binary), str(conf), "--sentinel"], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        self.sentinel_ports.append(port)
+
+    def _sentinels_agree(self) -> bool:
+        try:
+            for port in self.sentinel_ports:
+                with redis.Redis(port=port, decode_responses=True) as conn:
+                    master = conn.execute_command("SENTINEL", "MASTER", MASTER)
+                    fields = dict(zip(master[::2], master[1::2], strict=True)) \
+                        if isinstance(master, list) else master
+                    if (int(fields["num-slaves"]) < self._replicas
+                            or int(fields["num-other-sentinels"]) < self._sentinels - 1):
+                        return False
+        except (redis.RedisError, KeyError):
+            return False
+        return True
+
+    @staticmethod
+    def _ask(port: int, *command: str) -> list[str]:
+        with redis.Redis(port=port, decode_responses=True) as conn:
+            reply = conn.execute_command("SENTINEL", *command)
+        return list(reply)

@@ -1,0 +1,138 @@
+"""Redis behind Sentinel, and replicated acknowledgements, on real servers.
+
+A primary, two replicas and three Sentinels run on loopback (tests/support/sentinels.py). The
+store finds the primary through the Sentinels, follows it across a failover and a kill -9 of the
+primary without a restart, and, with ``RAYSYS_REDIS_MIN_REPLICAS``, acknowledges a write only
+once replicas hold it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from raysys.config import load_settings
+from raysys.core import Core, open_core
+from raysys.errors import ConfigurationError, RedisUnavailable
+from raysys.models import Outcome, TaskSpec, TaskState
+from raysys.signing.keyring import Keyring, generate_key
+from raysys.store.lua import NotReplicated
+from tests.support.sentinels import MASTER, RedisGroup
+
+pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.usefixtures("no_settings_variables")]
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisGroup]:
+    servers = RedisGroup(tmp_path_factory.mktemp("sentinel")).start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+def core_for(group: RedisGroup, **settings: object) -> Core:
+    options = load_settings(redis_sentinels=group.sentinels, redis_sentinel_master=MASTER,
+                            **settings)
+    return open_core(options, namespace="ha" + uuid.uuid4().hex[:8],
+                     keyring=Keyring([generate_key()]))
+
+
+def test_sentinel_settings_name_the_bad_value() -> None:
+    with pytest.raises(ConfigurationError, match=r"RAYSYS_REDIS_SENTINELS.*'nohost' is not"):
+        load_settings(redis_sentinels="127.0.0.1:26379,nohost")
+    with pytest.raises(ConfigurationError, match="unset RAYSYS_REDIS_URL and REDIS_HOST"):
+        load_settings(redis_sentinels="127.0.0.1:26379", redis_host="10.0.0.1")
+    assert load_settings(redis_sentinels="a:1, [::1]:2").sentinel_endpoints() == [
+        ("a", 1), ("::1", 2)]
+
+
+def test_no_sentinel_answering_is_one_line_naming_the_settings(tmp_path: Path) -> None:
+    from raysys.redis_server.binary import free_port
+
+    settings = load_settings(redis_sentinels=f"127.0.0.1:{free_port()}", data_dir=tmp_path)
+    with pytest.raises(RedisUnavailable) as caught:
+        open_core(settings, keyring=Keyring([generate_key()]))
+    message = str(caught.value)
+    assert "RAYSYS_REDIS_SENTINELS" in message and "\n" not in message
+
+
+def test_the_store_follows_the_primary_across_a_failover(group: RedisGroup) -> None:
+    # given: tasks submitted through the primary the Sentinels name, each acknowledged once a
+    # replica holds it
+    with core_for(group, redis_min_replicas=1) as core:
+        first = [core.store.submit(TaskSpec.build(kind="echo", payload=i)) for i in range(5)]
+        old = group.primary()
+        assert core.client.info("server")["tcp_port"] == old.port
+
+        # when: the Sentinels hand the primary role to a replica (a planned failover)
+        with redis.Redis(port=group.sentinel_ports[0]) as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", MASTER)
+        new = group.wait_new_primary(old)
+
+        # then: the same client carries on against the new primary, with every task (a write
+        # that reached the old primary after the switch is not confirmed by any replica: it is
+        # sent again, after asking the Sentinels where the primary is now)
+        later = [core.store.submit(TaskSpec.build(kind="echo", payload=i)) for i in range(5)]
+        assert core.client.info("server")["tcp_port"] == new.port
+        leases = core.store.acquire("w1", 10, ttl_s=30)
+        assert sorted(lease.task_id for lease in leases) == sorted(first + later)
+        core.store.complete("w1", [(lease, Outcome(ok=True, result=None)) for lease in leases])
+        assert {core.store.status(t).state for t in first + later} == {TaskState.SUCCEEDED}
+
+
+def test_a_killed_primary_is_replaced_and_the_cut_call_goes_through(group: RedisGroup) -> None:
+    # given: a lease granted by the primary, replicated
+    with core_for(group, redis_min_replicas=1) as core:
+        task = core.store.submit(TaskSpec.build(kind="echo", payload="before"))
+        (lease,) = core.store.acquire("w1", 1, ttl_s=60)
+        old = group.primary()
+
+        # when: the primary is killed with SIGKILL, and a call is made at once
+        old.kill()
+        began = time.monotonic()
+        after = core.store.submit(TaskSpec.build(kind="echo", payload="after"))
+        took = time.monotonic() - began
+
+        # then: the call waited for the failover and went to the new primary, where the lease
+        # it granted still holds (it was replicated) and new fences are above the old one
+        new = group.wait_new_primary(old)
+        assert core.client.info("server")["tcp_port"] == new.port, took
+        assert core.store.complete("w1", [(lease, Outcome(ok=True, result="x"))]) == [True]
+        (second,) = core.store.acquire("w2", 1, ttl_s=60)
+        assert second.task_id == after and second.fence > lease.fence
+        assert core.store.status(task).state is TaskState.SUCCEEDED
+    old.start()  # back, as a replica of the new primary (Sentinel reconfigures it)
+
+
+def test_min_replicas_acknowledges_only_what_replicas_hold(group: RedisGroup) -> None:
+    with core_for(group, redis_min_replicas=2, redis_wait_timeout_ms=300) as core:
+        core.scripts.replication_retry_s = 1.0
+        # given: both replicas up: a submission is acknowledged
+        spec = TaskSpec.build(kind="echo", payload="kept", idempotency_key="k-1")
+        paused = group.wait_replicas(2)[0]
+        task = core.store.submit(spec)
+        assert paused.pid is not None
+
+        # when: one replica stops answering
+        os.kill(paused.pid, signal.SIGSTOP)
+        try:
+            # then: a submission is applied on the primary but not acknowledged: one clear,
+            # retryable error after the timeout
+            other = TaskSpec.build(kind="echo", payload="waits", idempotency_key="k-2")
+            with pytest.raises(NotReplicated, match="1 of 2 replicas"):
+                core.store.submit(other)
+        finally:
+            os.kill(paused.pid, signal.SIGCONT)
+        # and sending it again once the replica is back gives the one task, not a second
+        again = core.store.submit(other)
+        assert core.store.submit(spec) == task
+        assert core.store.status(again).state is TaskState.PENDING
+        assert core.store.counts()["pending"] == 2
