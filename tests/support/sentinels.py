@@ -104,6 +104,14 @@ class RedisGroup:
         wait_until(promoted, timeout, "the Sentinels to promote a replica")
         return self.primary()
 
+    def wait_demoted(self, old: EmbeddedRedis, timeout: float = 30.0) -> None:
+        """Wait until ``old`` (alive) follows the new primary as a replica."""
+        def demoted() -> bool:
+            with redis.Redis(port=old.port) as conn:
+                return bool(conn.info("replication")["role"] == "slave")
+
+        wait_until(demoted, timeout, "the old primary to be turned into a replica")
+
     # -- starting ------------------------------------------------------------------------
 
     def _server(self, name: str, lines: list[str]) -> EmbeddedRedis:

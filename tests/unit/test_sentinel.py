@@ -76,6 +76,7 @@ def test_the_store_follows_the_primary_across_a_failover(group: RedisGroup) -> N
         with redis.Redis(port=group.sentinel_ports[0]) as sentinel:
             sentinel.execute_command("SENTINEL", "FAILOVER", MASTER)
         new = group.wait_new_primary(old)
+        group.wait_demoted(old)  # the Sentinels turned the old primary into a replica
 
         # then: the same client carries on against the new primary, with every task (a write
         # that reached the old primary after the switch is not confirmed by any replica: it is
