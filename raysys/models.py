@@ -86,6 +86,15 @@ def check_payload(payload: object, what: str = "payload") -> int:
     return size
 
 
+def payload_within_limits(cls: type, value: JsonValue) -> JsonValue:
+    """A pydantic field validator of a ``payload``: :func:`check_payload` as a ValueError."""
+    try:
+        check_payload(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 def parse_json_payload(text: str | bytes) -> JsonValue:
     """Parse user-supplied JSON text within the size and depth limits."""
     if len(text) > MAX_PAYLOAD_BYTES:
@@ -115,14 +124,7 @@ class TaskSpec(BaseModel):
     # Epoch ms before which the task must not start (None: now). Signed into the record.
     not_before_ms: int | None = Field(None, ge=0)
 
-    @field_validator("payload")
-    @classmethod
-    def _payload_limits(cls, value: JsonValue) -> JsonValue:
-        try:
-            check_payload(value)
-        except ValidationError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    _payload_limits = field_validator("payload")(payload_within_limits)
 
     @classmethod
     def build(cls, **fields: Any) -> TaskSpec:

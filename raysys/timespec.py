@@ -37,9 +37,14 @@ def parse_instant(text: str, *, what: str = "time", now: float | None = None) ->
     except ValueError:
         raise ValidationError(f"{what} {text!r} is neither an ISO-8601 time (like "
                               "2026-12-24T18:00:00Z) nor a duration ago (like 1h)") from None
+    return epoch_of(when, what)
+
+
+def epoch_of(when: datetime, what: str = "time") -> float:
+    """Epoch seconds of an aware ``when``; ValidationError without a zone or out of range."""
     if when.tzinfo is None:
-        raise ValidationError(f"{what} {text!r} has no time zone (add Z or +01:00)")
+        raise ValidationError(f"{what} {when.isoformat()} has no time zone (add Z or +01:00)")
     try:
         return when.timestamp()
     except (OverflowError, ValueError, OSError):  # e.g. 0001-01-01T00:00+05:00
-        raise ValidationError(f"{what} {text!r} is out of range") from None
+        raise ValidationError(f"{what} {when.isoformat()} is out of range") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse, urlunparse
 
@@ -23,6 +23,7 @@ from redis.sentinel import MasterNotFoundError
 
 from raysys.config import Settings
 from raysys.errors import ConfigurationError, RedisUnavailable
+from raysys.redis_server.retries import BoundedRetry
 from raysys.redis_server.sentinel import sentinel_client
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ def check_connection(client: redis.Redis, settings: Settings, endpoint: tuple[st
     """
     pool = client.connection_pool
     kwargs: dict[str, Any] = dict(pool.connection_kwargs)
-    kwargs["retry"] = _CheckRetry(ExponentialBackoff(cap=1, base=0.05), RETRIES)
+    kwargs["retry"] = BoundedRetry(ExponentialBackoff(cap=1, base=0.05), RETRIES,
+                                   supported_errors=(redis.ConnectionError,))
     kwargs["health_check_interval"] = 0
     connection_class: Any = pool.connection_class
     tls = issubclass(connection_class, redis.SSLConnection)
@@ -237,27 +239,6 @@ def _tls_options(settings: Settings) -> dict[str, Any]:
         "ssl_keyfile": path(settings.redis_ssl_keyfile),
         "ssl_check_hostname": settings.redis_ssl_cert_reqs == "required",
     }
-
-
-class _CheckRetry(Retry):
-    """Retry connection errors, but not timeouts nor refused credentials (no use, and a lockout)."""
-
-    def __init__(self, backoff: ExponentialBackoff, retries: int) -> None:
-        super().__init__(backoff, retries, supported_errors=(redis.ConnectionError,))
-
-    def call_with_retry(
-        self,
-        do: Callable[[], _T],
-        fail: Callable[..., Any],
-        is_retryable: Callable[[Exception], bool] | None = None,
-        with_failure_count: bool = False,
-    ) -> _T:
-        def retryable(error: Exception) -> bool:
-            if isinstance(error, redis.AuthenticationError):
-                return False
-            return is_retryable is None or is_retryable(error)
-
-        return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
 # -- helpers --------------------------------------------------------------------------------

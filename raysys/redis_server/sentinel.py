@@ -11,46 +11,25 @@ same-fence acknowledgements).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from raysys.config import Settings
+from raysys.redis_server.retries import BoundedRetry
 
 FAILOVER_RETRY_S = 40.0  # a cut call is resent for this long: longer than a failover takes
 BACKOFF_CAP_S = 1.0
 BACKOFF_BASE_S = 0.05
-_T = TypeVar("_T")
 
 
-class FailoverRetry(Retry):
-    """Retry connection errors with backoff (50 ms up to 1 s) until ``FAILOVER_RETRY_S`` have
-    passed since the first try, not for a number of tries: redis-py nests the retry of a
-    connect inside the retry of a command, and a count would multiply (40 x 40 s)."""
-
-    def __init__(self) -> None:
-        super().__init__(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), retries=-1)
-
-    def call_with_retry(
-        self,
-        do: Callable[[], _T],
-        fail: Callable[..., Any],
-        is_retryable: Callable[[Exception], bool] | None = None,
-        with_failure_count: bool = False,
-    ) -> _T:
-        deadline = time.monotonic() + FAILOVER_RETRY_S
-
-        def retryable(error: Exception) -> bool:
-            if isinstance(error, redis.AuthenticationError) or time.monotonic() > deadline:
-                return False
-            return is_retryable is None or is_retryable(error)
-
-        return super().call_with_retry(do, fail, retryable, with_failure_count)
+def failover_retry() -> BoundedRetry:
+    """Connection errors and timeouts retried with backoff (50 ms up to 1 s) for
+    ``FAILOVER_RETRY_S``."""
+    return BoundedRetry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), -1,
+                        within_s=FAILOVER_RETRY_S)
 
 
 def sentinel_client(settings: Settings, options: dict[str, Any]
@@ -74,7 +53,7 @@ def sentinel_client(settings: Settings, options: dict[str, Any]
         sentinel_options["password"] = settings.redis_sentinel_password.get_secret_value()
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     sentinel = Sentinel(settings.sentinel_endpoints(), sentinel_kwargs=sentinel_options)
-    client_options = {**options, "retry": FailoverRetry()}
+    client_options = {**options, "retry": failover_retry()}
     client = sentinel.master_for(settings.redis_sentinel_master, redis_class=redis.Redis,
                                  ssl=tls, username=settings.redis_username, password=password,
                                  **client_options)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from raysys.errors import IntegrityError, ValidationError
-from raysys.models import KIND_PATTERN, MAX_PRIORITY, MIN_PRIORITY, check_payload
+from raysys.models import KIND_PATTERN, MAX_PRIORITY, MIN_PRIORITY, payload_within_limits
 from raysys.schedules import cron
 from raysys.signing.envelope import Sealer
 
@@ -40,14 +40,7 @@ class ScheduleSpec(BaseModel):
     priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     paused: bool = False
 
-    @field_validator("payload")
-    @classmethod
-    def _payload_limits(cls, value: JsonValue) -> JsonValue:
-        try:
-            check_payload(value)
-        except ValidationError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    _payload_limits = field_validator("payload")(payload_within_limits)
 
     @classmethod
     def build(cls, **fields: Any) -> ScheduleSpec:

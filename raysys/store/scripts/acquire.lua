@@ -71,44 +71,28 @@ if known ~= run_id then
     "from_fence", string.format("%d", counter), "to_fence", string.format("%d", math.max(floor, counter)))
   redis.call("SET", KEYS[4], run_id)
 end
--- Delayed tasks now due join their kind's queue.
-local ripe = redis.call("ZRANGEBYSCORE", KEYS[10], "-inf", now, "LIMIT", 0, 1000)
-if #ripe > 0 then
+-- Ids of zset `key` due by `now`, still in state `from`, join their kind's queue as pending.
+local function release_due(key, from)
+  local ripe = redis.call("ZRANGEBYSCORE", key, "-inf", now, "LIMIT", 0, 1000)
+  if #ripe == 0 then return end
   local moved = 0
   for _, id in ipairs(ripe) do
     local tk = prefix .. "t:" .. id
     local st = redis.call("HMGET", tk, "state", "sc")
-    if st[1] == "scheduled" then
+    if st[1] == from then
       redis.call("HSET", tk, "state", "pending")
       enqueue(prefix, kind_of(prefix, id), st[2], id)
       moved = moved + 1
     end
   end
-  zrem_chunks(KEYS[10], ripe)
+  zrem_chunks(key, ripe)
   if moved > 0 then
-    redis.call("HINCRBY", KEYS[5], "scheduled", -moved)
+    redis.call("HINCRBY", KEYS[5], from, -moved)
     redis.call("HINCRBY", KEYS[5], "pending", moved)
   end
 end
--- Failed tasks whose backoff has passed go back to their kind's queue.
-local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, 1000)
-if #due > 0 then
-  local moved = 0
-  for _, id in ipairs(due) do
-    local tk = prefix .. "t:" .. id
-    local st = redis.call("HMGET", tk, "state", "sc")
-    if st[1] == "failed" then
-      redis.call("HSET", tk, "state", "pending")
-      enqueue(prefix, kind_of(prefix, id), st[2], id)
-      moved = moved + 1
-    end
-  end
-  redis.call("ZREM", KEYS[1], unpack(due))
-  if moved > 0 then
-    redis.call("HINCRBY", KEYS[5], "failed", -moved)
-    redis.call("HINCRBY", KEYS[5], "pending", moved)
-  end
-end
+release_due(KEYS[10], "scheduled")  -- delayed tasks now due
+release_due(KEYS[1], "failed")  -- failed tasks whose backoff has passed
 local out = {now, bumped}
 if n <= 0 then return out end
 -- Candidates: the head of each kind's queue, up to its quota; then the n best overall.
