@@ -58,6 +58,7 @@ MAX_KEY_DEFERRALS = 50  # leases of a record under an unknown key before it is q
 CANCEL_LIST_KEEP_MS = 600_000  # a holder's cancel list outlives a holder that died this long
 CANCEL_TAKE = 1000
 MAX_RESULT_ERROR_CHARS = 2_000
+MIN_WAKE_S = 0.001  # the shortest wait for work (a delayed task due now still waits this)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class TaskStore(StoreReaping, StoreRedrive, StoreListing):
         self._scripts = core.scripts
         self._audit = "1" if self.audit_enabled else "0"
         self.kinds = KindBook(core.client, core.keys, core.sealer)
+        self.last_server_ms = 0  # Redis server time of the last acquire (ms)
 
     # ---- submission: the one write path -------------------------------------------------
     def submit(self, spec: TaskSpec) -> str:
@@ -169,7 +171,7 @@ class TaskStore(StoreReaping, StoreRedrive, StoreListing):
             args += [kind, int(take), int(cap)]
         reply = self._run("acquire", [k.delayed, k.leases, k.fence, k.run_id, k.counts, k.stats,
                                       k.audit, k.acquire_log, k.start_by, k.scheduled], args)
-        now_ms = int(reply[0])
+        now_ms = self.last_server_ms = int(reply[0])
         if int(reply[1]) == 2:
             log.warning("Redis run_id changed (restart or failover): fences raised to the "
                         "server-clock floor before leasing")
@@ -227,12 +229,24 @@ class TaskStore(StoreReaping, StoreRedrive, StoreListing):
         return [bool(int(x)) for x in reply[1:]]
 
     def wait_for_work(self, timeout_s: float) -> bool:
-        """Block up to ``timeout_s`` for a submission's wake-up; True if one came.
+        """Block up to ``timeout_s`` for a submission's wake-up, or until the next delayed task
+        or retry is due, whichever is first; True if a wake-up came.
 
         A hint, not a queue: one wake-up may stand for many submissions, and work made ready
-        otherwise (a retry's backoff ending, the reaper requeueing) is found by polling.
+        otherwise (the reaper requeueing) is found by polling.
         """
+        due = self.next_due_ms()
+        if due is not None and self.last_server_ms:
+            timeout_s = min(timeout_s, max(MIN_WAKE_S, (due - self.last_server_ms) / 1000))
         return self.client.blpop([self.keys.wake], timeout=timeout_s) is not None
+
+    def next_due_ms(self) -> int | None:
+        """When the next delayed task or retry is due (ms, server clock), if any is waiting."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(self.keys.scheduled, 0, 0, withscores=True)
+        pipe.zrange(self.keys.delayed, 0, 0, withscores=True)
+        scores = [int(score) for reply in pipe.execute() for _, score in reply]
+        return min(scores) if scores else None
 
     # ---- commits ------------------------------------------------------------------------
     def complete(self, holder: str, items: Sequence[tuple[Lease, Outcome]], *,

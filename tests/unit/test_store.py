@@ -513,6 +513,21 @@ def test_all_keys_live_under_the_namespace_prefix(store: TaskStore,
     assert len(keys) == len(list(redis_client.scan_iter(match=f"*{store.namespace}*")))
 
 
+def test_a_wait_for_work_ends_when_the_next_delayed_task_is_due(store: TaskStore) -> None:
+    # given: a task due in 0.3 s, and an acquire that found nothing to lease yet
+    store.submit(TaskSpec.build(kind="noop", not_before_ms=int(time.time() * 1000) + 300))
+    assert store.acquire("w", 1, 30) == []
+
+    # when: the Distributor waits for work with a long timeout
+    started = time.monotonic()
+    assert store.wait_for_work(5.0) is False
+
+    # then: it is back about when the task is due (not at the timeout), and the task is leased
+    assert 0.1 < time.monotonic() - started < 2.0
+    time.sleep(0.05)
+    assert len(store.acquire("w", 1, 30)) == 1
+
+
 def test_a_submission_wakes_a_waiting_distributor_at_once(store: TaskStore) -> None:
     # given: nothing queued, so a wait for work runs into its timeout
     started = time.monotonic()
