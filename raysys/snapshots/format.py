@@ -1,7 +1,9 @@
 """The snapshot data and file formats (no Redis here).
 
 Data: for each key, in name order, the name length (u32), the name after the namespace prefix,
-its PTTL in ms (i64, -1: none), the DUMP payload length (u32) and the payload.
+its PTTL in ms (i64, -1: none), the DUMP payload length (u32) and the payload. A sorted set too
+large to DUMP in a few ms is several entries of the same name instead, each a part: ``\0RSZ``
+and a msgpack array ``member, score, ...`` (scores as Redis prints them), added up on restore.
 File: ``RAYSYS-SNAPSHOT 1`` and a newline, the signed manifest and a newline, then the data;
 mode 0600, written atomically. Reading checks framing only; :mod:`raysys.snapshots` verifies
 the signature and the digest.
@@ -23,6 +25,18 @@ from raysys.errors import IntegrityError, NotFound, ValidationError
 FILE_MAGIC = b"RAYSYS-SNAPSHOT 1\n"
 Entry = tuple[bytes, int, bytes]  # key name after the prefix, PTTL ms (-1: none), DUMP payload
 _U32, _I64 = struct.Struct(">I"), struct.Struct(">q")
+ZSET_PART_MAGIC = b"\0RSZ"
+
+
+def encode_zset_part(flat: Sequence[bytes]) -> bytes:
+    """A part of a sorted set: ``flat`` is member, score, member, score, ... (bytes), as msgpack
+    (an array of str16/str32 items, which every Redis Lua ``cmsgpack`` reads)."""
+    out = [ZSET_PART_MAGIC, b"\xdd", _U32.pack(len(flat))]
+    for item in flat:
+        out += [b"\xda", struct.pack(">H", len(item))] if len(item) < 1 << 16 else [
+            b"\xdb", _U32.pack(len(item))]
+        out.append(item)
+    return b"".join(out)
 
 
 def new_snapshot_id() -> str:

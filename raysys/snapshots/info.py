@@ -19,6 +19,7 @@ CHUNK_BYTES = 4 << 20
 SCAN_COUNT = 1000
 PAGE_KEYS = 1000  # keys one snapshot_chunk / restore_chunk script copies (~10 ms of Redis time)
 RESTORE_PAGE_BYTES = 8 << 20  # and at most this many payload bytes per restore page
+ZSET_PART = 10_000  # a sorted set with more members is copied (and restored) in parts this size
 BARRIER_TTL_MS = 30_000  # a save that dies holds writes off at most this long
 NOT_COPIED = frozenset({"snaps", "wake", "barrier", "restoring"})
 # In the copy but never restored: the fence counter only rises (restore_finish.lua takes the

@@ -67,6 +67,7 @@ from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
 from raysys.models import TaskState
 from raysys.snapshots.format import (
     EntryWriter,
+    encode_zset_part,
     hash_file_part,
     iter_entries,
     new_snapshot_id,
@@ -82,6 +83,7 @@ from raysys.snapshots.info import (
     SNAPSHOT,
     SNAPSHOT_ID,
     SNAPSHOT_ID_PATTERN,
+    ZSET_PART,
     EntryList,
     IdList,
     InfoList,
@@ -185,7 +187,7 @@ class SnapshotManager(SnapshotRestore):
         for page in self._pages():
             began = time.perf_counter()
             reply = self._scripts.run("snapshot_chunk", [barrier, *page],
-                                      [snapshot_id, BARRIER_TTL_MS])
+                                      [snapshot_id, BARRIER_TTL_MS, ZSET_PART])
             longest = max(longest, time.perf_counter() - began)
             if int(reply[0]) != 1:
                 raise RaysysError(f"snapshot {snapshot_id} abandoned: its write barrier "
@@ -196,9 +198,30 @@ class SnapshotManager(SnapshotRestore):
                 if pttl == -2:
                     continue
                 name = key[len(self.prefix):].encode()
+                if pttl == -3:  # a large sorted set: in parts
+                    longest = max(longest, self._copy_zset(snapshot_id, key, name,
+                                                           int(as_text(payload)), writer))
+                    continue
                 writer.add(name, pttl, as_bytes(payload))
                 tasks += name.startswith(b"t:")
         return tasks, longest
+
+    def _copy_zset(self, snapshot_id: str, key: str, name: bytes, pttl: int,
+                   writer: EntryWriter) -> float:
+        """Copy sorted set ``key`` in parts of ``ZSET_PART`` members; the longest part (s)."""
+        barrier, longest, first = self.store.keys.barrier, 0.0, 0
+        while True:
+            began = time.perf_counter()
+            reply = self._scripts.run("snapshot_zpart", [barrier, key],
+                                      [snapshot_id, BARRIER_TTL_MS, first, ZSET_PART])
+            longest = max(longest, time.perf_counter() - began)
+            if int(reply[0]) != 1:
+                raise RaysysError(f"snapshot {snapshot_id} abandoned: its write barrier expired")
+            flat = [as_bytes(x) for x in reply[1:]]
+            if not flat:
+                return longest
+            writer.add(name, pttl, encode_zset_part(flat))
+            first += len(flat) // 2
 
     def _pages(self) -> Iterator[list[str]]:
         """The namespace's keys (snapshot keys, the barrier, marker and wake-up list left

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 SCRIPT_NAMES = ("submit", "acquire", "renew", "complete", "expired", "expire", "cancel",
                 "quarantine", "cas_record", "claim_nonces", "cas_manifest", "release",
                 "unstarted", "migrate_queues", "purge", "redrive", "barrier", "snapshot_chunk",
-                "restore_begin", "restore_chunk", "restore_finish", "restore_undo",
-                "upgrade_seed")
+                "snapshot_zpart", "restore_begin", "restore_chunk", "restore_finish",
+                "restore_undo", "upgrade_seed")
 BARRIERED = frozenset({"submit", "acquire", "renew", "complete", "expire", "cancel",
                        "quarantine", "cas_record", "claim_nonces", "release", "unstarted",
                        "migrate_queues", "purge", "redrive", "upgrade_seed"})
@@ -46,7 +46,8 @@ if redis.call("EXISTS", ARGV[1] .. "barrier", ARGV[1] .. "restoring") > 0 then
 end
 """
 BARRIER_WAIT_S = 600.0  # a write waits this long for a snapshot or restore, then fails
-READ_ONLY = frozenset({"expired", "snapshot_chunk"})  # scripts that change nothing: no WAIT
+# Scripts that change nothing (but the barrier's expiry): no WAIT after them.
+READ_ONLY = frozenset({"expired", "snapshot_chunk", "snapshot_zpart"})
 REPLICATION_RETRY_S = 10.0  # a write not confirmed by replicas is sent again for this long
 
 

@@ -156,6 +156,29 @@ def test_round_trip_through_flushall_restores_every_task_and_keeps_fences_ahead(
     assert final["pending"] == final["leased"] == final["failed"] == 0
 
 
+def test_large_sorted_sets_are_copied_and_restored_in_parts_exactly(
+        store: TaskStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given: 40 tasks (their queue and indexes are sorted sets of 40 members, with scores up
+    # to 2^50), copied in parts of 7 members, one of the sets with an expiry
+    monkeypatch.setattr(manager_module, "ZSET_PART", 7)
+    store.submit_many([spec(payload=i, priority=i % 5) for i in range(40)])
+    store.client.pexpire(store.keys.submitted_index, 600_000)
+    sets = [key for key in store.client.scan_iter(match=store.keys.pattern())
+            if store.client.type(key) == b"zset" and store.client.zcard(key) > 7]
+    assert len(sets) >= 2
+    before = {key: store.client.zrange(key, 0, -1, withscores=True) for key in sets}
+
+    # when: it is saved, the namespace dropped, and the file restored
+    SnapshotManager(store.core).save(out=tmp_path / "snap.rsnap")
+    drop_namespace(store, keep_snapshots=False)
+    SnapshotManager(store.core).restore(tmp_path / "snap.rsnap")
+
+    # then: every set is back, member for member and score for score, with its expiry
+    assert {key: store.client.zrange(key, 0, -1, withscores=True) for key in sets} == before
+    assert 0 < store.client.pttl(store.keys.submitted_index) <= 600_000
+    assert len(store.acquire("w", 40, 30)) == 40
+
+
 def test_restore_by_id_after_the_task_keys_are_deleted(make_store: StoreFactory) -> None:
     # given a saved snapshot, then every key but the snapshot's deleted, and a fence counter that
     # moved far past the snapshot's meanwhile
