@@ -53,8 +53,12 @@ class LedgerReport:
 class CommitLedger:
     """Append acknowledged final transitions; report against the submitted ids."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, *,
+                 store: redis.Redis | None = None) -> None:
+        """``client``: the ledger's Redis; ``store``: the raysys Redis, when apart from it
+        (the report reads task states there to confirm cut-off commits)."""
         self.client = client
+        self.store = store if store is not None else client
         self.namespace = namespace
         self.prefix = f"{{raysys-ledger:{namespace}}}:"
         self.commits_key = self.prefix + "commits"
@@ -150,7 +154,7 @@ class CommitLedger:
         if not candidates:
             return {}
         keys = Keyspace(self.namespace)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.store.pipeline(transaction=False)
         for task_id in candidates:
             pipe.hmget(keys.task(task_id), "state", "fence")
         out: dict[str, dict[int, str]] = {}
@@ -167,4 +171,6 @@ class CommitLedger:
 
 def open_ledger(client: redis.Redis, namespace: str, url: str | None) -> CommitLedger:
     """The ledger of ``namespace``: on ``url``'s Redis when given, else on ``client``'s."""
-    return CommitLedger(redis.Redis.from_url(url) if url else client, namespace)
+    if not url:
+        return CommitLedger(client, namespace)
+    return CommitLedger(redis.Redis.from_url(url), namespace, store=client)

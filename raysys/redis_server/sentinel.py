@@ -15,7 +15,8 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.sentinel import Sentinel
+from redis.connection import SSLConnection
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from raysys.config import Settings
 from raysys.redis_server.retries import BoundedRetry
@@ -30,6 +31,24 @@ def failover_retry() -> BoundedRetry:
     ``FAILOVER_RETRY_S``."""
     return BoundedRetry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), -1,
                         within_s=FAILOVER_RETRY_S)
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary that asks the Sentinels where it is on every reconnect.
+
+    redis-py 8 reconnects a dropped connection inside ``send_packed_command`` to the address it
+    last used, not through :meth:`connect`, which asks the Sentinels. After a failover, a call
+    cut while its old primary came back as a replica was then refused (``READONLY``) on every
+    retry, for the whole retry budget: 40 s with no write (found by chaos scenario 9)."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()  # type: ignore[no-untyped-call]  # asks the Sentinels
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class PrimarySSLConnection(PrimaryConnection, SSLConnection):
+    """:class:`PrimaryConnection` over TLS."""
 
 
 def sentinel_client(settings: Settings, options: dict[str, Any]
@@ -54,9 +73,10 @@ def sentinel_client(settings: Settings, options: dict[str, Any]
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     sentinel = Sentinel(settings.sentinel_endpoints(), sentinel_kwargs=sentinel_options)
     client_options = {**options, "retry": failover_retry()}
-    client = sentinel.master_for(settings.redis_sentinel_master, redis_class=redis.Redis,
-                                 ssl=tls, username=settings.redis_username, password=password,
-                                 **client_options)
+    client = sentinel.master_for(
+        settings.redis_sentinel_master, redis_class=redis.Redis,
+        connection_class=PrimarySSLConnection if tls else PrimaryConnection,
+        username=settings.redis_username, password=password, **client_options)
     return client, (sentinel_description(settings), 0)
 
 

@@ -132,8 +132,8 @@ class SnapshotManager(SnapshotRestore):
         k = self.store.keys
         snapshot_id = new_snapshot_id()
         started = time.perf_counter()
-        raised = self._scripts.run("barrier", [k.barrier, k.leases, k.restoring],
-                                   ["on", snapshot_id, BARRIER_TTL_MS])
+        barrier = [k.barrier, k.leases, k.restoring, k.reply("barrier", snapshot_id)]
+        raised = self._scripts.run("barrier", barrier, ["on", snapshot_id, BARRIER_TTL_MS])
         if int(raised[0]) != 1:
             raise RaysysError(f"another snapshot or restore ({as_text(raised[1])}) holds "
                               f"namespace {self.store.namespace}; try again when it is done")
@@ -145,7 +145,7 @@ class SnapshotManager(SnapshotRestore):
                 fence = self.store.fence_value()
                 tasks, longest = self._copy(snapshot_id, writer)
             finally:
-                lowered = self._scripts.run("barrier", [k.barrier, k.leases, k.restoring],
+                lowered = self._scripts.run("barrier", barrier,
                                             ["off", snapshot_id, BARRIER_TTL_MS])
             paused = time.perf_counter() - started
             if int(lowered[0]) != 1:

@@ -76,7 +76,8 @@ class SnapshotRestore:
             restored, longest = self._restore_pages(info, data, owner)
             k = self.store.keys
             reply = self._scripts.run(
-                "restore_finish", [k.restoring, k.fence, k.run_id, k.audit],
+                "restore_finish",
+                [k.restoring, k.fence, k.run_id, k.audit, k.reply("restore_finish", owner)],
                 [owner, info.fence, len(restored), "1" if self.store.audit_enabled else "0",
                  AUDIT_MAXLEN])
             if int(reply[0]) != 1:

@@ -200,6 +200,13 @@ class Keyspace:
         next one to take over (once quiet for 30 s) and clear."""
         return self.prefix + "restoring"
 
+    def reply(self, script: str, call: str) -> str:
+        """String, kept two minutes: what script ``script`` did on call ``call`` (a request id,
+        a snapshot id, a restore's owner), for a script that cannot otherwise tell that call
+        resent (its reply lost, or not confirmed by replicas) from a new one: the resend then
+        answers as the first send and changes nothing. Snapshots leave it out."""
+        return f"{self.prefix}reply:{script}:{call}"
+
     @property
     def upgrade(self) -> str:
         """Hash: how far tasks of earlier versions are indexed (``seeded``, ``cursor``,

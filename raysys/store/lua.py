@@ -49,6 +49,9 @@ BARRIER_WAIT_S = 600.0  # a write waits this long for a snapshot or restore, the
 # Scripts that change nothing (but the barrier's expiry): no WAIT after them.
 READ_ONLY = frozenset({"expired", "snapshot_chunk", "snapshot_zpart"})
 REPLICATION_RETRY_S = 10.0  # a write not confirmed by replicas is sent again for this long
+# The reply of a primary whose ``min-replicas-to-write`` is not met (cut off from its replicas,
+# e.g. an old primary back from a pause after a failover): nothing was written.
+NOREPLICAS = "NOREPLICAS"
 
 
 class NotReplicated(RedisUnavailable, redis.ConnectionError):
@@ -102,6 +105,8 @@ class Scripts:
         try:
             return script(keys=keys, args=args)
         except redis.ResponseError as exc:
+            if NOREPLICAS in str(exc):
+                raise self._refused(name) from None
             if "ERR_BARRIER" not in str(exc):
                 raise
             return _after_barrier(lambda: script(keys=keys, args=args), str(exc))
@@ -130,6 +135,10 @@ class Scripts:
                         raise
                     self._client.script_load(script.script)
                     continue
+                except redis.ResponseError as exc:
+                    if NOREPLICAS in str(exc):
+                        raise self._refused(name) from None
+                    raise
                 if replicated:
                     self._check_replicated(name, int(replies[-1]))
                     return replies[-2]
@@ -164,6 +173,12 @@ class Scripts:
                     pool.disconnect(inuse_connections=False)  # next connect asks Sentinel
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+
+    def _refused(self, name: str) -> NotReplicated:
+        return NotReplicated(
+            f"Redis script {name}: the server refused the write (NOREPLICAS: fewer replicas "
+            f"than its min-replicas-to-write are in sync, e.g. a primary cut off from its "
+            f"replicas or just replaced by one); nothing was written (safe to retry)")
 
     def _check_replicated(self, name: str, acknowledged: int) -> None:
         if acknowledged < self.replicas:

@@ -18,6 +18,7 @@ window has closed on it and the tombstone goes too.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -137,8 +138,9 @@ class StoreRetention(StoreRecords):
         return now_ms - self.retention_ms - CLOCK_SKEW_MS
 
     def _purge_keys(self) -> list[str]:
+        """The purge script's keys; the last names this call (a resend gets its answer)."""
         k = self.keys
-        return [k.counts, k.stats, k.audit, k.tombstones]
+        return [k.counts, k.stats, k.audit, k.tombstones, k.reply("purge", os.urandom(8).hex())]
 
     # ---- the replay window for live records -----------------------------------------------
     def reseal_stale(self, page: int = RESEAL_PAGE) -> int:

@@ -281,7 +281,8 @@ class TaskStore(StoreReaping, StoreRedrive, StoreListing):
                                          lease.fence, error=error)
                 args += [lease.task_id, lease.fence, "dead", fin, error, *timing]
         k = self.keys
-        keys = [k.leases, k.delayed, k.counts, k.stats, k.audit, k.histograms]
+        keys = [k.leases, k.delayed, k.counts, k.stats, k.audit, k.histograms,
+                k.reply("complete", os.urandom(8).hex())]  # a resend counts no rejection twice
         if before is None:
             reply = self._run("complete", keys, args)
         else:

@@ -108,8 +108,9 @@ def chaos_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedRedis,
                  redis_server_factory: Any) -> Iterator[DeployFn]:
     """``chaos_deploy(workers, *, data_dir=None, conn=None, batch=10, concurrency=1,
-    max_prefetch=19, **settings)``: a worker runs ``concurrency`` tasks at once and holds at
-    most concurrency + max_prefetch leases (the scenarios' default: one at a time, 20 held).
+    max_prefetch=19, ledger_url=None, **settings)``: a worker runs ``concurrency`` tasks at
+    once and holds at most concurrency + max_prefetch leases (the scenarios' default: one at a
+    time, 20 held); ``ledger_url`` puts the commit ledger on a Redis of its own.
 
     Starts raysys (ledger on, the chaos handlers registered, a fresh namespace) on the session's
     embedded Redis, or on the one serving ``data_dir``, or on a configured Redis
@@ -124,7 +125,7 @@ def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedR
 
     def deploy(workers: int, *, data_dir: Path | None = None, conn: redis.Redis | None = None,
                batch: int = 10, concurrency: int = 1, max_prefetch: int = 19,
-               **settings: Any) -> Deployment:
+               ledger_url: str | None = None, **settings: Any) -> Deployment:
         data_dir = data_dir or chaos_data_dir
         namespace = settings.pop("namespace", f"chaos-{uuid.uuid4().hex[:10]}")
         settings.setdefault("handlers", HANDLER_MODULE)
@@ -136,11 +137,12 @@ def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedR
                 servers.append(server)
             conn = redis.Redis.from_url(url)
         client = raysys.start(workers, batch=batch, concurrency=concurrency,
-                              max_prefetch=max_prefetch, ledger=True,
+                              max_prefetch=max_prefetch, ledger=True, ledger_url=ledger_url,
                               data_dir=data_dir, namespace=namespace, **settings)
         log = AttemptLog(record_client, f"chaos:attempts:{namespace}", namespace)
         deployment = Deployment(client, conn, log, Path(data_dir), settings["lease_ttl_s"],
-                                settings["reaper_interval_s"], client.config.capacity)
+                                settings["reaper_interval_s"], client.config.capacity,
+                                redis.Redis.from_url(ledger_url) if ledger_url else None)
         made.append(deployment)
         return deployment
 
@@ -150,7 +152,7 @@ def chaos_deploy(chaos_ray: None, chaos_data_dir: Path, record_server: EmbeddedR
         deployment.log.delete()
         with contextlib.suppress(redis.RedisError):
             drop_keys(deployment.conn, Keyspace(deployment.namespace).pattern())
-            CommitLedger(deployment.conn, deployment.namespace).clear()
+            CommitLedger(deployment.ledger or deployment.conn, deployment.namespace).clear()
         deployment.conn.close()
     for server in servers:
         server.stop()

@@ -165,6 +165,7 @@ class Deployment:
     ttl_s: float
     reaper_s: float
     capacity: int
+    ledger: redis.Redis | None = None  # the ledger's Redis, when apart from the raysys one
 
     @property
     def namespace(self) -> str:
@@ -192,7 +193,7 @@ class Deployment:
         wait_until(lambda: self.final() >= len(ids), timeout,
                    f"all {len(ids)} tasks to be final", interval=0.2)
         return collect(self.namespace, self.conn, self.log,
-                       self.client.wait(ids, timeout=60), **faults)
+                       self.client.wait(ids, timeout=60), ledger_conn=self.ledger, **faults)
 
     def environment(self) -> dict[str, Any]:
         """What the figures were measured on (stored with each results row)."""
@@ -276,11 +277,13 @@ class RunRecord:
 def collect(namespace: str, conn: redis.Redis, log: AttemptLog,
             statuses: Sequence[TaskStatus], *,
             redis_outage: tuple[float, float] | None = None,
-            killed: dict[int, float] | None = None) -> RunRecord:
+            killed: dict[int, float] | None = None,
+            ledger_conn: redis.Redis | None = None) -> RunRecord:
     """Join the attempt record, the ledger and the audit stream of one finished run.
 
     ``statuses``: ``client.wait(ids)`` (one per submitted id, in order). ``conn``: a client on
-    the raysys Redis (the ledger and the audit stream live there).
+    the raysys Redis (the audit stream lives there, and the ledger unless ``ledger_conn``, a
+    client on a Redis of its own, is given).
 
     A worker writes the ledger in a second round trip after its commit's reply, so a commit
     acknowledged just before a fault can miss its ledger entry: the worker was killed in between
@@ -293,7 +296,8 @@ def collect(namespace: str, conn: redis.Redis, log: AttemptLog,
     """
     ids = [s.id for s in statuses]
     by_id = {s.id: s for s in statuses}
-    ledger = CommitLedger(conn, namespace)
+    ledger = CommitLedger(ledger_conn if ledger_conn is not None else conn, namespace,
+                          store=conn)
     commits = ledger.commit_counts()
     audit = read_audit(conn, namespace)
     rejected = {(e.fields["id"], int(e.fields["fence"]))

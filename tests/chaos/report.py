@@ -58,6 +58,11 @@ CHAOS_NOTES = """\
 - **reclaim**: seconds from the fault to the reaper taking back each lease the faulty worker
   held (the `lease_expired` audit entry, Redis server time); the bound is lease TTL + reaper
   interval (the suite allows 1 s of measuring slack on a loaded machine).
+- **Scenarios 9–11** run on a primary, two replicas and three Sentinels with the manifests'
+  `redis.conf` and `sentinel.conf` (`cluster/redis/`; Sentinel's down-after shortened to 1 s),
+  `RAYSYS_REDIS_MIN_REPLICAS=1`, and the commit ledger on a Redis of its own, so a failover
+  cannot take the ledger with the store. *Kill to first commit* is the time from the SIGKILL to
+  the first commit in the new primary's audit stream (Redis server time).
 """
 
 SECURITY_EMPTY = """\

@@ -7,8 +7,10 @@
   ENV/ARG.
 - `docker-compose.yml` validates against the Compose schema in `$RAYSYS_SCHEMA_DIR/compose/`
   (default `../shared/schemas`; missing: fail under CI=true, skip elsewhere) and keeps the
-  rules of the deployment: Redis durable, non-evicting and password-protected with a health
-  check, Ray's GCS off Redis's port, `raysys up` on the head, secrets only from the environment.
+  rules of the deployment: Redis with replicas and Sentinel run from the files of
+  `cluster/redis/` (durable, non-evicting, password-protected, with health checks), raysys
+  finding the primary through the Sentinels, Ray's GCS off Redis's port, `raysys up` on the
+  head, secrets only from the environment.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.manifest_redis import directives
 from tests.support.prerequisites import tool
 from tests.support.schemas import schema_dir, schema_errors
 
@@ -35,6 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "docker-compose.yml"
+REDIS_CONF = REPO / "cluster" / "redis"
+SERVERS = ("redis-0", "redis-1", "redis-2")
+SENTINELS = ("sentinel-0", "sentinel-1", "sentinel-2")
 SECRET_NAME_RE = re.compile(r"PASS|SECRET|TOKEN|CREDENTIAL|PRIVATE|KEY|AUTH", re.IGNORECASE)
 # Compose environment values that carry credentials: these must come from interpolation.
 COMPOSE_SECRET_RE = re.compile(r"PASSWORD|TOKEN|SECRET|_KEYS?$|REDIS_URL")
@@ -197,27 +203,72 @@ def test_compose_file_matches_the_compose_schema() -> None:
 def test_compose_schema_rejects_a_misspelt_key() -> None:
     # given the file with a typo in a service key
     broken = copy.deepcopy(compose())
-    redis = broken["services"]["redis"]
+    redis = broken["services"]["redis-0"]
     redis["healtcheck"] = redis.pop("healthcheck")
 
     # then the schema check names it
     assert any("healtcheck" in error for error in compose_errors(broken))
 
 
-def test_compose_redis_is_durable_non_evicting_and_password_protected() -> None:
-    redis = compose()["services"]["redis"]
-    command = _command(redis)
-    # then AOF is on and fsynced on every write, and nothing is ever evicted
-    for flag in ("--appendonly yes", "--appendfsync always", "--maxmemory-policy noeviction"):
-        assert flag in command, f"redis-server lacks {flag}"
-    # and the password comes from the environment, not the file
-    assert '--requirepass "$$REDIS_PASSWORD"' in command
-    assert INTERPOLATED.match(redis["environment"]["REDIS_PASSWORD"])
-    # and its data is on a named volume, with a health check that PINGs with the password
-    assert "redis-data:/data" in redis["volumes"]
-    test = " ".join(redis["healthcheck"]["test"])
-    assert "redis-cli ping" in test and "REDISCLI_AUTH" in test
-    assert "ports" not in redis, "Redis is reachable on the Compose network only"
+def _conf(name: str) -> dict[str, str]:
+    text = (REDIS_CONF / name).read_text(encoding="utf-8")
+    return {key: " ".join(args) for key, args in directives(text) if key != "sentinel"}
+
+
+def test_compose_runs_redis_with_replicas_and_sentinel_from_cluster_redis() -> None:
+    services = compose()["services"]
+    redis_port, sentinel_port = _conf("redis.conf")["port"], _conf("sentinel.conf")["port"]
+    # then three servers and three Sentinels run, as in Kubernetes
+    assert sorted(n for n in services if n.startswith(("redis", "sentinel"))) == sorted(
+        SERVERS + SENTINELS)
+    data_volumes = set()
+    for name in SERVERS + SENTINELS:
+        service = services[name]
+        script = "redis-start.sh" if name in SERVERS else "sentinel-start.sh"
+        # each from the start script and conf files of cluster/redis/, mounted read-only
+        assert service["command"] == ["sh", f"/etc/raysys-redis/{script}"], name
+        assert "./cluster/redis:/etc/raysys-redis:ro" in service["volumes"], name
+        # with its data on a named volume of its own
+        (data,) = [v for v in service["volumes"] if v.endswith(":/data")]
+        data_volumes.add(data)
+        # known to the others by its service name, and knowing them all
+        environment = service["environment"]
+        assert environment["ANNOUNCE_HOST"] == service["hostname"] == name
+        assert environment["GROUP_SERVERS"].split() == [f"{s}:{redis_port}" for s in SERVERS]
+        assert environment["GROUP_SENTINELS"].split() == [
+            f"{s}:{sentinel_port}" for s in SENTINELS]
+        # and the password from the environment, never from a file
+        assert INTERPOLATED.match(environment["REDIS_PASSWORD"]), name
+        # with a health check that PINGs with the password, on the Compose network only
+        test = " ".join(service["healthcheck"]["test"])
+        assert "redis-cli" in test and "ping" in test and "REDISCLI_AUTH" in test, name
+        assert "ports" not in service, f"{name} is reachable on the Compose network only"
+    assert len(data_volumes) == len(SERVERS + SENTINELS)
+    # and the mounted redis.conf keeps AOF on, fsynced on every write, and never evicts
+    conf = _conf("redis.conf")
+    for key, value in (("appendonly", "yes"), ("appendfsync", "always"),
+                       ("maxmemory-policy", "noeviction")):
+        assert conf[key] == value, f"cluster/redis/redis.conf: {key} {conf[key]}"
+
+
+@pytest.mark.usefixtures("no_settings_variables")
+def test_compose_raysys_finds_the_primary_through_the_sentinels() -> None:
+    from raysys.config import Settings
+
+    sentinel_port = int(_conf("sentinel.conf")["port"])
+    for name in ("ray-head", "ray-worker"):
+        environment = compose()["services"][name]["environment"]
+        # then raysys asks every Sentinel, never a fixed server
+        sentinels = Settings.model_validate(
+            {"RAYSYS_REDIS_SENTINELS": environment["RAYSYS_REDIS_SENTINELS"]})
+        assert sentinels.sentinel_endpoints() == [(s, sentinel_port) for s in SENTINELS]
+        assert not {"RAYSYS_REDIS_URL", "REDIS_HOST"} & set(environment), name
+        # with the one password, from the environment, for servers and Sentinels
+        for key in ("REDIS_PASSWORD", "RAYSYS_REDIS_SENTINEL_PASSWORD"):
+            assert environment[key].startswith("${REDIS_PASSWORD:"), f"{name}: {key}"
+        # and waits for as many replicas as the servers require to take a write
+        needed = _conf("redis.conf")["min-replicas-to-write"]
+        assert environment["RAYSYS_REDIS_MIN_REPLICAS"] == needed
 
 
 def test_compose_ray_head_runs_raysys_up_and_workers_drain() -> None:
@@ -230,9 +281,11 @@ def test_compose_ray_head_runs_raysys_up_and_workers_drain() -> None:
     # and workers join that head and drain their node when stopped
     assert "ray start --address=ray-head:6380" in worker_command
     assert "--block" in worker_command and "raysys drain --node" in worker_command
-    # and both wait for a healthy Redis, and run the image this Dockerfile builds
+    # and both wait for every healthy Redis server and Sentinel, and run the image this
+    # Dockerfile builds
     for service in (head, worker):
-        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        for name in SERVERS + SENTINELS:
+            assert service["depends_on"][name]["condition"] == "service_healthy", name
         assert service["image"] == f"raysys:{project()['version']}"
     assert head["build"] == "."
     # and what the head publishes is bound to this host only

@@ -9,7 +9,8 @@
 - Rules: no real secret in the template, secrets only through secretKeyRef or a read-only mount,
   no liveness probe on /health or /-/healthz and KubeRay's probes left alone, rayStartParams
   values are strings, every Ray pod drains through preStop within its grace period, only raysys
-  pods reach Redis, and the names used (env vars, CLI) are DESIGN's.
+  pods reach Redis and its Sentinels, and the names used (env vars, CLI) are DESIGN's. The Redis
+  group itself (replicas, Sentinel, its conf files) is tests/deploy/test_redis_ha.py's.
 
 Without the schema folder these tests fail under CI=true and skip elsewhere (a user's clone has
 no ../shared).
@@ -34,6 +35,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support.manifest_redis import directives, redis_conf_text
 from tests.support.schemas import schema_dir, schema_errors
 
 pytestmark = pytest.mark.deploy
@@ -204,7 +206,8 @@ def test_the_manifest_set_is_complete() -> None:
     # then every file the deployment needs is there, and every document names itself
     names = {path.name for path in KUBERAY.glob("*.yaml")}
     assert names >= {"raycluster.yaml", "rayservice.yaml", "rayjob.yaml", "redis.yaml",
-                     "configmap.yaml", "secret.example.yaml", "networkpolicy.yaml", "pdb.yaml"}
+                     "sentinel.yaml", "configmap.yaml", "secret.example.yaml",
+                     "networkpolicy.yaml", "pdb.yaml"}
     kinds = Counter(d["kind"] for _, d in DOCS)
     for kind in ("RayCluster", "RayService", "RayJob", "StatefulSet", "Service", "ConfigMap",
                  "Secret", "NetworkPolicy", "PodDisruptionBudget"):
@@ -383,19 +386,24 @@ def test_rayservice_clusters_never_share_a_gcs_namespace() -> None:
 
 @pytest.mark.parametrize(("owner", "spec"), cluster_specs(), ids=["RayCluster", "RayService"])
 def test_gcs_fault_tolerance_and_token_auth(owner: str, spec: Doc) -> None:
-    # then Ray's GCS persists in the raysys Redis, with the password from the Secret
+    # then Ray's GCS persists in the raysys Redis, found through the Sentinels' Service (Ray's
+    # GCS asks a Sentinel for the primary), with the password from the Secret
     options = spec["gcsFaultToleranceOptions"]
-    assert options["redisAddress"] == "raysys-redis:6379"
+    assert options["redisAddress"] == "raysys-sentinel:26379"
     ref = options["redisPassword"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": SECRET_NAME, "key": "redis-password"}
     # and the dashboard / job API need Ray's token
     assert spec["authOptions"]["mode"] == "token"
-    # and nothing the operator rejects beside gcsFaultToleranceOptions is set
-    for _, group, template in pod_templates(spec):
+    # and nothing the operator rejects beside gcsFaultToleranceOptions is set: no Redis options
+    # in rayStartParams, no Redis address or user anywhere, and no REDIS_PASSWORD on the head
+    # (KubeRay sets it there from redisPassword; workers may and do set their own)
+    for group_name, group, template in pod_templates(spec):
         params = group.get("rayStartParams", {})
         assert not {"redis-password", "redis-username"} & set(params)
         env = {e["name"] for e in ray_container(template).get("env", [])}
-        assert not {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME"} & env
+        assert not {"RAY_REDIS_ADDRESS", "REDIS_USERNAME"} & env
+        if group_name == "head":
+            assert "REDIS_PASSWORD" not in env, f"{owner}: KubeRay refuses REDIS_PASSWORD here"
     configmap = set(the("ConfigMap", CONFIGMAP_NAME)["data"])
     assert not {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME"} & configmap
 
@@ -546,10 +554,20 @@ def test_ray_pods_get_raysys_settings_and_secrets(owner: str, spec: Doc) -> None
         env = {e["name"]: e for e in container.get("env", [])}
         # then settings come from the ConfigMap
         assert {"configMapRef": {"name": CONFIGMAP_NAME}} in container.get("envFrom", [])
-        # and Redis and the API token from the Secret
-        for name, key in (("RAYSYS_REDIS_URL", "redis-url"), ("RAYSYS_API_TOKEN", "api-token")):
+        # and the Redis password (for the servers and the Sentinels) and the API token from the
+        # Secret: on the head, KubeRay sets REDIS_PASSWORD from gcsFaultToleranceOptions
+        secrets = {"RAYSYS_REDIS_SENTINEL_PASSWORD": "redis-password",
+                   "RAYSYS_API_TOKEN": "api-token"}
+        if group != "head":
+            secrets["REDIS_PASSWORD"] = "redis-password"
+        else:
+            gcs = spec["gcsFaultToleranceOptions"]["redisPassword"]["valueFrom"]["secretKeyRef"]
+            assert gcs == {"name": SECRET_NAME, "key": "redis-password"}
+        for name, key in secrets.items():
             ref = env[name]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": SECRET_NAME, "key": key}, f"{owner} {group}: {name}"
+        # and no Redis URL, which would bypass the Sentinels (raysys refuses both at once)
+        assert "RAYSYS_REDIS_URL" not in env, f"{owner} {group}"
         # and the keyring is a file on a read-only Secret volume
         key_file = Path(env["RAYSYS_SIGNING_KEY_FILE"]["value"])
         mounts = {Path(m["mountPath"]): m for m in container["volumeMounts"]}
@@ -589,13 +607,21 @@ def _redis_container() -> Doc:
 
 def test_redis_is_durable_non_evicting_and_password_protected() -> None:
     container = _redis_container()
-    args = shlex.split(" ".join([*container.get("command", []), *container.get("args", [])]))
-    joined = " ".join(args)
-    # then AOF is on and fsynced on every write, and nothing is ever evicted
-    for flag in ("--appendonly yes", "--appendfsync always", "--maxmemory-policy noeviction"):
-        assert flag in joined, f"redis-server lacks {flag}: {joined}"
-    # and the password is read from the environment, which takes it from the Secret
-    assert "--requirepass $REDIS_PASSWORD" in joined
+    statefulset = the("StatefulSet", "raysys-redis")["spec"]
+    conf = {name: " ".join(args) for name, args in directives(redis_conf_text())}
+    # then the server starts from the ConfigMap's redis.conf (redis-start.sh beside it)
+    assert container["command"] == ["sh", "/etc/raysys-redis/redis-start.sh"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in statefulset["template"]["spec"]["volumes"]}
+    conf_volume = volumes[mounts["/etc/raysys-redis"]["name"]]
+    assert conf_volume["configMap"]["name"] == "raysys-redis-conf"
+    # in which AOF is on and fsynced on every write, and nothing is ever evicted
+    for name, value in (("appendonly", "yes"), ("appendfsync", "always"),
+                        ("maxmemory-policy", "noeviction")):
+        assert conf.get(name) == value, f"redis.conf: {name} {conf.get(name)!r}"
+    # and the password is not in it: the script appends it from the environment, which takes
+    # it from the Secret
+    assert not {"requirepass", "masterauth", "user"} & set(conf)
     env = {e["name"]: e for e in container["env"]}
     ref = env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": SECRET_NAME, "key": "redis-password"}
@@ -603,14 +629,13 @@ def test_redis_is_durable_non_evicting_and_password_protected() -> None:
     probe = " ".join(container["readinessProbe"]["exec"]["command"])
     assert "redis-cli ping" in probe
     # and the data directory is a PersistentVolumeClaim
-    statefulset = the("StatefulSet", "raysys-redis")["spec"]
     claims = {c["metadata"]["name"] for c in statefulset["volumeClaimTemplates"]}
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts.get(next(iter(claims))) == "/data" and "--dir /data" in joined
-    # and the Service the RayCluster names serves it
+    assert mounts["/data"]["name"] in claims and conf["dir"] == "/data"
+    # and the StatefulSet's headless Service names each server
     service = the("Service", "raysys-redis")["spec"]
     assert service["selector"].items() <= _redis_labels().items()
-    assert [p["port"] for p in service["ports"]] == [6379]
+    assert [p["port"] for p in service["ports"]] == [int(conf["port"])]
+    assert service["clusterIP"] == "None" and statefulset["serviceName"] == "raysys-redis"
 
 
 def _redis_labels() -> dict[str, str]:
@@ -619,18 +644,30 @@ def _redis_labels() -> dict[str, str]:
     return labels
 
 
-def test_only_raysys_pods_reach_redis() -> None:
-    policy = the("NetworkPolicy")["spec"]
-    # then the policy selects the Redis pods, and admits ingress only
-    assert policy["podSelector"]["matchLabels"].items() <= _redis_labels().items()
+def _sentinel_labels() -> dict[str, str]:
+    labels: dict[str, str] = (
+        the("StatefulSet", "raysys-sentinel")["spec"]["template"]["metadata"]["labels"])
+    return labels
+
+
+@pytest.mark.parametrize(("name", "port"), [("raysys-redis", 6379), ("raysys-sentinel", 26379)])
+def test_only_raysys_pods_reach_redis_and_the_sentinels(name: str, port: int) -> None:
+    policy = the("NetworkPolicy", name)["spec"]
+    pods = the("StatefulSet", name)["spec"]["template"]["metadata"]["labels"]
+    # then the policy selects the Redis (or Sentinel) pods, and admits ingress only
+    assert policy["podSelector"]["matchLabels"].items() <= pods.items()
     assert policy["policyTypes"] == ["Ingress"]
-    # and only from pods labelled as raysys, on 6379/TCP
+    # and only from pods labelled as raysys (the Ray pods, the servers and the Sentinels
+    # themselves), on the one port
     (rule,) = policy["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": dict([RAYSYS_LABEL])}}]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+    for other in ("raysys-redis", "raysys-sentinel"):
+        labels = the("StatefulSet", other)["spec"]["template"]["metadata"]["labels"]
+        assert labels.get(RAYSYS_LABEL[0]) == RAYSYS_LABEL[1], other
 
 
-def test_disruption_budgets_cover_workers_and_redis() -> None:
+def test_disruption_budgets_cover_workers_redis_and_sentinels() -> None:
     budgets = [d for _, d in DOCS if d["kind"] == "PodDisruptionBudget"]
     selectors = [b["spec"]["selector"]["matchLabels"] for b in budgets]
     # then the Ray worker pods of both cluster specs are covered, one at a time
@@ -642,10 +679,12 @@ def test_disruption_budgets_cover_workers_and_redis() -> None:
             matching = [b for b, s in zip(budgets, selectors, strict=True)
                         if s.items() <= labels.items()]
             assert [b["spec"].get("maxUnavailable") for b in matching] == [1], f"{owner} {group}"
-    # and Redis is never evicted by a voluntary drain
-    matching = [b for b, s in zip(budgets, selectors, strict=True)
-                if s.items() <= _redis_labels().items()]
-    assert [b["spec"].get("minAvailable") for b in matching] == [1]
+    # and a voluntary drain takes one Redis server and one Sentinel at a time (two of three
+    # stay: test_redis_ha.py says why two is enough)
+    for labels in (_redis_labels(), _sentinel_labels()):
+        matching = [b for b, s in zip(budgets, selectors, strict=True)
+                    if s.items() <= labels.items()]
+        assert [b["spec"].get("minAvailable") for b in matching] == [2], labels
 
 
 # --- RayJob ------------------------------------------------------------------------------------

@@ -5,19 +5,33 @@
 monitor the primary as ``MASTER`` with a 1 s down-after window, so a failover takes seconds.
 :meth:`RedisGroup.stop` stops everything it started; :meth:`RedisGroup.primary` asks the
 Sentinels which server is the primary now.
+
+``RedisGroup(..., config="manifest")`` runs the deployment manifests' own configuration instead
+(tests/support/manifest_redis.py): every server gets the directives of the ConfigMap's
+redis.conf (``min-replicas-to-write`` among them), every Sentinel those of its sentinel.conf,
+with only the listening port, the directory, the primary's address and the two timeouts that
+make a failover slow (see :meth:`RedisGroup._sentinel`) replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import redis
 
 from raysys.redis_server.binary import free_port
 from raysys.redis_server.embedded import EmbeddedRedis
+from tests.support.manifest_redis import (
+    manifest_appendfsync,
+    manifest_redis_lines,
+    manifest_sentinel_lines,
+)
 from tests.support.polling import wait_until
 from tests.support.redis_servers import require_binary
 
@@ -27,12 +41,16 @@ FAILOVER_TIMEOUT_MS = 5000
 QUORUM = 2
 START_TIMEOUT_S = 30.0
 
+Config = Literal["default", "manifest"]
+
 
 class RedisGroup:
     """A primary, replicas and Sentinels under ``root``; see the module docstring."""
 
-    def __init__(self, root: Path, *, replicas: int = 2, sentinels: int = 3) -> None:
+    def __init__(self, root: Path, *, replicas: int = 2, sentinels: int = 3,
+                 config: Config = "default") -> None:
         self.root = root
+        self.config = config
         self.binary = require_binary("redis")
         self.servers: list[EmbeddedRedis] = []
         self.sentinel_ports: list[int] = []
@@ -115,8 +133,11 @@ class RedisGroup:
     # -- starting ------------------------------------------------------------------------
 
     def _server(self, name: str, lines: list[str]) -> EmbeddedRedis:
-        server = EmbeddedRedis(self.root / name, password=None, appendfsync="always",
-                               binary=self.binary, config_lines=lines)
+        appendfsync, base = "always", []
+        if self.config == "manifest":
+            appendfsync, base = manifest_appendfsync(), manifest_redis_lines()
+        server = EmbeddedRedis(self.root / name, password=None, appendfsync=appendfsync,
+                               binary=self.binary, config_lines=[*base, *lines])
         self.servers.append(server)
         server.start()
         return server
@@ -126,12 +147,24 @@ class RedisGroup:
         directory = self.root / f"sentinel-{index}"
         directory.mkdir(parents=True, exist_ok=True)
         conf = directory / "sentinel.conf"  # Sentinel rewrites it: it must be a writable file
+        if self.config == "manifest":
+            # The manifests' sentinel.conf with two values shortened for tests: down-after 1 s
+            # (the manifest's 5 s would only slow each failover down) and failover-timeout 5 s
+            # (a failed election is retried after twice this: 10 s here, 2 minutes with the
+            # manifest's 60 s, longer than a test may take).
+            monitor = manifest_sentinel_lines("127.0.0.1", primary_port, {
+                "down-after-milliseconds": str(DOWN_AFTER_MS),
+                "failover-timeout": str(FAILOVER_TIMEOUT_MS),
+            })
+        else:
+            monitor = [
+                f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} {QUORUM}",
+                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}",
+                f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
+                f"sentinel parallel-syncs {MASTER} 1",
+            ]
         conf.write_text("\n".join([
-            f"port {port}", "bind 127.0.0.1", f"dir {directory}",
-            f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} {QUORUM}",
-            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {MASTER} 1", "",
+            f"port {port}", "bind 127.0.0.1", f"dir {directory}", *monitor, "",
         ]))
         with open(directory / "sentinel.log", "wb") as log:  # the child keeps its own copy
             self._sentinel_procs.append(subprocess.Popen(
@@ -158,3 +191,13 @@ class RedisGroup:
         with redis.Redis(port=port, decode_responses=True) as conn:
             reply = conn.execute_command("SENTINEL", *command)
         return list(reply)
+
+
+@contextlib.contextmanager
+def running_group(root: Path, *, config: Config = "default") -> Iterator[RedisGroup]:
+    """A started :class:`RedisGroup` under ``root``, stopped when the block ends."""
+    group = RedisGroup(root, config=config).start()
+    try:
+        yield group
+    finally:
+        group.stop()

@@ -22,6 +22,7 @@ from raysys.config import load_settings
 from raysys.core import Core, open_core
 from raysys.errors import ConfigurationError, RedisUnavailable
 from raysys.models import Outcome, TaskSpec, TaskState
+from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.signing.keyring import Keyring, generate_key
 from raysys.store.lua import NotReplicated
 from tests.support.sentinels import MASTER, RedisGroup
@@ -137,3 +138,101 @@ def test_min_replicas_acknowledges_only_what_replicas_hold(group: RedisGroup) ->
         assert core.store.submit(spec) == task
         assert core.store.status(again).state is TaskState.PENDING
         assert core.store.counts()["pending"] == 2
+
+
+def test_a_dropped_connection_reconnects_to_the_new_primary(group: RedisGroup) -> None:
+    # given: a connection of the store's client, dropped mid-use (as a call cut by a kill is),
+    # whose primary is then replaced and comes back as a replica at the same address
+    with core_for(group) as core:
+        pool = core.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            old = group.primary()
+            assert conn.port == old.port
+            conn.disconnect()
+            with redis.Redis(port=group.sentinel_ports[0]) as sentinel:
+                sentinel.execute_command("SENTINEL", "FAILOVER", MASTER)
+            new = group.wait_new_primary(old)
+            group.wait_demoted(old)
+
+            # when: the dropped connection is used again without going back to the pool (a
+            # pipeline retrying its send does exactly this)
+            conn.send_command("SET", "raysys-test:after-failover", "1")
+            reply = conn.read_response()
+        finally:
+            pool.release(conn)
+
+        # then: it asked the Sentinels again and wrote to the new primary, not the old one
+        assert reply in (b"OK", "OK") and conn.port == new.port
+
+
+def test_a_lease_only_the_old_primary_granted_cannot_commit_anywhere(group: RedisGroup) -> None:
+    # given: a lease granted by the primary after it lost both replicas' links (stopped, then
+    # cut: nothing written afterwards reaches them), so no replica has it (MIN_REPLICAS 0: the
+    # grant was acknowledged from the primary alone)
+    with core_for(group) as core:
+        task = core.store.submit(TaskSpec.build(kind="echo", payload="once"))
+        old = group.primary()
+        replicas = group.wait_replicas(2, primary=old)
+        for replica in replicas:
+            os.kill(replica.pid or 0, signal.SIGSTOP)
+        try:
+            with redis.Redis(port=old.port) as primary:
+                primary.client_kill_filter(_type="replica")
+            (stale,) = core.store.acquire("old-holder", 1, ttl_s=60)
+            stale_core = core_over_server(old, core)  # the holder's connection to the old primary
+            # when: the primary is killed before the replicas resume, and a replica promoted
+            old.kill()
+        finally:
+            for replica in replicas:
+                os.kill(replica.pid or 0, signal.SIGCONT)
+        new = group.wait_new_primary(old)
+
+        # then: the lease's holder cannot commit through the new primary, where the task is
+        # pending again and leased next under a higher fence (a new run_id raises the floor)
+        done = Outcome(ok=True, result="x")
+        assert core.store.complete("old-holder", [(stale, done)]) == [False]
+        (fresh,) = core.store.acquire("new-holder", 1, ttl_s=60)
+        assert fresh.task_id == task and fresh.fence > stale.fence
+        assert core.store.complete("new-holder", [(fresh, done)]) == [True]
+
+        # and the old primary, started again (as it was: a primary, with the lease in its AOF)
+        # and demoted by the Sentinels, acknowledges nothing to the stale holder either
+        old.start()
+        with pytest.raises(redis.RedisError):
+            stale_core.store.complete("old-holder", [(stale, done)])
+        group.wait_demoted(old)
+        assert core.client.info("server")["tcp_port"] == new.port
+        status = core.store.status(task)
+        assert status.state is TaskState.SUCCEEDED and status.fence == fresh.fence
+        stale_core.client.close()
+
+
+def core_over_server(server: EmbeddedRedis, like: Core) -> Core:
+    """A core on a plain connection to ``server`` (no Sentinel), with the namespace and keys of
+    ``like``, waiting for one replica per write (``RAYSYS_REDIS_MIN_REPLICAS=1``)."""
+    client = redis.Redis(port=server.port, socket_timeout=5)
+    settings = load_settings(redis_min_replicas=1, redis_wait_timeout_ms=300)
+    core = Core.assemble(client, like.sealer, like.namespace, settings=settings)
+    core.scripts.replication_retry_s = 1.0
+    return core
+
+
+@pytest.mark.parametrize("min_replicas", [0, 1])
+def test_a_write_the_primary_refuses_for_want_of_replicas_is_not_acknowledged(
+        group: RedisGroup, min_replicas: int) -> None:
+    # given: a primary that wants more replicas in sync than it has (min-replicas-to-write)
+    with core_for(group, redis_min_replicas=min_replicas) as core:
+        core.scripts.replication_retry_s = 0.5
+        core.store.submit(TaskSpec.build(kind="echo", payload="before"))
+        primary = group.primary()
+        with redis.Redis(port=primary.port) as conn:
+            conn.config_set("min-replicas-to-write", 3)
+            try:
+                # when: a task is submitted
+                # then: one clear, retryable error naming the refusal; nothing was written
+                with pytest.raises(NotReplicated, match=r"NOREPLICAS.*safe to retry"):
+                    core.store.submit(TaskSpec.build(kind="echo", payload="refused"))
+            finally:
+                conn.config_set("min-replicas-to-write", 0)
+        assert core.store.counts()["pending"] == 1

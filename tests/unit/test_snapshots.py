@@ -7,7 +7,6 @@ threat model's attacker (who can write raysys keys but holds no signing key) wou
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import stat
@@ -26,18 +25,17 @@ from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
 from raysys.models import Lease, Outcome, TaskSpec, TaskState, TaskStatus
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import Keyring, generate_key
-from raysys.snapshots import SNAPSHOT, NamespaceNotEmpty, SnapshotManager
+from raysys.snapshots import NamespaceNotEmpty, SnapshotManager
 from raysys.snapshots import manager as manager_module
 from raysys.snapshots import restoring as restoring_module
 from raysys.snapshots.format import (
     FILE_MAGIC,
-    encode_entries,
     read_snapshot_file,
-    write_snapshot_file,
 )
 from raysys.store import FENCES_PER_MS, RetryPolicy, TaskStore
 from raysys.store import lua as lua_module
 from tests.support.polling import wait_until
+from tests.support.snapshot_files import refused_snapshot
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -96,6 +94,12 @@ def drop_namespace(store: TaskStore, *, keep_snapshots: bool = True) -> None:
         if keep_snapshots and (key.endswith(b":snaps") or b":snap:" in key):
             continue
         store.client.delete(key)
+
+
+def barrier_keys(store: TaskStore, holder: str) -> list[str]:
+    """The keys of barrier.lua for a barrier of ``holder``."""
+    k = store.keys
+    return [k.barrier, k.leases, k.restoring, k.reply("barrier", holder)]
 
 
 def members(store: TaskStore, zset: str) -> set[str]:
@@ -311,14 +315,7 @@ def test_a_payload_redis_refuses_undoes_the_keys_restored_before_it(
     # newer server is rejected by an older one)
     store.submit_many([spec(), spec()])
     manager = SnapshotManager(store.core)
-    manager.save(out=tmp_path / "good.rsnap")
-    good, entries = manager.load(tmp_path / "good.rsnap")
-    data = encode_entries([*entries, (b"zzz", -1, b"not a dump payload")])
-    body = {**good.to_json(), "keys": good.keys + 1, "data_bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), "format": 1}
-    for derived in ("created", "signed_by"):
-        del body[derived]
-    write_snapshot_file(tmp_path / "bad.rsnap", store.sealer.seal(SNAPSHOT, body), data)
+    refused_snapshot(manager, tmp_path)
     drop_namespace(store, keep_snapshots=False)
 
     # when it is restored, then it is refused and none of the keys before the bad one remain
@@ -434,8 +431,7 @@ def test_the_barrier_holds_writes_and_gives_leases_back_the_time_it_stood(
     task_id = store.submit(spec())
     (lease,) = store.acquire("w", 1, 30.0)
     deadline = store.client.zscore(store.keys.leases, task_id)
-    k = store.keys
-    store.core.scripts.run("barrier", [k.barrier, k.leases, k.restoring], ["on", "snap-x", 10_000])
+    store.core.scripts.run("barrier", barrier_keys(store, "snap-x"), ["on", "snap-x", 10_000])
 
     # when a submission is made while it stands, and the barrier comes down 0.5 s later
     submitted: list[str] = []
@@ -443,7 +439,7 @@ def test_the_barrier_holds_writes_and_gives_leases_back_the_time_it_stood(
     writer.start()
     time.sleep(0.5)
     assert submitted == [] and store.counts()["pending"] == 0  # it waits, writes nothing
-    assert store.core.scripts.run("barrier", [k.barrier, k.leases, k.restoring],
+    assert store.core.scripts.run("barrier", barrier_keys(store, "snap-x"),
                                   ["off", "snap-x", 10_000])[0] == 1
     writer.join(5)
 
@@ -455,11 +451,10 @@ def test_the_barrier_holds_writes_and_gives_leases_back_the_time_it_stood(
 
 
 def test_a_second_save_while_one_holds_the_barrier_is_refused(store: TaskStore) -> None:
-    k = store.keys
-    store.core.scripts.run("barrier", [k.barrier, k.leases, k.restoring], ["on", "other", 10_000])
+    store.core.scripts.run("barrier", barrier_keys(store, "other"), ["on", "other", 10_000])
     with pytest.raises(RaysysError, match="another snapshot"):
         SnapshotManager(store.core).save()
-    store.core.scripts.run("barrier", [k.barrier, k.leases, k.restoring], ["off", "other", 10_000])
+    store.core.scripts.run("barrier", barrier_keys(store, "other"), ["off", "other", 10_000])
 
 
 def test_a_restore_is_refused_while_a_snapshot_is_saved(store: TaskStore,
@@ -469,11 +464,11 @@ def test_a_restore_is_refused_while_a_snapshot_is_saved(store: TaskStore,
     manager.save(out=tmp_path / "snap.rsnap")
     drop_namespace(store, keep_snapshots=False)
     k = store.keys
-    store.core.scripts.run("barrier", [k.barrier, k.leases, k.restoring], ["on", "other", 10_000])
+    store.core.scripts.run("barrier", barrier_keys(store, "other"), ["on", "other", 10_000])
     with pytest.raises(RaysysError, match="a snapshot save"):
         manager.restore(tmp_path / "snap.rsnap")
     assert store.client.exists(k.restoring) == 0
-    store.core.scripts.run("barrier", [k.barrier, k.leases, k.restoring], ["off", "other", 10_000])
+    store.core.scripts.run("barrier", barrier_keys(store, "other"), ["off", "other", 10_000])
     assert manager.restore(tmp_path / "snap.rsnap").restored_keys > 3
 
 

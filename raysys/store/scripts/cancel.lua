@@ -8,14 +8,19 @@
 --   list of cancelled ids the holder of a lease watches, so its handler is told within a
 --   second; it expires after ARGV[6] ms), and the KEYS above.
 -- Returns: the state the task was in ("" if unknown). Only scheduled, pending, failed and
---   leased tasks change (to cancelled); a leased task's holder is told through its cancel list, and its
---   commit fails the fence check anyway. A final task is left as it is.
+--   leased tasks change (to cancelled); a leased task's holder is told through its cancel list,
+--   and its commit fails the fence check anyway. A final task is left as it is. A task this
+--   call cancelled (its fin is ARGV[5], signed for this call) is a resend: answered with the
+--   state it was in (from its history entry), nothing done twice.
 local prefix, audit, maxlen, id, fin = ARGV[1], ARGV[2] == "1", ARGV[3], ARGV[4], ARGV[5]
 local keep_ms = tonumber(ARGV[6])
 local tk = prefix .. "t:" .. id
 local h = redis.call("HMGET", tk, "state", "fin", "holder", "att", "fence", "st")
 local state = h[1]
 if not state then return "" end
+if h[2] == fin then
+  return string.match(last_entry(tk) or "", "^cancelled|.*|while (%a+)$") or "leased"
+end
 if h[2] or not (state == "pending" or state == "failed" or state == "leased"
     or state == "scheduled") then
   return state

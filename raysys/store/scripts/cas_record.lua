@@ -6,7 +6,9 @@
 -- ARGV[4..] triples: id, expected bytes, new bytes
 -- Touches: <prefix>t:<id> (the one field; and rs, the server ms a finished task's record was
 --   re-signed: purge.lua leaves a tombstone until the replay window has closed on that time).
--- Returns: per triple 1 replaced, 0 conflict (bytes changed, task gone, or state not allowed).
+-- Returns: per triple 1 replaced (also when the field holds the new bytes already: new bytes
+--   are freshly signed, so that is this call resent; nothing is written again), 0 conflict
+--   (bytes changed, task gone, or state not allowed).
 local prefix, field, allowed = ARGV[1], ARGV[2], "," .. ARGV[3] .. ","
 local out = {}
 for i = 4, #ARGV, 3 do
@@ -14,7 +16,9 @@ for i = 4, #ARGV, 3 do
   local h = redis.call("HMGET", tk, field, "state")
   local state_ok = h[2] and h[2] ~= "quarantined" and
     (allowed == ",*," or string.find(allowed, "," .. h[2] .. ",", 1, true) ~= nil)
-  if h[1] == ARGV[i + 1] and state_ok then
+  if h[1] == ARGV[i + 2] then
+    out[#out + 1] = 1
+  elseif h[1] == ARGV[i + 1] and state_ok then
     redis.call("HSET", tk, field, ARGV[i + 2])
     if field == "rec" and (h[2] == "succeeded" or h[2] == "dead" or h[2] == "cancelled") then
       local t = redis.call("TIME")

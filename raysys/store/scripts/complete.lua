@@ -2,6 +2,8 @@
 -- uses: lib
 -- KEYS[1] leases zset  KEYS[2] delayed zset  KEYS[3] counts hash  KEYS[4] stats hash
 -- KEYS[5] audit stream  KEYS[6] histograms hash
+-- KEYS[7] this call's reply key (<prefix>reply:complete:<request id>): set, for two minutes,
+--   by the first send that rejects a commit, so a resend of the call counts and audits nothing
 -- ARGV[1] key prefix  ARGV[2] holder  ARGV[3] audit on  ARGV[4] audit max length
 -- ARGV[5..] per outcome, 7 values: id, fence, action, signed final record ("" for retry),
 --   detail (retry: "<delay ms>|<error>", dead: error text, ok: ""), the handler's run time in
@@ -13,7 +15,8 @@
 --   accepted dead or retry outcome); histogram fields task_duration_seconds:<le> (non-cumulative),
 --   :sum and :count for the attempt that made the task final (ok or dead).
 -- Returns: {now_ms, 1 (accepted) or 0 (rejected: stale fence, not leased) per outcome}.
--- A rejected commit changes nothing but the fenced_rejected counter and the audit stream.
+-- A rejected commit changes nothing but the fenced_rejected counter and the audit stream (on
+-- the call's first send only: KEYS[7]).
 -- The same outcome under the same fence, already applied, is acknowledged again (1) and changes
 -- nothing: a client that resends a call whose reply was lost learns the truth.
 local prefix, holder, audit, maxlen = ARGV[1], ARGV[2], ARGV[3] == "1", ARGV[4]
@@ -23,6 +26,13 @@ local landed = {}  -- kind -> leases of it that ended here (inflight goes down)
 local done, zrem = {succeeded = 0, dead = 0, failed = 0}, {}
 local rejected, duration_sum, buckets = 0, 0, {}
 local applied = {ok = "succeeded", dead = "dead", retry = "failed"}
+local first_send  -- nil until a commit is rejected: then, is this the call's first send?
+local function counts_rejections()
+  if first_send == nil then
+    first_send = redis.call("SET", KEYS[7], "1", "NX", "PX", 120000) ~= false
+  end
+  return first_send
+end
 for i = 5, #ARGV, 7 do
   local id, fence, action, fin, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local seconds, bucket = tonumber(ARGV[i + 5]), ARGV[i + 6]
@@ -31,11 +41,13 @@ for i = 5, #ARGV, 7 do
   if h[2] == fence and h[1] == applied[action] and not h[4] then
     out[#out + 1] = 1
   elseif h[1] ~= "leased" or h[2] ~= fence or h[3] then
-    rejected = rejected + 1
     out[#out + 1] = 0
-    if audit then
-      redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "fence_rejected", "id", id,
-        "holder", holder, "fence", fence, "current_fence", h[2] or "", "state", h[1] or "")
+    if counts_rejections() then
+      rejected = rejected + 1
+      if audit then
+        redis.call("XADD", KEYS[5], "MAXLEN", "~", maxlen, "*", "ev", "fence_rejected", "id", id,
+          "holder", holder, "fence", fence, "current_fence", h[2] or "", "state", h[1] or "")
+      end
     end
   else
     local kind = h[5] or kind_of(prefix, id)

@@ -4,7 +4,9 @@
 -- ARGV[1] key prefix  ARGV[2] audit on  ARGV[3] audit max length
 -- ARGV[4..] per lease, 4 values: id, fence, action ("requeue" | "dead"), signed final record
 -- Touches: <prefix>t:<id> hashes, the kind queues and counts (lib.lua), and the KEYS above.
--- Returns: {now_ms, 1 (taken back) or 0 (no longer expired under that fence) per lease}.
+-- Returns: {now_ms, 1 (taken back; also when the task's newest history entry says it expired
+--   under that fence: a resent call, answered as the first send, nothing done twice) or 0 (no
+--   longer expired under that fence) per lease}.
 -- An entry in the leases set whose task is not leased at all is stale: it is removed, so stale
 -- entries can never fill the reaper's page and hide real expired leases. A task this script
 -- marks dead is flagged "reaped": a late commit by its old holder is then refused, not
@@ -38,6 +40,8 @@ for i = 4, #ARGV, 4 do
       redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "lease_expired", "id", id,
         "holder", h[4] or "", "fence", fence, "action", action)
     end
+    out[#out + 1] = 1
+  elseif string.match(last_entry(tk) or "", "^expired|[^|]*|(%d+)|") == fence then
     out[#out + 1] = 1
   else
     if h[1] ~= "leased" then redis.call("ZREM", KEYS[1], id) end

@@ -99,6 +99,13 @@ local function history_field(tk)
   return "h" .. ((n - 1) % HIST_KEEP + 1)
 end
 
+-- The newest history entry of task hash `tk` (nil when it has none).
+local function last_entry(tk)
+  local n = tonumber(redis.call("HGET", tk, "hn") or "0")
+  if n == 0 then return nil end
+  return redis.call("HGET", tk, "h" .. ((n - 1) % HIST_KEEP + 1))
+end
+
 local function entry(event, attempt, fence, holder, started, ended, detail)
   return event .. "|" .. (attempt or "") .. "|" .. (fence or "") .. "|" .. (holder or "") ..
     "|" .. (started or "") .. "|" .. (ended or "") .. "|" .. (detail or "")

@@ -2,6 +2,8 @@
 -- tombstones whose replay window has closed. One bounded page per call (the caller loops).
 -- uses: lib
 -- KEYS[1] counts hash  KEYS[2] stats hash  KEYS[3] audit stream  KEYS[4] tombstones zset
+-- KEYS[5] this call's reply key (<prefix>reply:purge:<request id>): its answer, kept two minutes
+--   so that the call resent gets it again (a second page would find nothing, or other tasks)
 -- ARGV[1] key prefix  ARGV[2] audit on ("1"/"0")  ARGV[3] audit max length
 -- ARGV[4] state (succeeded, dead, cancelled, quarantined; or "tomb": expired tombstones)
 -- ARGV[5] cutoff: tasks that finished at or before this server ms
@@ -15,9 +17,19 @@
 --   it still names this task), the listing indexes ix:f:<state>[:<kind>] and ix:sub[:<kind>],
 --   and the KEYS above. Only a task whose hash says it is in ARGV[4] (a final state) is touched:
 --   an index entry of a task in any other state is dropped from the index alone.
--- Returns: {removed, tombstoned, index entries dropped without a task}
+-- Returns: {removed, tombstoned, index entries dropped without a task}; a resent call the
+--   first send's answer (KEYS[5]), nothing done twice.
 local prefix, audit, maxlen, state = ARGV[1], ARGV[2] == "1", ARGV[3], ARGV[4]
 local cutoff, page, tomb_line = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local answered = redis.call("GET", KEYS[5])
+if answered then
+  local a, b, c = string.match(answered, "^(%d+)|(%d+)|(%d+)$")
+  return {tonumber(a), tonumber(b), tonumber(c)}
+end
+local function answer(removed, tombs, stale)
+  redis.call("SET", KEYS[5], removed .. "|" .. tombs .. "|" .. stale, "PX", 120000)
+  return {removed, tombs, stale}
+end
 if state == "tomb" then
   local ids = redis.call("ZRANGEBYSCORE", KEYS[4], "-inf", cutoff, "LIMIT", 0, page)
   local removed = 0
@@ -29,7 +41,7 @@ if state == "tomb" then
     end
   end
   zrem_chunks(KEYS[4], ids)
-  return {removed, 0, #ids - removed}
+  return answer(removed, 0, #ids - removed)
 end
 if not (state == "succeeded" or state == "dead" or state == "cancelled"
     or state == "quarantined") then
@@ -79,4 +91,4 @@ if gone > 0 then
       "n", gone, "tombstones", tombs, "cutoff", ARGV[5])
   end
 end
-return {removed, tombs, stale}
+return answer(removed, tombs, stale)

@@ -10,9 +10,11 @@
 --   action ("quarantine" | "defer" | "wait:<due ms>")
 -- Touches: <prefix>t:<id> hashes (state, att, err, defer), the kind queues and counts
 --   (lib.lua), and the KEYS above.
--- Returns: per task 1 (quarantined), 2 (deferred: back to pending, the attempt not counted;
---   or back to scheduled until its due time),
---   0 (no longer leased under that fence: nothing done, e.g. a resent call).
+-- Returns: per task 1 (quarantined; also when already quarantined under that fence: a resent
+--   call, answered as the first send without counting again), 2 (deferred: back to pending,
+--   the attempt not counted; or back to scheduled until its due time),
+--   0 (no longer leased under that fence: nothing done; also a resent deferral, which the
+--   acquirer does not act on).
 -- A deferral past ARGV[3] quarantines instead, so a record under a bogus key id cannot cycle.
 local prefix, maxlen, max_defer = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = server_ms()
@@ -49,6 +51,8 @@ for i = 4, #ARGV, 4 do
       quarantined = quarantined + 1
       out[#out + 1] = 1
     end
+  elseif h[1] == "quarantined" and h[2] == fence then
+    out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end

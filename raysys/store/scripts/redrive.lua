@@ -4,13 +4,15 @@
 -- KEYS[1] counts hash  KEYS[2] stats hash  KEYS[3] audit stream  KEYS[4] seq counter
 -- KEYS[5] wake list
 -- ARGV[1] key prefix  ARGV[2] audit on ("1"/"0")  ARGV[3] audit max length
--- ARGV[4] request id (a resent call with the same id redrives nothing twice)
+-- ARGV[4] request id (a call with the same id, resent or made again, redrives nothing twice)
 -- ARGV[5..] per task, 5 values: id, the state it was read in (dead, cancelled, quarantined),
 --   the record bytes as verified, the freshly signed record, priority
 -- Touches: <prefix>t:<id> (rec, state, att, sc, fin moved to fin<n>, err, end, holder, rd,
 --   rdq, a history entry), the kind queues (lib.lua), the finished indexes (left) and
 --   <prefix>ix:seal (joined), and the KEYS above.
--- Returns: per task "ok" (queued again), "already" (this request id redrove it before), or
+-- Returns: per task "ok" (queued again; also when this very call did: its record is ARGV's new
+--   one, signed for this call, so this is the call resent), "already" (an earlier call under
+--   this request id redrove it), or
 --   "changed" (not in the state read, or its record changed since it was verified: nothing
 --   done; read and verify again).
 -- The caller verified the old record (and the completion record) before signing the new one:
@@ -25,7 +27,7 @@ for i = 5, #ARGV, 5 do
   local tk = prefix .. "t:" .. id
   local h = redis.call("HMGET", tk, "state", "rec", "fin", "rdq", "k", "tomb")
   if h[4] == request then
-    out[#out + 1] = "already"
+    out[#out + 1] = h[2] == new and "ok" or "already"
   elseif h[1] ~= was or h[2] ~= old or h[6] or not (was == "dead" or was == "cancelled"
       or was == "quarantined") then
     out[#out + 1] = "changed"

@@ -8,7 +8,8 @@
 -- ARGV[1] key prefix "{raysys:<ns>}:"   ARGV[2] audit on ("1"/"0")   ARGV[3] audit max length
 -- ARGV[4] schedule name ("" = none): the batch is that schedule's ticks, accepted only if the
 --   schedule's cursor still holds ARGV[5] (signed bytes; "" = no cursor yet), which then becomes
---   ARGV[6], in this same step (two Coordinators racing on one tick: one wins, nothing twice)
+--   ARGV[6], in this same step (two Coordinators racing on one tick: one wins, nothing twice;
+--   a cursor that holds ARGV[6] already is this call resent, and is accepted again)
 -- ARGV[7..] per task, 7 values: id, signed record bytes, priority, idempotency key ("" = none),
 --   kind, schedule-to-start limit in ms ("0" = none), due time in epoch ms ("0" = now; the
 --   record carries the same time signed, checked before the task is handed out)
@@ -20,7 +21,8 @@
 -- Returns: one reply per task, in order: the new id; the existing task's id when its
 --   idempotency key was seen before, or when the same id with identical bytes is already stored
 --   (a retried call); or "" when the id is taken by different bytes (nothing was written for
---   that task: the caller re-issues it under a fresh id). Errors (nothing written):
+--   that task: the caller re-issues it under a fresh id). A resent call (same ARGV) answers the
+--   same ids and creates, counts and audits nothing again. Errors (nothing written):
 --   ERR_CORRUPT (a key of the wrong type), ERR_CURSOR (the schedule's cursor moved on).
 local prefix, audit, maxlen = ARGV[1], ARGV[2] == "1", ARGV[3]
 local schedule, cursor_was, cursor_next = ARGV[4], ARGV[5], ARGV[6]
@@ -45,7 +47,9 @@ if schedule ~= "" then
   if type(cur) == "table" and cur.err then
     return redis.error_reply("ERR_CORRUPT schedule " .. schedule .. " is not a hash")
   end
-  if (cur or "") ~= cursor_was or redis.call("HEXISTS", sk, "rec") == 0 then
+  -- (a cursor already at ARGV[6], freshly signed bytes of this call, is this call resent)
+  local moved_on = (cur or "") ~= cursor_was and cur ~= cursor_next
+  if moved_on or redis.call("HEXISTS", sk, "rec") == 0 then
     return redis.error_reply("ERR_CURSOR schedule " .. schedule .. " moved on or was removed")
   end
   redis.call("HSET", sk, "cur", cursor_next)

@@ -7,9 +7,11 @@
 -- ARGV[1] key prefix  ARGV[2] audit on  ARGV[3] audit max length  ARGV[4] error text
 -- ARGV[5..] pairs: id, signed final record
 -- Touches: <prefix>t:<id> hashes, the kind queues and counts (lib.lua), and the KEYS above.
--- Returns: {now_ms, 1 (made dead) or 0 (started meanwhile, or final) per id}. Only a task that
---   is still pending, or failed and waiting to retry, is ended; its start-by entry goes either
---   way, unless its deadline has not passed yet (a resubmission moved it).
+-- Returns: {now_ms, 1 (made dead; also when its fin is already ARGV's, signed for this call: a
+--   resent call, answered as the first send, nothing done twice) or 0 (started meanwhile, or
+--   final) per id}. Only a task that is still pending, or failed and waiting to retry, is
+--   ended; its start-by entry goes either way, unless its deadline has not passed yet (a
+--   resubmission moved it).
 local prefix, audit, maxlen, err = ARGV[1], ARGV[2] == "1", ARGV[3], ARGV[4]
 local now = server_ms()
 local out, ended = {now}, {pending = 0, failed = 0, scheduled = 0}
@@ -31,6 +33,8 @@ for i = 5, #ARGV, 2 do
       redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "ev", "not_started", "id", id,
         "from", h[1])
     end
+    out[#out + 1] = 1
+  elseif h[2] == fin then
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
