@@ -222,7 +222,10 @@ def main(out: Path) -> int:
     try:
         node_a = cluster.add_node(num_cpus=1)
         node_b = cluster.add_node(num_cpus=1, resources={"special": 4})
+        cluster.wait_for_nodes()  # SPREAD sees only the nodes the GCS lists when workers start
         ray.init(address=cluster.address, namespace="mn", log_to_driver=False)
+        wait_until(lambda: sum(1 for n in ray.nodes() if n["Alive"]) >= 3, 60,
+                   "the three nodes alive in the GCS")
         client = raysys.start(3, data_dir=tmp / "data", namespace="mn", ledger=True,
                               lease_ttl_s=3.0, reaper_interval_s=0.5, handlers=HANDLERS)
         session = Session(cluster, client, redis.Redis.from_url(url),
