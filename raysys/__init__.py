@@ -17,6 +17,7 @@ from raysys.errors import (
     TaskCancelled,
     TaskDead,
     TaskFailed,
+    TaskNotSucceeded,
     TaskQuarantined,
     ValidationError,
 )
@@ -24,6 +25,7 @@ from raysys.handlers import CancelSignal, TaskContext, task
 from raysys.models import TaskSpec, TaskState, TaskStatus
 
 if TYPE_CHECKING:
+    from raysys import aio
     from raysys.client import Client
 
 
@@ -49,6 +51,15 @@ def connect(address: str = "auto", namespace: str | None = None, **options: Any)
     return _connect(address, namespace, **options)
 
 
+def __getattr__(name: str) -> Any:
+    """``raysys.aio`` (the async client), imported on first use like ``raysys.client``."""
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module("raysys.aio")
+    raise AttributeError(f"module 'raysys' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 __all__ = [
     "CancelSignal",
@@ -66,12 +77,14 @@ __all__ = [
     "TaskContext",
     "TaskDead",
     "TaskFailed",
+    "TaskNotSucceeded",
     "TaskQuarantined",
     "TaskSpec",
     "TaskState",
     "TaskStatus",
     "ValidationError",
     "__version__",
+    "aio",
     "connect",
     "start",
     "task",

@@ -82,7 +82,8 @@ class Conflict(RaysysError):
 
 class TaskFailed(RaysysError):
     """Raised by handlers (or wrapped around their errors) to fail one attempt; it is retried
-    (after the kind's backoff) while attempts remain."""
+    (after the kind's backoff) while attempts remain. (What a client's ``result()`` raises for
+    a task that did not succeed is :class:`TaskNotSucceeded`.)"""
 
 
 class Retry(TaskFailed):
@@ -101,18 +102,51 @@ class Fail(TaskFailed):
     """Control-flow signal a handler raises: the task is ``dead`` now, no further attempt."""
 
 
-class TaskDead(RaysysError):
-    """``result()`` of a task that ended ``dead`` (its attempts failed); ``error`` says why."""
+class TaskNotSucceeded(RaysysError):
+    """``result()`` of a task that reached a final state other than ``succeeded`` (exit 1).
+
+    ``task_id``; ``state``, the final state's name (``dead``, ``cancelled``, ``quarantined``);
+    ``error``, the error text the store holds for it (None when it holds none). Catch this to
+    handle every unsuccessful outcome at once, or a subclass for one of them.
+    """
 
     exit_code = 1
+    state = ""  # each subclass names its final state
+
+    def __init__(self, task_id: str, error: str | None = None) -> None:
+        super().__init__(f"task {task_id} {self.state}: {error or 'no error recorded'}")
+        self.task_id = task_id
+        self.error = error
+
+    def __reduce__(self) -> tuple[type[TaskNotSucceeded], tuple[str | None, ...]]:
+        """Pickled (Ray, multiprocessing) by its fields, not its message."""
+        return type(self), (self.task_id, self.error)
 
 
-class TaskCancelled(RaysysError):
-    """``result()`` of a task that was cancelled."""
+class TaskDead(TaskNotSucceeded):
+    """``result()`` of a task that ended ``dead`` (its attempts failed, or it failed for good);
+    ``error`` says why."""
 
-    exit_code = 1
+    state = "dead"
 
 
-class TaskQuarantined(IntegrityError):
-    """``result()`` of a task whose record failed verification: it never ran (exit 6)."""
+class TaskCancelled(TaskNotSucceeded):
+    """``result()`` of a task that was cancelled before it succeeded."""
 
+    state = "cancelled"
+
+
+class TaskQuarantined(TaskNotSucceeded, IntegrityError):
+    """``result()`` of a task whose record failed verification: it never ran (exit 6, as every
+    integrity failure). ``reason``: the rejection's code (``bad_signature``, ...)."""
+
+    exit_code = 6
+    state = "quarantined"
+
+    def __init__(self, task_id: str, error: str | None = None,
+                 reason: str = "quarantined") -> None:
+        super().__init__(task_id, error)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[TaskNotSucceeded], tuple[str | None, ...]]:
+        return type(self), (self.task_id, self.error, self.reason)

@@ -276,6 +276,9 @@ class TaskStatus:
     holder: str | None = None
     waiting: str | None = None  # pending and held back: why (no node can place its kind, ...)
     run_at_ms: int | None = None  # scheduled: when it becomes due (epoch ms)
+    # "failed: <reason> (<record>)" when a stored signed record fails verification (the task
+    # never runs, or its result is withheld), and for every quarantined task; None: all verify
+    integrity: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = {
@@ -291,6 +294,8 @@ class TaskStatus:
             doc["waiting"] = self.waiting
         if self.run_at_ms is not None:
             doc["run_at"] = _iso(self.run_at_ms / 1000)
+        if self.integrity is not None:
+            doc["integrity"] = self.integrity
         return doc
 
 

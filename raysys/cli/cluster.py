@@ -17,8 +17,10 @@ from raysys.config import Settings
 
 def register(sub: Any) -> None:
     """``up``, ``down``, ``drain``, ``workers``: the named actors on a running Ray cluster."""
+    address = ("the Ray head's GCS address HOST:PORT; auto: RAY_ADDRESS, else the cluster "
+               "running on this machine (default: auto)")
     p = sub.add_parser("up", help="start the named actors on a running Ray cluster")
-    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument("--address", default="auto", help=address)
     p.add_argument("--workers", type=workers_arg, default=(2, 2),
                    help="worker actors: N, or MIN:MAX for a pool that follows the backlog "
                    "(default 2)")
@@ -29,21 +31,22 @@ def register(sub: Any) -> None:
     add_json_flag(p)
     p.set_defaults(handler=cmd_up)
     p = sub.add_parser("down", help="stop the actors (Redis keeps every task)")
-    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument("--address", default="auto", help=address)
     p.add_argument("--drain", action="store_true", help="let leased work finish first")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds --drain waits")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="with --drain: seconds to wait for leased work (default 60)")
     p.set_defaults(handler=cmd_down)
     p = sub.add_parser("drain", help="let workers finish their leased work and take no more")
-    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument("--address", default="auto", help=address)
     target = p.add_mutually_exclusive_group()
     target.add_argument("--worker", help="one worker id (default: the whole pool)")
     target.add_argument("--node", help="every worker on one node: its Ray node id, IP or host "
                         "name (a preStop hook's target)")
     p.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds to wait for running work to finish")
+                   help="seconds to wait for running work to finish (default 60)")
     p.set_defaults(handler=cmd_drain)
     p = sub.add_parser("workers", help="the worker pool: heartbeats, load, liveness")
-    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument("--address", default="auto", help=address)
     add_json_flag(p)
     p.set_defaults(handler=cmd_workers)
 

@@ -33,7 +33,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("redrive", help="run finished (dead) tasks again after a fix: same id, "
                        "history kept, audited; idempotent per --request-id")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--state", choices=REDRIVABLE, help="every task in this state")
+    which.add_argument("--state", choices=REDRIVABLE,
+                       help=f"every task in this state ({', '.join(REDRIVABLE)})")
     which.add_argument("--id", dest="ids", action="append", metavar="ID",
                        help="this task (repeatable)")
     p.add_argument("--kind", help="with --state: only this kind")

@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
                               ("pause", "enqueue nothing until resumed (no catch-up)"),
                               ("resume", "enqueue again from the next tick")):
         s = actions.add_parser(action, help=help_text)
-        s.add_argument("name")
+        s.add_argument("name", help="the schedule's name (see `raysys schedule list`)")
         add_json_flag(s)
         s.set_defaults(handler=cmd_change, action=action)
 

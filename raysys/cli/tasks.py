@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit
 from raysys.config import Settings
 from raysys.core import open_core
-from raysys.errors import NotFound, ValidationError
+from raysys.errors import IntegrityError, NotFound, ValidationError
 from raysys.models import (
     FINAL_STATES,
     MAX_BATCH,
@@ -31,6 +32,7 @@ from raysys.timespec import parse_duration
 
 WAIT_POLL_S = 0.2
 WATCH_EVERY_S = 1.0
+UNSTARTED = (TaskState.PENDING, TaskState.SCHEDULED, TaskState.FAILED)  # will be leased again
 
 
 def register(sub: Any) -> None:
@@ -43,7 +45,8 @@ def register(sub: Any) -> None:
     p.add_argument("--max-attempts", type=int, default=None,
                    help="attempts before dead (1..100; default: the kind's, 3 if it sets none)")
     p.add_argument("--schedule-to-start", type=float, default=None, metavar="SECONDS",
-                   help="dead if not started this long after submission (default: the kind's)")
+                   help="dead if not started this many seconds after submission (default: the "
+                   "kind's)")
     p.add_argument("--idempotency-key", help="resubmitting with this key returns the same task "
                    "(with --file, line N uses KEY-N)")
     later = p.add_mutually_exclusive_group()
@@ -52,17 +55,20 @@ def register(sub: Any) -> None:
     later.add_argument("--at", metavar="ISO-8601",
                        help="run no earlier than this time (with a zone: 2026-12-24T18:00Z)")
     p.add_argument("--wait", action="store_true", help="wait until the task is final")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="with --wait: seconds to wait (default 300)")
     add_json_flag(p)
     p.set_defaults(handler=cmd_submit)
 
     p = sub.add_parser("cancel", help="cancel tasks: pending ones at once, running ones are "
                        "told to stop (within a second) and fenced out")
-    p.add_argument("task_ids", nargs="+", metavar="ID", help="task ids")
+    p.add_argument("task_ids", nargs="+", metavar="ID",
+                   help="one or more task ids (32 hex characters each)")
     add_json_flag(p)
     p.set_defaults(handler=cmd_cancel)
 
-    p = sub.add_parser("status", help="one task, or counts by state")
+    p = sub.add_parser("status", help="one task (exit 6 if a stored record of it failed "
+                       "verification), or counts by state")
     p.add_argument("task_id", nargs="?", help="a task id (default: counts by state)")
     add_json_flag(p)
     p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
@@ -160,7 +166,10 @@ def _cancel_line(result: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """One task, or counts by state; ``--watch`` refreshes every second with the throughput
-    (tasks reaching a final state per second) until Ctrl-C (one JSON object per line)."""
+    (tasks reaching a final state per second) until Ctrl-C (one JSON object per line).
+
+    ``status ID`` of a task whose stored record failed verification (or that was quarantined)
+    still prints its document, with ``integrity``, and exits 6 (integrity)."""
     with open_core(settings) as core:
         last: tuple[float, int] | None = None
         while True:
@@ -175,8 +184,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                     doc["waiting"] = waiting
             emit(doc, args.json, _status_text(doc), flush=True)
             if not args.watch:
-                return 0
+                return _integrity_verdict(doc)
             time.sleep(WATCH_EVERY_S)
+
+
+def _integrity_verdict(doc: dict[str, Any]) -> int:
+    """The exit code of ``status ID``: 6 (integrity), with one line on stderr, when a stored
+    record of the task failed verification or it was quarantined; else 0."""
+    if "integrity" not in doc:
+        return 0
+    reasons, state = str(doc["integrity"]).removeprefix("failed: "), doc["state"]
+    fate = ""
+    if state == TaskState.QUARANTINED:
+        fate = "; it never ran"
+    elif state in UNSTARTED and "(task record)" in reasons:
+        fate = "; it will never run (a worker that leases it quarantines it)"
+    print(f"raysys: error: task {doc['id']} failed verification: {reasons}; state {state}"
+          f"{fate}", file=sys.stderr)
+    return IntegrityError.exit_code
 
 
 def _counts_doc(store: TaskStore, last: tuple[float, int] | None, watch: bool

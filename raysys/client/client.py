@@ -3,7 +3,8 @@
 A :class:`Client` is built in one step, from the actors' handles (``raysys.client.launch``
 finds or starts them). Ray and ``raysys.actors`` are imported inside methods only (DESIGN.md,
 "Layers"); every actor call goes through :meth:`Client._call`, which unwraps Ray's errors into
-raysys's own.
+raysys's own (``raysys.client.calls``). What it sends is built, and what it reads is judged, by
+the modules it shares with the async client (``requests``, ``outcomes``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from raysys.actor_config import ActorConfig
+from raysys.client.calls import CallAttempts, first_line
 from raysys.client.handles import (
     CoordinatorHandle,
     DistributorHandle,
@@ -29,25 +31,17 @@ from raysys.client.handles import (
     kill,
 )
 from raysys.client.history import ClientHistory
-from raysys.errors import (
-    ConfigurationError,
-    NotFound,
-    RaysysError,
-    RayUnavailable,
-    TaskCancelled,
-    TaskDead,
-    TaskQuarantined,
-)
-from raysys.models import FINAL_STATES, TaskSpec, TaskState, TaskStatus, due_ms
+from raysys.client.outcomes import POLL_S, WaitRounds, result_of
+from raysys.client.requests import chunks, task_spec, task_specs
+from raysys.errors import ConfigurationError, RayUnavailable
+from raysys.models import TaskSpec, TaskState, TaskStatus
 from raysys.redis_server.embedded import EmbeddedRedis
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SUBMIT_CHUNK = 1000  # tasks per coordinator call: keeps each actor message small
 DEFAULT_CALL_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 120.0
-POLL_S = 0.1
 
 
 @dataclass
@@ -105,9 +99,8 @@ class Client(ClientHistory):
         zone, or epoch seconds): the task waits in state ``scheduled`` and never starts before
         then (the time is signed into its record).
         """
-        task = TaskSpec.build(kind=kind, payload=payload, priority=priority,
-                              idempotency_key=idempotency_key,
-                              not_before_ms=due_ms(delay_s, run_at), **spec)
+        task = task_spec(kind, payload, priority, idempotency_key, delay_s=delay_s,
+                         run_at=run_at, **spec)
         return self._submit([task], retry=idempotency_key is not None)[0]
 
     def submit_many(self, kind: str, payloads: Sequence[Any], priority: int = 0, *,
@@ -115,9 +108,7 @@ class Client(ClientHistory):
                     **spec: Any) -> list[str]:
         """Store many tasks of one kind; ids in the order of ``payloads`` (``delay_s`` and
         ``run_at`` as in :meth:`submit`, for all of them)."""
-        due = due_ms(delay_s, run_at)
-        tasks = [TaskSpec.build(kind=kind, payload=p, priority=priority, not_before_ms=due,
-                                **spec) for p in payloads]
+        tasks = task_specs(kind, payloads, priority, delay_s=delay_s, run_at=run_at, **spec)
         return self._submit(tasks, retry=False)
 
     def submit_specs(self, specs: Sequence[TaskSpec]) -> list[str]:
@@ -128,8 +119,7 @@ class Client(ClientHistory):
         # Without idempotency keys a resend after a lost reply could store the batch twice,
         # so only keyed submissions are retried when the Coordinator is restarting.
         ids: list[str] = []
-        for offset in range(0, len(specs), SUBMIT_CHUNK):
-            chunk = specs[offset:offset + SUBMIT_CHUNK]
+        for chunk in chunks(specs):
             got = self._call(partial(self.coordinator.submit_many.remote, chunk), retry=retry)
             ids += [str(task_id) for task_id in got]
         return ids
@@ -145,22 +135,14 @@ class Client(ClientHistory):
         """Wait until every task is final (or ``timeout`` s passed); statuses in ``ids`` order.
 
         On timeout the current statuses are returned: check ``.state``. An unknown id raises
-        NotFound.
+        NotFound. Each round asks about the tasks not yet final, a thousand per call.
         """
-        ids = list(task_ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        latest: dict[str, TaskStatus] = {}
-        todo = list(dict.fromkeys(ids))
+        rounds = WaitRounds(task_ids, self.namespace, timeout)
         while True:
-            for offset in range(0, len(todo), SUBMIT_CHUNK):
-                chunk = todo[offset:offset + SUBMIT_CHUNK]
-                for task_id, status in zip(chunk, self.statuses(chunk), strict=True):
-                    if status is None:
-                        raise NotFound(f"no task {task_id} in namespace {self.namespace}")
-                    latest[task_id] = status
-            todo = [i for i in todo if latest[i].state not in FINAL_STATES]
-            if not todo or (deadline is not None and time.monotonic() > deadline):
-                return [latest[i] for i in ids]
+            for batch in rounds.batches():
+                rounds.take(batch, self.statuses(batch))
+            if rounds.over():
+                return rounds.statuses()
             time.sleep(POLL_S)
 
     def cancel(self, task_id: str) -> TaskState:
@@ -175,10 +157,14 @@ class Client(ClientHistory):
         return self._call(lambda: self.coordinator.cancel_many.remote(ids))
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
-        """The task's result once it succeeded. Raises TaskDead, TaskCancelled or
-        TaskQuarantined when it ended otherwise, TimeoutError when not final in time."""
-        status = self.wait([task_id], timeout)[0]
-        return result_of(status)
+        """Wait for the task to be final (at most ``timeout`` s; None: as long as it takes) and
+        return its verified result.
+
+        Raises TaskDead, TaskCancelled or TaskQuarantined (all TaskNotSucceeded: ``task_id``,
+        ``state``, ``error``) when it ended otherwise, TimeoutError when it is not final in
+        time, NotFound for an unknown id (``raysys.client.outcomes.result_of``).
+        """
+        return result_of(self.wait([task_id], timeout)[0])
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Kinds held back now (no node can place them; max_in_flight reached), and why."""
@@ -338,40 +324,19 @@ class Client(ClientHistory):
 
         A RaysysError raised in the actor is re-raised here as itself.
         """
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-
-        deadline = time.monotonic() + self.call_timeout_s
-        pause = 0.05
+        attempts = CallAttempts(self.call_timeout_s, retry=retry)
         while True:
             try:
                 return get(make(), timeout=self.call_timeout_s)
-            except RayTaskError as exc:
-                if isinstance(exc.cause, RaysysError):
-                    raise exc.cause from None
-                raise
-            except (RayActorError, GetTimeoutError) as exc:
-                if not retry or time.monotonic() > deadline:
-                    raise RayUnavailable(f"raysys actor unavailable: {first_line(exc)}") from None
+            except Exception as exc:
+                pause = attempts.after(exc)  # raises the actor's own error, or RayUnavailable
+                if pause is None:
+                    raise
                 time.sleep(pause)
-                pause = min(pause * 2, 1.0)
 
     def _ready(self, refs: list[Ref[Any]]) -> None:
         if refs:
             ready_or_raise(refs)
-
-
-def result_of(status: TaskStatus) -> Any:
-    """A final status's result, or the error its state stands for."""
-    if status.state == TaskState.SUCCEEDED:
-        return status.result
-    why = f"task {status.id} {status.state.value}: {status.error or 'no error recorded'}"
-    if status.state == TaskState.DEAD:
-        raise TaskDead(why)
-    if status.state == TaskState.CANCELLED:
-        raise TaskCancelled(why)
-    if status.state == TaskState.QUARANTINED:
-        raise TaskQuarantined(why, reason="quarantined")
-    raise TimeoutError(f"task {status.id} is still {status.state.value}")
 
 
 def ready_or_raise(refs: Sequence[Ref[Any]]) -> None:
@@ -381,7 +346,3 @@ def ready_or_raise(refs: Sequence[Ref[Any]]) -> None:
     except Exception as exc:
         raise RayUnavailable(f"raysys actors did not start: {first_line(exc)}") from None
 
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

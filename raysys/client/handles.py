@@ -3,13 +3,14 @@
 A Ray actor handle exposes each method as an object with ``.remote(...)`` returning an
 ``ObjectRef``. These Protocols say, for the Coordinator, the Distributor and a Worker, which
 methods the client and the tools call and what each returns, so ``ray.get`` results are typed
-at the one place that unwraps them (:func:`get`). The actors themselves are plain classes in
+at the one place that unwraps them (:func:`get`), and ``await ref`` (the async client) is typed
+by :class:`Ref` itself. The actors themselves are plain classes in
 ``raysys.actors``; the factory there returns its handles as these types.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from raysys.actor_config import ActorConfig
@@ -26,9 +27,12 @@ P = ParamSpec("P")
 
 
 class Ref(Protocol[T_co]):
-    """A Ray ``ObjectRef`` whose value is a ``T_co`` (opaque; unwrap with :func:`get`)."""
+    """A Ray ``ObjectRef`` whose value is a ``T_co`` (opaque; unwrap with :func:`get`, or
+    ``await`` it inside an event loop)."""
 
     def future(self) -> Future[Any]: ...
+
+    def __await__(self) -> Generator[Any, None, T_co]: ...
 
 
 class Method(Protocol[P, T_co]):

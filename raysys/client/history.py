@@ -1,23 +1,25 @@
 """The client's long-running-system half: listing tasks, attempt history, redrive, periodic
 schedules (a base of :class:`~raysys.client.client.Client`; every call goes through the
-Coordinator with :meth:`Client._call`)."""
+Coordinator with :meth:`Client._call`; its arguments are built by ``raysys.client.requests``,
+as the async client's are)."""
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from raysys.client.handles import CoordinatorHandle, Ref
-from raysys.errors import ValidationError
-from raysys.schedules import ScheduleInfo, ScheduleSpec
+from raysys.client.requests import (
+    listing_query,
+    redrive_request,
+    schedule_list,
+    schedule_request,
+)
+from raysys.schedules import ScheduleInfo
 from raysys.store.listing import TaskPage
 from raysys.store.redrive import RedriveReport
-from raysys.timespec import parse_instant
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -35,9 +37,8 @@ class ClientHistory:
         """A page of tasks, newest first (by finish time for a final state, else by
         submission); ``page.cursor`` continues it. ``since``: epoch seconds, an aware
         datetime, or ISO-8601 text."""
-        since_ms = None if since is None else int(_epoch(since) * 1000)
-        return self._call(lambda: self.coordinator.tasks.remote(
-            state=state, kind=kind, since_ms=since_ms, limit=limit, cursor=cursor))
+        query = listing_query(state, kind, limit, cursor, since)
+        return self._call(lambda: self.coordinator.tasks.remote(**query))
 
     def history(self, task_id: str) -> list[dict[str, Any]]:
         """The task's attempts and events, oldest first (the last 20)."""
@@ -50,10 +51,9 @@ class ClientHistory:
         cancelled, quarantined), of ``kind`` if given. Same ids, history kept, audited; a
         record that fails verification is refused. Idempotent per ``request_id`` (a resent
         call with the same one redrives nothing twice)."""
-        chosen = list(ids) if ids is not None else None
-        request = request_id or os.urandom(8).hex()
-        return self._call(lambda: self.coordinator.redrive.remote(
-            ids=chosen, state=state, kind=kind, dry_run=dry_run, request_id=request))
+        request = redrive_request(ids, state=state, kind=kind, dry_run=dry_run,
+                                  request_id=request_id)
+        return self._call(lambda: self.coordinator.redrive.remote(**request))
 
     # ---- periodic schedules ------------------------------------------------------------------
     def schedule(self, name: str, cron: str, kind: str, payload: Any = None, *, tz: str = "UTC",
@@ -61,18 +61,15 @@ class ClientHistory:
         """Add a periodic schedule: each tick of ``cron`` (five fields, or six with seconds
         first) in zone ``tz`` enqueues exactly one ``kind`` task. ``catchup``: what ticks
         missed while no Coordinator ran do (``skip`` or ``all``, bounded)."""
-        spec = ScheduleSpec.build(name=name, cron=cron, kind=kind, payload=payload, tz=tz,
-                                  catchup=catchup, priority=priority)  # checked here first
+        request = schedule_request(name, cron, kind, payload, tz=tz, catchup=catchup,
+                                   priority=priority)  # checked here first
         info: ScheduleInfo = self._call(lambda: self.coordinator.schedules.remote(
-            "add", spec=spec.model_dump()))
+            "add", **request))
         return info
 
     def schedules(self) -> list[ScheduleInfo]:
         """Every schedule (a definition that fails verification is logged and left out)."""
-        infos, bad = self._call(lambda: self.coordinator.schedules.remote("list"))
-        for name, why in bad.items():
-            log.error("schedule %s failed verification: %s", name, why)
-        return list(infos)
+        return schedule_list(self._call(lambda: self.coordinator.schedules.remote("list")))
 
     def remove_schedule(self, name: str) -> None:
         self._call(lambda: self.coordinator.schedules.remote("remove", name=name))
@@ -87,12 +84,3 @@ class ClientHistory:
             "resume", name=name))
         return info
 
-
-def _epoch(when: float | datetime | str) -> float:
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            raise ValidationError("since: a datetime needs a time zone")
-        return when.timestamp()
-    if isinstance(when, str):
-        return parse_instant(when, what="since")
-    return float(when)

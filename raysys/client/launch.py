@@ -18,6 +18,7 @@ from typing import Any
 
 from raysys.actor_config import DEFAULT_CONCURRENCY, SECRET_SETTINGS, ActorConfig, Workers
 from raysys.client.client import Client, Owned
+from raysys.client.ray_auth import check_token_accepted, unreachable_message
 from raysys.config import Settings, load_settings
 from raysys.errors import ConfigurationError, RayUnavailable
 from raysys.redis_server.attach import attach_or_start
@@ -170,10 +171,11 @@ def join_cluster(address: str, namespace: str) -> bool:
     if ray.is_initialized():
         return False
     check_ray_reachable(address)
+    check_token_accepted(address)  # else Ray retries a token refusal for 20 s, then blurs it
     try:
         ray.init(address=address, namespace=namespace, log_to_driver=False)
-    except ConnectionError as exc:
-        raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    except ConnectionError as exc:  # token auth refusing us looks the same: say which
+        raise RayUnavailable(unreachable_message(address, exc)) from None
     except ray.exceptions.AuthenticationError:
         raise RayUnavailable(f"the Ray cluster at {address!r} refused this client's token: "
                              "set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "

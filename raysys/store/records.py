@@ -89,7 +89,14 @@ class StoreRecords:
                                                              error=error))
 
     def status(self, task_id: str) -> TaskStatus:
-        """State, attempts, and the verified result or error of one task."""
+        """State, attempts, and the verified result or error of one task.
+
+        Nothing unverified is trusted: when the task record or the completion record fails
+        verification (tampered, garbled, forged, copied, unknown or revoked key), ``integrity``
+        is ``"failed: <reason> (<which record>)"`` and ``error`` says so; such a task never
+        runs (leasing it quarantines it) and its result is withheld. A quarantined task always
+        has ``integrity`` set. ``integrity`` is None when every stored record verifies.
+        """
         check_task_id(task_id)
         fields = ("state", "att", "rec", "fence", "holder", "err", "fin", "due", "tomb")
         values = self.client.hmget(self.keys.task(task_id), fields)
@@ -99,33 +106,56 @@ class StoreRecords:
         if tomb is not None:  # purged early: only the state is left, to refuse replays
             return TaskStatus(task_id, TaskState(as_text(state)), 0, 0, "", None,
                               "purged (record and result removed by `raysys purge`)")
-        result: Any = None
+        task_state = TaskState(as_text(state))
         error = as_text(err) if err else None
-        kind, prio = "", 0
-        try:
-            body = self.sealer.open(as_bytes(rec or b""), RECORD).body
-            kind, prio = str(body["kind"]), int(body["priority"])
-        except (IntegrityError, KeyError, TypeError, ValueError):
-            error = error or "task record failed verification"
+        failures: list[str] = []
+        kind, prio, bad_record = self._record_fields(task_id, as_bytes(rec or b""))
+        if bad_record is not None:
+            failures.append(f"{bad_record} (task record)")
+            error = error or _unverified_record_error(bad_record, task_state)
+        result: Any = None
         if fin is not None:
             try:
-                body = self.sealer.open(as_bytes(fin), COMPLETION).body
-                if not isinstance(body, dict) or body.get("id") != task_id:
-                    raise IntegrityError("completion record names another task",
-                                         reason="copied_record")
-                result, error = body.get("result"), body.get("error") or error
-                if body.get("state") == TaskState.SUCCEEDED.value:
-                    error = None  # an earlier attempt's error is history, not the outcome
+                result, error = self._verified_outcome(task_id, as_bytes(fin), error)
             except IntegrityError as exc:
+                failures.append(f"{exc.reason} (completion record)")
                 error = f"completion record failed verification ({exc.reason})"
-        task_state = TaskState(as_text(state))
+        if task_state == TaskState.QUARANTINED and not failures:  # e.g. refused as expired
+            failures.append(_quarantine_reason(error))
         waiting = self._waiting_reason(kind) if task_state == TaskState.PENDING else None
         return TaskStatus(task_id, task_state, int(att or 0), prio, kind, result, error,
                           int(fence or 0),
                           as_text(holder) if holder and task_state == TaskState.LEASED else None,
                           waiting,
                           int(due) if due is not None and task_state == TaskState.SCHEDULED
-                          else None)
+                          else None,
+                          "failed: " + "; ".join(failures) if failures else None)
+
+    def _record_fields(self, task_id: str, rec: bytes) -> tuple[str, int, str | None]:
+        """(kind, priority, None) of a task record that verifies as this task's, in this
+        namespace; ("", 0, reason) when it does not."""
+        try:
+            body = self.sealer.open(rec, RECORD).body
+            if not isinstance(body, dict):
+                raise IntegrityError("record body is not an object", reason="malformed")
+            if body.get("id") != task_id or body.get("ns") != self.namespace:
+                raise IntegrityError("record was signed for another task or namespace",
+                                     reason="copied_record")
+            return str(body["kind"]), int(body["priority"]), None
+        except IntegrityError as exc:
+            return "", 0, exc.reason
+        except (KeyError, TypeError, ValueError):
+            return "", 0, "malformed"
+
+    def _verified_outcome(self, task_id: str, fin: bytes, error: str | None
+                          ) -> tuple[Any, str | None]:
+        """(result, error) from a completion record that verifies; IntegrityError if not."""
+        body = self.sealer.open(fin, COMPLETION).body
+        if not isinstance(body, dict) or body.get("id") != task_id:
+            raise IntegrityError("completion record names another task", reason="copied_record")
+        if body.get("state") == TaskState.SUCCEEDED.value:
+            return body.get("result"), None  # an earlier attempt's error is history
+        return body.get("result"), body.get("error") or error
 
     def _waiting_reason(self, kind: str) -> str | None:
         """Why tasks of ``kind`` are held back now, in words (None: they are not)."""
@@ -230,6 +260,22 @@ class StoreRecords:
 def _int_hash(raw: dict[Any, Any]) -> dict[str, int]:
     return {as_text(key, errors="replace"): int(value) for key, value in raw.items()
             if int(value) > 0}
+
+
+def _unverified_record_error(reason: str, state: TaskState) -> str:
+    """The ``error`` of a task whose record fails verification (``reason``) in ``state``."""
+    if state in (TaskState.PENDING, TaskState.SCHEDULED, TaskState.FAILED):
+        return (f"task record failed verification ({reason}): it will never run (a worker "
+                "that leases it quarantines it)")
+    return f"task record failed verification ({reason})"
+
+
+def _quarantine_reason(error: str | None) -> str:
+    """Why a task was quarantined, from the error the quarantine script stored."""
+    prefix = "record failed verification: "
+    if error and error.startswith(prefix):
+        return f"{error[len(prefix):]} (task record)"
+    return "quarantined"
 
 
 def check_task_id(task_id: str) -> None:

@@ -186,23 +186,30 @@ class RayHead:
 
 @contextmanager
 def ray_head(prefix: str, *, env: Mapping[str, str] | None = None,
-             head_args: Sequence[str] | Callable[[Path, RayPorts], Sequence[str]] = ()
-             ) -> Iterator[RayHead]:
+             head_args: Sequence[str] | Callable[[Path, RayPorts], Sequence[str]] = (),
+             default_auth: bool = False) -> Iterator[RayHead]:
     """A started :class:`RayHead` in a new temp dir named ``prefix...``; stopped and removed
     when the block ends. ``env``: more variables for the head and its clients (TLS, say);
     ``head_args``: more `ray start` options, or a function of the head's root and ports making
     them (a config file naming the GCS port). Fails the test when the head does not start.
 
+    ``default_auth``: token auth as Ray 2.60 turns it on by itself: the token in
+    ``HOME/.ray/auth_token`` and `ray start` run without ``RAY_AUTH_MODE`` (clients still get
+    ``RAY_AUTH_MODE=token``: an explicit address never turns it on for them). Otherwise
+    ``RAY_AUTH_MODE=token`` and the token file ``root/auth_token`` for the head and clients.
+
     The head's environment reaches the jobs and actors it starts: the marker, and an embedded
     Redis in a private data dir (``root/data``)."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     (root / "home").mkdir()
-    token_file = root / "auth_token"
+    token_file = root / "home" / ".ray" / "auth_token" if default_auth else root / "auth_token"
+    token_file.parent.mkdir(exist_ok=True)
     token = write_token(token_file)
     ports = RayPorts.pick()
+    where = {} if default_auth else {"RAY_AUTH_TOKEN_PATH": str(token_file)}
     client_env = clean_env(ray=True, HOME=str(root / "home"), RAY_AUTH_MODE="token",
-                           RAY_AUTH_TOKEN_PATH=str(token_file), RAY_USAGE_STATS_ENABLED="0",
-                           TMPDIR=str(root), **(env or {}))
+                           RAY_USAGE_STATS_ENABLED="0", TMPDIR=str(root), **where, **(env or {}))
+    head_env = {k: v for k, v in client_env.items() if not (default_auth and k == "RAY_AUTH_MODE")}
     head = RayHead(root, uuid.uuid4().hex, token, client_env, ports)
     if callable(head_args):
         head_args = head_args(root, ports)
@@ -210,7 +217,7 @@ def ray_head(prefix: str, *, env: Mapping[str, str] | None = None,
         start = subprocess.run(
             [str(VENV_BIN / "ray"), "start", "--head", f"--temp-dir={root / 'ray'}",
              *ports.head_args(), *head_args, "--disable-usage-stats"],
-            env=client_env | {"RAYSYS_DATA_DIR": str(root / "data"), MARKER_VAR: head.marker},
+            env=head_env | {"RAYSYS_DATA_DIR": str(root / "data"), MARKER_VAR: head.marker},
             cwd=root, text=True, capture_output=True, timeout=HEAD_START_TIMEOUT_S)
         if start.returncode != 0:
             pytest.fail(f"ray start --head failed ({start.returncode}):\n{start.stdout}\n"

@@ -275,6 +275,50 @@ def test_unknown_task_id_is_not_found(configured: Cli) -> None:
     assert "0123456789abcdef0123456789abcdef" in line and configured.namespace in line
 
 
+def test_status_of_a_tampered_record_reports_the_integrity_failure_and_exits_6(
+    configured: Cli, redis_client: redis.Redis, keyring_file: Path
+) -> None:
+    # given: a queued task whose stored signed record an attacker changed by one bit (the
+    # record's last byte: inside the signed JSON, so the signature no longer matches)
+    task_id = configured.run("submit", "echo", "--payload", '"pay me"', "--json").json()["id"]
+    store = store_over(redis_client, Sealer(load_keyring_file(keyring_file)), configured.namespace)
+    rec = bytearray(redis_client.hget(store.keys.task(task_id), "rec") or b"")
+    rec[-1] ^= 0x01
+    redis_client.hset(store.keys.task(task_id), "rec", bytes(rec))
+
+    # when: its status is asked for, as JSON and as text
+    as_json = configured.run("status", task_id, "--json")
+    as_text = configured.run("status", task_id)
+
+    # then: exit 6 (integrity), the document names the failure, one error line says the task
+    # will never run, and nothing else shows (no traceback)
+    for run in (as_json, as_text):
+        assert run.returncode == 6, run.output
+        assert "Traceback" not in run.output
+        (line,) = run.stderr.splitlines()
+        assert line == (f"raysys: error: task {task_id} failed verification: bad_signature "
+                        "(task record); state pending; it will never run (a worker that leases "
+                        "it quarantines it)")
+    (out,) = as_json.stdout.splitlines()
+    doc = json.loads(out)
+    assert doc["state"] == "pending" and doc["integrity"] == "failed: bad_signature (task record)"
+    assert "never run" in doc["error"] and doc["result"] is None
+    assert "integrity: \"failed: bad_signature (task record)\"" in as_text.stdout
+
+    # when: a worker leases it (the store quarantines it instead of running it)
+    assert store.acquire("tamper-worker", 10, 30) == []  # nothing to run
+    quarantined = configured.run("status", task_id, "--json")
+
+    # then: state quarantined, still exit 6 with the reason
+    doc = json.loads(quarantined.stdout)
+    assert doc["state"] == "quarantined"
+    assert doc["integrity"] == "failed: bad_signature (task record)"
+    assert quarantined.returncode == 6
+    assert quarantined.stderr.splitlines() == [
+        f"raysys: error: task {task_id} failed verification: bad_signature (task record); "
+        "state quarantined; it never ran"]
+
+
 # ---- bad environment ----------------------------------------------------------------------------
 @pytest.mark.parametrize("module", [False, True], ids=["entry-point", "python-m"])
 def test_redis_refusing_connections_is_one_line_with_the_fix(

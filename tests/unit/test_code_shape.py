@@ -35,7 +35,7 @@ RANKS: dict[str, int] = {
     "rotation": 5, "execution": 5, "bench": 5, "housekeeping": 5,
     "worker_loop": 6,
     "client": 7,
-    "cli": 8,
+    "cli": 8, "aio": 8,
 }
 TOP = "__init__"  # raysys/__init__.py: the public API, may import any group
 FORBIDDEN_IN_CORE = ("ray", "raysys.actors", "raysys.serve")

@@ -439,6 +439,35 @@ def test_tampered_completion_record_is_reported_not_trusted(store: TaskStore) ->
     store.client.hset(key, "fin", store.client.hget(key, "fin").replace(b"genuine", b"forged!"))
     status = store.status(task_id)
     assert status.result is None and "failed verification" in (status.error or "")
+    assert status.integrity == "failed: bad_signature (completion record)"
+    assert status.to_json()["integrity"] == status.integrity
+
+
+def test_status_names_each_integrity_failure_of_the_task_record(  # type: ignore[no-untyped-def]
+        make_store, sealer: Sealer) -> None:
+    # given: a genuine task, a garbled one, and one holding another namespace's genuine record
+    store, other = make_store(sealer=sealer), make_store(sealer=sealer)
+    genuine, garbled, copied = store.submit_many([spec(payload=i) for i in range(3)])
+    key = store.keys.task
+    store.client.hset(key(garbled), "rec", b"RS1.not-a-key.hmac-sha256.00.{}")
+    store.client.hset(key(copied), "rec",
+                      other.client.hget(other.keys.task(other.submit(spec())), "rec"))
+
+    # when / then: the genuine one verifies; the others say why not, and that they never run
+    assert store.status(genuine).integrity is None
+    assert "integrity" not in store.status(genuine).to_json()
+    for task_id, reason in ((garbled, "unknown_key"), (copied, "copied_record")):
+        status = store.status(task_id)
+        assert status.state == TaskState.PENDING
+        assert status.integrity == f"failed: {reason} (task record)"
+        assert "will never run" in (status.error or "")
+
+    # when: they are leased, then they are quarantined, and status says so with the reason
+    assert [lease.task_id for lease in acquire_until_settled(store)] == [genuine]
+    for task_id, reason in ((garbled, "unknown_key"), (copied, "copied_record")):
+        status = store.status(task_id)
+        assert status.state == TaskState.QUARANTINED
+        assert status.integrity == f"failed: {reason} (task record)"
 
 
 # ---- fences across Redis restarts -------------------------------------------------------------
