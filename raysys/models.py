@@ -261,6 +261,19 @@ class Lease(NamedTuple):
         return self.idempotency_key or self.task_id
 
 
+QUARANTINE_ERROR_PREFIX = "record failed verification: "  # quarantine.lua's stored err
+
+
+def quarantine_code(error: str | None) -> str | None:
+    """The rejection code (``bad_signature``, ``copied_record``, ...) in a quarantined task's
+    stored error (quarantine.lua writes ``record failed verification: <code>``); None when the
+    error names none."""
+    if error and error.startswith(QUARANTINE_ERROR_PREFIX):
+        words = error[len(QUARANTINE_ERROR_PREFIX):].split()
+        return words[0] if words else None
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class TaskStatus:
     """What ``status`` returns for one task."""

@@ -18,10 +18,9 @@ from raysys.errors import (
     TaskDead,
     TaskQuarantined,
 )
-from raysys.models import FINAL_STATES, TaskState, TaskStatus
+from raysys.models import FINAL_STATES, TaskState, TaskStatus, quarantine_code
 
 POLL_S = 0.1  # the pause between two rounds of a wait
-QUARANTINE_PREFIX = "record failed verification: "  # what the quarantine script stores in err
 
 
 def result_of(status: TaskStatus) -> Any:
@@ -49,9 +48,7 @@ def result_of(status: TaskStatus) -> Any:
 def quarantine_reason(error: str | None) -> str:
     """The rejection code (``bad_signature``, ``copied_record``, ...) in a quarantined task's
     stored error; ``quarantined`` when the error names none."""
-    if error and error.startswith(QUARANTINE_PREFIX):
-        return error[len(QUARANTINE_PREFIX):].split()[0] or "quarantined"
-    return "quarantined"
+    return quarantine_code(error) or "quarantined"
 
 
 def known(task_id: str, status: TaskStatus | None, namespace: str) -> TaskStatus:

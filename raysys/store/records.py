@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from raysys.errors import IntegrityError, NotFound, RaysysError, ValidationError
-from raysys.models import TASK_ID_PATTERN, Lease, TaskState, TaskStatus
-from raysys.signing.envelope import Sealer
+from raysys.models import TASK_ID_PATTERN, Lease, TaskState, TaskStatus, quarantine_code
+from raysys.signing.envelope import Opened, Sealer
 from raysys.store.keyspace import Keyspace, glob_escape
 from raysys.store.replies import as_bytes, as_text
 
@@ -56,13 +56,8 @@ class StoreRecords:
         (with a reason) when it does not, NotDue when it verifies but is not due yet."""
         if data is None:
             raise IntegrityError("task has no record", reason="malformed")
-        opened = self.sealer.open(data, RECORD)
+        opened = self._opened_record(task_id, data)
         body = opened.body
-        if not isinstance(body, dict):
-            raise IntegrityError("record body is not an object", reason="malformed")
-        if body.get("id") != task_id or body.get("ns") != self.namespace:
-            raise IntegrityError("record was signed for another task or namespace",
-                                 reason="copied_record")
         if self.retention_ms and opened.iat * 1000 < now_ms - self.retention_ms:
             raise IntegrityError(
                 f"record issued {(now_ms - opened.iat * 1000) / 86_400_000:.2f} days ago, "
@@ -76,6 +71,18 @@ class StoreRecords:
                                    "attempt": attempt, "deadline_ms": deadline})
         except (KeyError, TypeError, ValueError):
             raise IntegrityError("record body lacks required fields", reason="malformed") from None
+
+    def _opened_record(self, task_id: str, data: bytes) -> Opened:
+        """The verified task record ``data``, signed for ``task_id`` in this namespace;
+        IntegrityError (with a reason) when it is not."""
+        opened = self.sealer.open(data, RECORD)
+        body = opened.body
+        if not isinstance(body, dict):
+            raise IntegrityError("record body is not an object", reason="malformed")
+        if body.get("id") != task_id or body.get("ns") != self.namespace:
+            raise IntegrityError("record was signed for another task or namespace",
+                                 reason="copied_record")
+        return opened
 
     def _final_body(self, task_id: str, state: TaskState, attempts: int, fence: int,
                     result: Any = None, error: str | None = None) -> dict[str, Any]:
@@ -135,12 +142,7 @@ class StoreRecords:
         """(kind, priority, None) of a task record that verifies as this task's, in this
         namespace; ("", 0, reason) when it does not."""
         try:
-            body = self.sealer.open(rec, RECORD).body
-            if not isinstance(body, dict):
-                raise IntegrityError("record body is not an object", reason="malformed")
-            if body.get("id") != task_id or body.get("ns") != self.namespace:
-                raise IntegrityError("record was signed for another task or namespace",
-                                     reason="copied_record")
+            body = self._opened_record(task_id, rec).body
             return str(body["kind"]), int(body["priority"]), None
         except IntegrityError as exc:
             return "", 0, exc.reason
@@ -272,10 +274,8 @@ def _unverified_record_error(reason: str, state: TaskState) -> str:
 
 def _quarantine_reason(error: str | None) -> str:
     """Why a task was quarantined, from the error the quarantine script stored."""
-    prefix = "record failed verification: "
-    if error and error.startswith(prefix):
-        return f"{error[len(prefix):]} (task record)"
-    return "quarantined"
+    code = quarantine_code(error)
+    return f"{code} (task record)" if code else "quarantined"
 
 
 def check_task_id(task_id: str) -> None:
