@@ -110,15 +110,6 @@ def settled(group: RedisGroup, old: EmbeddedRedis, timeout: float = 60.0) -> Emb
     return group.wait_new_primary(old, timeout)
 
 
-def rejoin(server: EmbeddedRedis, primary: EmbeddedRedis) -> None:
-    """Start a killed server again as a replica of ``primary``, as the manifests' start-up
-    script does (it asks the Sentinels for the primary first); a server started as a primary
-    instead would wait up to 10 s for a Sentinel to notice and demote it."""
-    lines = [line for line in server.config_lines if not line.startswith("replicaof ")]
-    server.config_lines = (*lines, f"replicaof 127.0.0.1 {primary.port}")
-    server.start()
-
-
 def first_commit_after(record: RunRecord, at: float) -> float | None:
     """Seconds from ``at`` (wall clock) to the first commit the audit stream holds after it."""
     later = [e.ts for e in record.events("committed") if e.ts > at]
@@ -160,7 +151,7 @@ def test_sigkill_the_primary_mid_run(chaos_deploy: DeployFn, group: RedisGroup,
         old = group.primary()
         killed_at.append(time.time())
         old.kill()
-        rejoin(old, settled(group, old))
+        group.rejoin(old, settled(group, old))
         group.wait_replicas(2)
     record = d.finish(ids, 240)
     duration = time.monotonic() - began
@@ -293,7 +284,7 @@ def test_lagging_replicas_hold_acknowledgements_back(
         waited = time.monotonic() - asked
         # and the primary, holding writes no replica has, is killed before they resume
         primary.kill()
-    rejoin(primary, settled(group, primary))
+    group.rejoin(primary, settled(group, primary))
     # then what raysys acknowledged was on a replica: nothing lost, nothing committed twice
     # (the ledger is apart), and the refused submission, sent again, is stored once
     ids += d.client.submit_specs([spec])

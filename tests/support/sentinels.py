@@ -130,6 +130,74 @@ class RedisGroup:
 
         wait_until(demoted, timeout, "the old primary to be turned into a replica")
 
+    def rejoin(self, server: EmbeddedRedis, primary: EmbeddedRedis) -> None:
+        """Start a stopped ``server`` again as a replica of ``primary``, as the manifests'
+        start-up script does (it asks the Sentinels for the primary first); a server started
+        as a primary instead would wait up to 10 s for a Sentinel to notice and demote it."""
+        lines = [line for line in server.config_lines if not line.startswith("replicaof ")]
+        server.config_lines = (*lines, f"replicaof 127.0.0.1 {primary.port}")
+        server.start()
+
+    def settle(self, timeout: float = 90.0) -> EmbeddedRedis:
+        """Bring the group back to rest, as a test that changes it must find it: every stopped
+        server started again as a replica, every Sentinel naming one primary with no failover
+        in progress, every other server an online replica of it; that primary. On a timeout the
+        ``AssertionError`` carries each server's role and the Sentinels' last log lines."""
+        for server in self.servers:
+            if server.pid is not None:
+                os.kill(server.pid, signal.SIGCONT)
+        try:
+            wait_until(self._one_primary_named, timeout, "every Sentinel to name one primary")
+            primary = self.primary()
+            for server in self.servers:
+                if not server.is_running():
+                    self.rejoin(server, primary)
+            wait_until(lambda: self._at_rest(primary), timeout,
+                       f"all {len(self.servers) - 1} replicas online and no failover running")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.describe()}") from None
+        return primary
+
+    def describe(self) -> str:
+        """Each server's role as it reports it, and each Sentinel's last log lines."""
+        lines = []
+        for server in self.servers:
+            try:
+                with redis.Redis(port=server.port, socket_timeout=2) as conn:
+                    info = conn.info("replication")
+                role = f"{info['role']} of {info.get('master_port', '-')} " \
+                       f"link {info.get('master_link_status', '-')}"
+            except redis.RedisError as exc:
+                role = f"not answering ({exc})"
+            lines.append(f"server {server.port}: {role}")
+        for index, port in enumerate(self.sentinel_ports):
+            log = self.root / f"sentinel-{index}" / "sentinel.log"
+            tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+            lines.append(f"sentinel {port} log:\n  " + "\n  ".join(tail))
+        return "\n".join(lines)
+
+    def _one_primary_named(self) -> bool:
+        named = set()
+        for port in self.sentinel_ports:
+            try:
+                named.add(int(self._ask(port, "get-master-addr-by-name", MASTER)[1]))
+            except (redis.RedisError, TypeError, IndexError):
+                return False
+        return len(named) == 1
+
+    def _at_rest(self, primary: EmbeddedRedis) -> bool:
+        if len(self.replicas(primary)) < len(self.servers) - 1:
+            return False
+        for port in self.sentinel_ports:
+            with redis.Redis(port=port, decode_responses=True) as conn:
+                master = conn.execute_command("SENTINEL", "MASTER", MASTER)
+            fields = dict(zip(master[::2], master[1::2], strict=True)) \
+                if isinstance(master, list) else master
+            if int(fields["port"]) != primary.port or "failover" in fields["flags"] \
+                    or "down" in fields["flags"]:
+                return False
+        return True
+
     # -- starting ------------------------------------------------------------------------
 
     def _server(self, name: str, lines: list[str]) -> EmbeddedRedis:

@@ -31,12 +31,20 @@ pytestmark = [pytest.mark.unit, pytest.mark.slow, pytest.mark.usefixtures("no_se
 
 
 @pytest.fixture(scope="module")
-def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisGroup]:
+def started_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisGroup]:
     servers = RedisGroup(tmp_path_factory.mktemp("sentinel")).start()
     try:
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture
+def group(started_group: RedisGroup) -> RedisGroup:
+    """The module's group, at rest (a server an earlier test killed rejoined as a replica, no
+    failover running): each test starts from the same topology whatever the last one did."""
+    started_group.settle()
+    return started_group
 
 
 def core_for(group: RedisGroup, **settings: object) -> Core:
@@ -93,6 +101,8 @@ def test_the_store_follows_the_primary_across_a_failover(group: RedisGroup) -> N
 def test_a_killed_primary_is_replaced_and_the_cut_call_goes_through(group: RedisGroup) -> None:
     # given: a lease granted by the primary, replicated
     with core_for(group, redis_min_replicas=1) as core:
+        # a failover whose first election fails is retried after twice failover-timeout (10 s)
+        core.scripts.replication_retry_s = 30.0
         task = core.store.submit(TaskSpec.build(kind="echo", payload="before"))
         (lease,) = core.store.acquire("w1", 1, ttl_s=60)
         old = group.primary()
@@ -111,7 +121,6 @@ def test_a_killed_primary_is_replaced_and_the_cut_call_goes_through(group: Redis
         (second,) = core.store.acquire("w2", 1, ttl_s=60)
         assert second.task_id == after and second.fence > lease.fence
         assert core.store.status(task).state is TaskState.SUCCEEDED
-    old.start()  # back, as a replica of the new primary (Sentinel reconfigures it)
 
 
 def test_min_replicas_acknowledges_only_what_replicas_hold(group: RedisGroup) -> None:
