@@ -1,52 +1,92 @@
-"""Request bodies of the task API (strict: unknown fields are errors, named in the 422), and
-the error response every route gives."""
+"""Request bodies of the HTTP API (strict: unknown fields, and values of another JSON type
+such as ``false`` for a number, are errors named in the 422).
 
-from __future__ import annotations
+Field constraints mirror :class:`raysys.models.TaskSpec` and
+:class:`raysys.schedules.ScheduleSpec`, so ``/openapi.json`` states them; the specs stay the
+one validation (a body that passes here is built into a spec, whose error is a 422 too).
+"""
 
-import hmac
-import logging
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
 
 from raysys.errors import ValidationError
-from raysys.models import MAX_BATCH, TaskSpec, due_ms
+from raysys.models import (
+    KIND_PATTERN,
+    MAX_BATCH,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    TaskSpec,
+    TaskState,
+    due_ms,
+)
+from raysys.schedules.spec import NAME_PATTERN
 
-log = logging.getLogger(__name__)
+StateName = Literal[tuple(s.value for s in TaskState)]  # type: ignore[valid-type]
+Redrivable = Literal["dead", "cancelled", "quarantined"]
 
 
 class TaskIn(BaseModel):
-    """``POST /tasks`` with one task."""
+    """One task to submit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    kind: str
-    payload: Any = None
-    priority: int = 0
-    idempotency_key: str | None = None
-    delay_s: float | None = None  # run no earlier than this many seconds from now
-    run_at: str | None = None  # ... or than this ISO-8601 time (with a zone)
+    kind: str = Field(pattern=KIND_PATTERN, description="a registered kind")
+    payload: JsonValue = None
+    priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="a resend with the same key returns the first task's id")
+    max_attempts: int | None = Field(None, ge=1, le=100,
+                                     description="lowers the kind's own, never raises it")
+    timeout_s: float | None = Field(None, gt=0, le=86_400)
+    schedule_to_start_s: float | None = Field(None, gt=0, le=365 * 86_400)
+    delay_s: float | None = Field(None, ge=0, description="run no earlier than this from now")
+    run_at: str | None = Field(None, description="... or than this ISO-8601 time (with a zone)")
 
 
 class BatchIn(BaseModel):
-    """``POST /tasks`` with ``{"tasks": [...]}``."""
+    """Several tasks to submit at once: all stored, or none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     tasks: list[TaskIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class RedriveIn(BaseModel):
-    """``POST /tasks/redrive``: ``ids``, or a ``state`` (and ``kind``)."""
+def _body_shape(value: Any) -> str:
+    return "batch" if isinstance(value, dict) and "tasks" in value else "task"
 
-    model_config = ConfigDict(extra="forbid")
+
+SubmitIn = Annotated[Annotated[TaskIn, Tag("task")] | Annotated[BatchIn, Tag("batch")],
+                     Discriminator(_body_shape)]
+
+
+class RedriveIn(BaseModel):
+    """Run finished tasks again: ``ids``, or every task in a ``state`` (of one ``kind``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     ids: list[str] | None = Field(None, max_length=MAX_BATCH)
-    state: str | None = None
-    kind: str | None = None
+    state: Redrivable | None = None
+    kind: str | None = Field(None, pattern=KIND_PATTERN)
     dry_run: bool = False
-    request_id: str | None = Field(None, min_length=1, max_length=100)
+    request_id: str | None = Field(None, min_length=1, max_length=100,
+                                   description="a resend with the same id redrives nothing twice")
+
+
+class ScheduleIn(BaseModel):
+    """A periodic schedule: each cron tick enqueues one task of ``kind``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    cron: str = Field(min_length=1, max_length=200,
+                      description="five or six fields (seconds first when six)")
+    kind: str = Field(pattern=KIND_PATTERN)
+    payload: JsonValue = None
+    tz: str = "UTC"
+    catchup: Literal["skip", "all"] = "skip"
+    priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
 
 
 INTERNAL_KINDS = "raysys."  # built-in kinds only raysys itself submits (snapshot files)
@@ -66,28 +106,3 @@ def spec_of(task: TaskIn) -> TaskSpec:
     fields = task.model_dump()
     due = due_ms(fields.pop("delay_s"), fields.pop("run_at"))
     return TaskSpec.build(**fields, not_before_ms=due)
-
-
-def error_response(status: int, detail: list[dict[str, Any]], *,
-                   auth: bool = False) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if auth else None
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-def unavailable(what: str, exc: BaseException) -> JSONResponse:
-    """503 for a failure the caller may retry (Redis down or failing over, an actor restarting);
-    the cause goes to the log, not to the caller."""
-    log.warning("%s failed: %s", what, exc)
-    return error_response(503, [{"msg": f"{what} unavailable; retry"}])
-
-
-def bearer_denied(token: bytes | None, header: str) -> JSONResponse | None:
-    """401 unless ``header`` (Authorization) is ``Bearer <token>``; always 401 without a
-    configured token (the task API is then off). Compared in constant time."""
-    scheme, _, given = header.partition(" ")
-    if token is None:
-        return error_response(401, [{"msg": "the task API is disabled: the server has no "
-                                    "RAYSYS_API_TOKEN"}], auth=True)
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
-        return error_response(401, [{"msg": "missing or wrong bearer token"}], auth=True)
-    return None

@@ -88,8 +88,8 @@ ArgList = list[Any]
 
 def not_copied(suffix: str) -> bool:
     """Keys a snapshot leaves out: stored snapshots, the wake-up hint, barrier and marker, and
-    the replies kept for resent scripts (``Keyspace.reply``)."""
-    return suffix in NOT_COPIED or suffix.startswith(("snap:", "reply:"))
+    the replies kept for resent scripts (``Keyspace.reply``) and the HTTP app's samples."""
+    return suffix in NOT_COPIED or suffix.startswith(("snap:", "reply:", "console:"))
 
 
 # ---- helpers ------------------------------------------------------------------------------

@@ -200,6 +200,13 @@ class Keyspace:
         next one to take over (once quiet for 30 s) and clear."""
         return self.prefix + "restoring"
 
+    @property
+    def console_samples(self) -> str:
+        """List, newest first, at most an hour of them: the HTTP app's 10 s samples of the
+        counters (JSON), from which the console draws throughput and wait. Snapshots leave it
+        out (``console:`` keys are the app's own, rebuilt as it runs)."""
+        return self.prefix + "console:samples"
+
     def reply(self, script: str, call: str) -> str:
         """String, kept two minutes: what script ``script`` did on call ``call`` (a request id,
         a snapshot id, a restore's owner), for a script that cannot otherwise tell that call

@@ -148,6 +148,14 @@ def test_wheel_ships_the_mapped_layout(wheel: Path) -> None:
                     if n.startswith("raysys/store/scripts/") and n.endswith(".lua")}
     assert lua_in_checkout <= lua_in_wheel, f"not shipped: {sorted(lua_in_checkout - lua_in_wheel)}"
 
+    # and the console's and /docs's files ship (both must work with no way out of the cluster)
+    static = REPO / "serve" / "static"
+    static_in_checkout = {f"raysys/serve/static/{p.relative_to(static).as_posix()}"
+                          for p in static.rglob("*") if p.is_file()}
+    assert {"raysys/serve/static/ui/index.html",
+            "raysys/serve/static/swagger/swagger-ui-bundle.js"} <= static_in_checkout
+    assert static_in_checkout <= names, f"not shipped: {sorted(static_in_checkout - names)}"
+
 
 def test_installed_wheel_resolves(installed: Path, tmp_path: Path) -> None:
     # given the wheel installed into a folder on PYTHONPATH, cwd elsewhere

@@ -145,7 +145,8 @@ def test_task_api_needs_the_token_and_names_bad_fields(
     status, got = get(f"{url}/tasks/{doc['id']}", token=api_token)
     assert status == 200
     assert got == {"id": doc["id"], "state": "succeeded", "result": {"hello": "world"},
-                   "error": None, "attempts": 1}
+                   "error": None, "attempts": 1, "kind": "echo", "priority": 2,
+                   "integrity": None, "waiting": None, "run_at": None}
     assert get(f"{url}/tasks/{'f' * 32}", token=api_token)[0] == 404
     assert get(f"{url}/tasks/not-an-id", token=api_token)[0] == 422
 
