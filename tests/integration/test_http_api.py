@@ -194,3 +194,23 @@ def test_schemathesis_finds_nothing_in_any_route(
     assert done.returncode == 0, report
     assert re.search(r"\b[1-9]\d* passed\b", report), report
     print(report[-800:], file=sys.stderr)
+
+
+def test_a_task_whose_record_fails_verification_says_so(
+        live: tuple[Client, str], api_token: str, data_dir: Path) -> None:
+    # given: a task due in an hour whose stored signed record was changed by one bit
+    client, url = live
+    status, held = request("POST", url + "/tasks", token=api_token,
+                           body={"kind": "echo", "payload": "pay me", "delay_s": 3600})
+    assert status == 200
+    with redis.Redis.from_url(attach_or_start(data_dir)[0]) as conn:
+        key = Keyspace(client.namespace).task(held["id"])
+        rec = bytearray(conn.hget(key, "rec") or b"")
+        rec[-1] ^= 0x01
+        conn.hset(key, "rec", bytes(rec))
+
+    # when: the task is asked for over HTTP
+    status, doc = get(f"{url}/tasks/{held['id']}", token=api_token)
+
+    # then: the answer names the failure (it will never run)
+    assert status == 200 and doc["integrity"] == "failed: bad_signature (task record)", doc
