@@ -57,7 +57,7 @@ class TaskOut(BaseModel):
     result: JsonValue
     error: str | None
     integrity: str | None = None
-    waiting: dict[str, Any] | None = None
+    waiting: str | None = Field(None, description="pending and held back: why")
     run_at: str | None = None
 
 

@@ -123,7 +123,10 @@ async def task_history(task_id: Annotated[str, TASK_ID], api: Api,
     """The task's attempts (holder, fence, start, end, error) and its audit entries."""
     attempts = await read(lambda: api.core.store.history(task_id))
     tail = await read(lambda: api.core.store.audit_tail(AUDIT_SCAN))
-    mine = [e for e in tail if task_id in e.values()]
+    named = [e for e in tail if task_id in e.values()]
+    # ... and the API's entry for each redrive that named it (it names the request, and who)
+    requests = {e["request"] for e in named if "request" in e}
+    mine = [e for e in tail if task_id in e.values() or e.get("request") in requests]
     return {"id": task_id, "history": attempts, "audit": mine}
 
 
