@@ -61,12 +61,12 @@ def start_system(port: int) -> tuple[Any, str]:
     """raysys with two workers, and the app (with the Ray dashboard's address) on ``port``."""
     import raysys
     from raysys.redis_server.binary import free_port
-    from raysys.serve import app
 
     data = Path(tempfile.mkdtemp(prefix="raysys-shots-"))
     client = raysys.start(2, concurrency=4, data_dir=data, namespace="console-demo")
-    url = app.deploy(client.config, host="127.0.0.1", port=port or free_port(),
-                     dashboard_url=client.dashboard_url)
+    url = client.serve("127.0.0.1", port or free_port())
+    if url is None:
+        raise SystemExit(f"port {port} is taken: pass another --port")
     wait_for(lambda: healthy(url), 90, "the app's /health")
     return client, url
 

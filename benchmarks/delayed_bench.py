@@ -49,7 +49,7 @@ def run(tasks: int, spread: float, workers: int) -> dict[str, Any]:
         ledger_server = EmbeddedRedis(Path(tmp) / "ledger", password=None, appendfsync="no")
         ledger_server.start()
         client = raysys.start(workers=workers, ledger=True, ledger_url=ledger_server.url,
-                              data_dir=str(Path(tmp) / "data"))
+                              data_dir=str(Path(tmp) / "data"), dashboard=False)
         try:
             ledger = CommitLedger(redis.Redis.from_url(ledger_server.url), client.namespace)
             return _measure(client, ledger, tasks, spread)

@@ -114,7 +114,8 @@ def main() -> int:
         os.environ["LIMITS_BENCH_REDIS_URL"] = record_server.url
         rec = redis.Redis.from_url(record_server.url)
         client = raysys.start(2, data_dir=Path(tmp) / "data", namespace="limits",
-                              handlers=HANDLERS, concurrency=max(16, args.tasks // 2 + 1))
+                              handlers=HANDLERS, concurrency=max(16, args.tasks // 2 + 1),
+                              dashboard=False)
         try:
             report = {"cancel_ms": cancel_latency(client, rec, args.tasks),
                       "inline_limit_late_ms": inline_limit(client, rec, args.tasks),

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(tasks: int, noop: int, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="raysys-purgebench-") as tmp:
         data = str(Path(tmp) / "data")
-        client = raysys.start(workers=workers, ledger=True, data_dir=data)
+        client = raysys.start(workers=workers, ledger=True, data_dir=data, dashboard=False)
         try:
             settings = load_settings(data_dir=data, namespace=client.namespace)
             core = open_core(settings)

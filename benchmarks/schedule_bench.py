@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(minutes: float, kill_every: float, catchup: str, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="raysys-schedbench-") as tmp:
-        client = raysys.start(workers=workers, data_dir=str(Path(tmp) / "data"))
+        client = raysys.start(workers=workers, data_dir=str(Path(tmp) / "data"),
+                              dashboard=False)
         try:
             core = open_core(load_settings(data_dir=str(Path(tmp) / "data"),
                                            namespace=client.namespace))

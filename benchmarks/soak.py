@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ledger_server.start()
         client = raysys.start(workers=args.workers, ledger=True, ledger_url=ledger_server.url,
                               data_dir=str(Path(tmp) / "data"), retention_s=args.retention,
-                              audit_retention_s=args.retention)
+                              audit_retention_s=args.retention, dashboard=False)
         try:
             return _soak(client, ledger_server.url, Path(tmp) / "data", args)
         finally:

@@ -6,6 +6,11 @@ cluster, the Coordinator, Distributor and workers, and the HTTP app; then submit
 actors work, show progress on stderr, and report DESIGN's fields. Exit 0 only if the commit
 ledger accounts for every task with ``lost`` and ``duplicate_commits`` 0. Each process's log
 file (``agent_system-<role>-<pid>.log``) is kept under ``<RAYSYS_DATA_DIR>/logs/<namespace>``.
+
+``demo`` starts Ray with its dashboard (127.0.0.1, a free port; ``--no-dashboard``: without),
+prints its URL and puts it in the report (``dashboard_url``); ``demo --keep`` stays up after the
+report, printing the console, health, metrics and dashboard URLs, until Ctrl-C (exit 130, after
+a clean shutdown). ``bench`` runs without the dashboard.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import dataclasses
 import shutil
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from raysys.actor_config import DEFAULT_CONCURRENCY
 from raysys.cli.common import EXIT_UNACCOUNTED, add_json_flag, emit, positive_float, positive_int
@@ -53,6 +59,11 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=positive_int, default=2, help="worker actors (default 2)")
     add_concurrency_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    p.add_argument("--keep", action="store_true",
+                   help="after the run, stay up (console, health, metrics and dashboard URLs "
+                   "on stderr) until Ctrl-C; then shut down and exit 130")
+    p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                   help="start Ray without its dashboard (default: on 127.0.0.1, a free port)")
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("bench", help="measure tasks/s and latency (noop tasks, or any kind)")
@@ -83,7 +94,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     options = RunOptions(tasks=args.tasks, workers=args.workers, concurrency=args.concurrency,
                          kind="mixed")
-    return run_workload(settings, demo_specs(args.tasks), options, args.json, "demo")
+    return run_workload(settings, demo_specs(args.tasks), options, args.json, "demo",
+                        window=Window(dashboard=args.dashboard, keep=args.keep))
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -104,6 +116,16 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_workload(settings, specs, options, args.json, "bench")
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """What the operator sees of a run besides its report (``demo``; ``bench`` keeps both
+    off, so nothing else competes for the CPU it measures): Ray's dashboard, and ``keep``,
+    staying up after the report until Ctrl-C."""
+
+    dashboard: bool = False
+    keep: bool = False
+
+
 @dataclasses.dataclass
 class RunPlace:
     """Where one run lives: its namespace, a private data dir, the settings and the actors'
@@ -116,20 +138,33 @@ class RunPlace:
 
 
 def run_workload(settings: Settings, specs: list[TaskSpec], options: RunOptions, as_json: bool,
-                 what: str) -> int:
-    """Start, run ``specs``, tear down, report; the CLI exit code."""
+                 what: str, window: Window = Window()) -> int:
+    """Start, run ``specs``, tear down, report; the CLI exit code.
+
+    With ``window.keep`` the report comes before the tear-down, which waits for Ctrl-C: the
+    KeyboardInterrupt unwinds everything (exit 130 in ``raysys.cli.main``).
+    """
     place, options = _prepare_place(settings, options, what)
     keep_logs = settings.data_dir / "logs" / place.namespace
+
+    def report_run(report: dict[str, Any]) -> int:
+        return _report(report, as_json, what, keep_logs)
+
     try:
-        report = _run_in_place(place, specs, options, what, settings)
+        report = _run_in_place(place, specs, options, what, settings, window, report_run)
     finally:
         _keep_logs(place.data_dir / "logs", keep_logs)
         shutil.rmtree(place.data_dir, ignore_errors=True)
+    return report_run(report)
+
+
+def _report(report: dict[str, Any], as_json: bool, what: str, keep_logs: Path) -> int:
+    """Print the report; the exit code (EXIT_UNACCOUNTED when a task is not accounted for)."""
     runs = [report, report.get("warmup", {})]  # the warm-up's tasks count as much
     lost = sum(int(r.get("lost", 0)) for r in runs)
     duplicates = sum(int(r.get("duplicate_commits", 0)) for r in runs)
-    emit(report, as_json, lambda: report_text(report))
-    print(f"raysys {what}: logs in {keep_logs}", file=sys.stderr)
+    emit(report, as_json, lambda: report_text(report), flush=True)
+    print(f"raysys {what}: logs in {keep_logs}", file=sys.stderr, flush=True)
     if lost or duplicates:
         print(f"raysys: error: {lost} tasks lost, {duplicates} duplicate commits",
               file=sys.stderr)
@@ -156,7 +191,8 @@ def _prepare_place(settings: Settings, options: RunOptions, what: str
 
 
 def _run_in_place(place: RunPlace, specs: list[TaskSpec], options: RunOptions, what: str,
-                  settings: Settings) -> dict[str, Any]:
+                  settings: Settings, window: Window,
+                  report_run: Callable[[dict[str, Any]], int]) -> dict[str, Any]:
     from raysys.bench.cluster_run import run_on_cluster
     from raysys.bench.workload import Progress
     from raysys.client import start
@@ -170,19 +206,50 @@ def _run_in_place(place: RunPlace, specs: list[TaskSpec], options: RunOptions, w
               f"{'embedded' if embedded else 'configured'} Redis, namespace "
               f"{place.namespace}; starting Ray and the actors...", file=sys.stderr)
         with start(options.workers, batch=options.batch, concurrency=options.concurrency,
-                   ledger=True, **place.overrides) as client:
+                   ledger=True, dashboard=window.dashboard, **place.overrides) as client:
             url = client.serve(settings.http_host, settings.http_port)
             options = dataclasses.replace(options, serve=url is not None)
             if url:
                 print(f"raysys {what}: health and metrics at {url}/health and {url}/metrics",
                       file=sys.stderr)
+            if window.dashboard:
+                print(f"raysys {what}: {dashboard_line(client.dashboard_url)}", file=sys.stderr)
             warmup = warm_up(client, ledger, options)
             freeze_heap()  # the driver's start-up heap: no 50 ms GC pass mid-run
             report = run_on_cluster(client, ledger, specs, options, Progress(len(specs)),
                                     actor_pids=client.actor_pids)
             if warmup is not None:
                 report["warmup"] = warmup
+            report["dashboard_url"] = client.dashboard_url
+            if window.keep:
+                report_run(report)
+                stay_up(what, url, client.dashboard_url)
     return report
+
+
+def dashboard_line(url: str | None) -> str:
+    """Where the Ray dashboard is (and how to sign in), or that it did not start."""
+    from raysys.client.dashboard import sign_in_hint
+
+    if url is None:
+        return "Ray dashboard not running (see the warning above)"
+    hint = sign_in_hint()
+    return f"Ray dashboard at {url}" + (f" ({hint})" if hint else "")
+
+
+def stay_up(what: str, http: str | None, dashboard: str | None) -> NoReturn:
+    """``--keep``: print where everything is, then wait for Ctrl-C (KeyboardInterrupt) or
+    SIGTERM, which unwind the run: actors, Ray and the embedded Redis stop cleanly."""
+    lines = [f"raysys {what}: staying up until Ctrl-C"]
+    if http:
+        lines += [f"  console    {http}/ui", f"  health     {http}/health",
+                  f"  metrics    {http}/metrics"]
+    else:
+        lines.append("  HTTP app   not running (its port was in use: set RAYSYS_HTTP_PORT)")
+    lines.append(f"  dashboard  {dashboard}" if dashboard else "  dashboard  not running")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)
 
 
 @contextmanager
@@ -232,7 +299,7 @@ def warm_up(client: Client, ledger: CommitLedger, options: RunOptions) -> dict[s
 
 def report_text(report: dict[str, Any]) -> str:
     lat = report["latency_ms"]
-    return "\n".join([
+    lines = [
         f"tasks {report['tasks']}: succeeded {report['succeeded']}, dead {report['dead']}, "
         f"cancelled {report['cancelled']}, quarantined {report['quarantined']}, "
         f"lost {report['lost']}, duplicate commits {report['duplicate_commits']}, "
@@ -240,7 +307,10 @@ def report_text(report: dict[str, Any]) -> str:
         f"throughput {report['tasks_per_s']:,.0f} tasks/s; submit-to-start latency p50 "
         f"{lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms",
         "settings " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),
-    ])
+    ]
+    if report.get("dashboard_url"):
+        lines.append(f"Ray dashboard {report['dashboard_url']}")
+    return "\n".join(lines)
 
 
 def _keep_logs(source: Path, target: Path) -> None:

@@ -72,6 +72,7 @@ class AsyncClient:
         self.namespace = client.namespace
         self.coordinator = client.coordinator
         self.call_timeout_s = client.call_timeout_s
+        self.dashboard_url = client.dashboard_url
         self._watch = StatusWatch(self.statuses, self.namespace)
 
     # ---- tasks --------------------------------------------------------------------------------

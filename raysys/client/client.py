@@ -73,18 +73,20 @@ class Client(ClientHistory):
     """Submit, wait, query and control one raysys namespace through its named actors.
 
     ``owned``: what this client started and takes down on :meth:`shutdown` (``start``); None
-    for a client of actors that outlive it (``up``, ``connect``).
+    for a client of actors that outlive it (``up``, ``connect``). ``dashboard_url``: the Ray
+    dashboard of the local cluster ``start`` started (None: off, failed, or not ours).
     """
 
     def __init__(self, config: ActorConfig, coordinator: CoordinatorHandle,
                  distributor: DistributorHandle, *, owned: Owned | None = None,
-                 ray_connected: bool = False,
+                 ray_connected: bool = False, dashboard_url: str | None = None,
                  call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
         self.namespace = config.namespace
         self.config = config  # how to start more workers
         self.coordinator = coordinator
         self.distributor = distributor
         self.call_timeout_s = call_timeout_s
+        self.dashboard_url = dashboard_url
         self._owned = owned
         self._ray_connected = ray_connected
         self._closed = False
@@ -261,7 +263,8 @@ class Client(ClientHistory):
         self._call(lambda: self.distributor.resume.remote())
 
     def serve(self, host: str, port: int) -> str | None:
-        """Run the HTTP app (``/health``, ``/metrics``, task API) on this cluster; its URL.
+        """Run the HTTP app (``/health``, ``/metrics``, the API, the console) on this cluster;
+        its URL. The console links to :attr:`dashboard_url` when this client started one.
 
         None, with a warning, when the port is taken: the actors keep working without it. If
         Serve already runs on the cluster, the app joins it (on Serve's port).
@@ -273,7 +276,8 @@ class Client(ClientHistory):
             log.warning("HTTP app not started: %s:%d is in use (set RAYSYS_HTTP_PORT)", host,
                         port)
             return None
-        url: str = app.deploy(self.config, host=host, port=port)
+        url: str = app.deploy(self.config, host=host, port=port,
+                              dashboard_url=self.dashboard_url)
         return url
 
     def down(self, *, drain: bool = False, timeout: float = 60.0) -> None:

@@ -18,7 +18,12 @@ from typing import Any
 
 from raysys.actor_config import DEFAULT_CONCURRENCY, SECRET_SETTINGS, ActorConfig, Workers
 from raysys.client.client import Client, Owned
-from raysys.client.ray_auth import check_token_accepted, unreachable_message
+from raysys.client.dashboard import quiet_dashboard_failure, ray_init_options, started_url
+from raysys.client.ray_auth import (
+    check_token_accepted,
+    unreachable_message,
+    wrong_token_message,
+)
 from raysys.config import Settings, load_settings
 from raysys.errors import ConfigurationError, RayUnavailable
 from raysys.redis_server.attach import attach_or_start
@@ -31,7 +36,8 @@ log = logging.getLogger(__name__)
 def start(workers: Workers = 2, *, batch: int = 50, concurrency: int = DEFAULT_CONCURRENCY,
           ledger: bool = False, ray_temp_dir: Path | None = None, log_to_driver: bool = False,
           scale_down_idle_s: float = 30.0, max_prefetch: int = 1000,
-          ledger_url: str | None = None, **settings_overrides: Any) -> Client:
+          ledger_url: str | None = None, dashboard: bool = True,
+          **settings_overrides: Any) -> Client:
     """Run raysys on this machine and return a client; ``shutdown()`` takes it all down.
 
     ``workers``: N, or (MIN, MAX) / "MIN:MAX" for a pool that follows the backlog;
@@ -40,6 +46,8 @@ def start(workers: Workers = 2, *, batch: int = 50, concurrency: int = DEFAULT_C
     ``namespace``, ``lease_ttl_s``, ``reaper_interval_s``, ``handlers``, ...). Secrets cannot be
     passed here (the actors would receive them as arguments): set them in the environment.
     If Ray is already initialised in this process, its cluster is used (and left running).
+    ``dashboard``: the private Ray cluster runs its dashboard on 127.0.0.1 at a free port
+    (``client.dashboard_url``); a dashboard that cannot start is one warning, not an error.
     """
     import ray
 
@@ -48,15 +56,17 @@ def start(workers: Workers = 2, *, batch: int = 50, concurrency: int = DEFAULT_C
                                         scale_down_idle_s=scale_down_idle_s,
                                         max_prefetch=max_prefetch, ledger_url=ledger_url)
     owned = Owned(server)
+    dashboard_url = None
     try:
         if not ray.is_initialized():
             # A private temp dir: a plain ray.init() would attach to another local cluster.
             temp = ray_temp_dir or Path(tempfile.mkdtemp(prefix="raysys-ray-"))
             owned.ray_temp_dir = temp if ray_temp_dir is None else None
-            ray.init(namespace=settings.namespace, include_dashboard=False,
-                     log_to_driver=log_to_driver, _temp_dir=str(temp))
+            dashboard_url = _init_local_ray(settings.namespace, temp, dashboard=dashboard,
+                                            log_to_driver=log_to_driver)
             owned.ray_started = True
-        return _deployed(config, owned=owned, ray_connected=owned.ray_started)
+        return _deployed(config, owned=owned, ray_connected=owned.ray_started,
+                         dashboard_url=dashboard_url)
     except BaseException:
         if owned.ray_started:
             ray.shutdown()
@@ -115,7 +125,19 @@ def connect(address: str = "auto", namespace: str | None = None, *,
     return Client(config, plane.coordinator, plane.distributor, ray_connected=connected)
 
 
-def _deployed(config: ActorConfig, *, owned: Owned | None, ray_connected: bool) -> Client:
+def _init_local_ray(namespace: str, temp: Path, *, dashboard: bool,
+                    log_to_driver: bool) -> str | None:
+    """``ray.init`` of a private local cluster in ``temp``; its dashboard's URL, or None."""
+    import ray
+
+    with quiet_dashboard_failure(dashboard):
+        context = ray.init(namespace=namespace, log_to_driver=log_to_driver,
+                           _temp_dir=str(temp), **ray_init_options(dashboard, temp))
+    return started_url(dashboard, context.dashboard_url, temp)
+
+
+def _deployed(config: ActorConfig, *, owned: Owned | None, ray_connected: bool,
+              dashboard_url: str | None = None) -> Client:
     """Find or start the actors; a Client over them. On failure, remove what ``start`` made."""
     from raysys.actors import factory
 
@@ -130,7 +152,7 @@ def _deployed(config: ActorConfig, *, owned: Owned | None, ray_connected: bool) 
         raise RayUnavailable(f"raysys actors did not start: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     return Client(config, plane.coordinator, plane.distributor, owned=owned,
-                  ray_connected=ray_connected)
+                  ray_connected=ray_connected, dashboard_url=dashboard_url)
 
 
 def _prepare(overrides: dict[str, Any], *, workers: Workers, batch: int, concurrency: int,
@@ -177,9 +199,7 @@ def join_cluster(address: str, namespace: str) -> bool:
     except ConnectionError as exc:  # token auth refusing us looks the same: say which
         raise RayUnavailable(unreachable_message(address, exc)) from None
     except ray.exceptions.AuthenticationError:
-        raise RayUnavailable(f"the Ray cluster at {address!r} refused this client's token: "
-                             "set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "
-                             "(`ray get-auth-token` on the head)") from None
+        raise RayUnavailable(wrong_token_message(address)) from None
     return True
 
 
@@ -224,6 +244,11 @@ def check_ray_reachable(address: str, timeout_s: float = 3.0) -> None:
     except OSError as exc:
         raise RayUnavailable(f"no Ray cluster answers at {target} ({exc.strerror or exc}): start "
                              "it, or pass the head's GCS address with --address") from None
+
+
+def resolved_address(address: str) -> str:
+    """``address`` itself, or for ``auto`` the GCS address it means now ("" when none)."""
+    return _auto_address() if address == "auto" else address
 
 
 def _auto_address() -> str:

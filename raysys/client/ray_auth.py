@@ -39,6 +39,19 @@ def token_mode_on() -> bool:
     return os.environ.get(AUTH_MODE, "").strip().lower() == "token"
 
 
+def sends_token(address: str) -> bool:
+    """Whether ``ray.init(address=address)`` from this process sends a token: with
+    ``RAY_AUTH_MODE`` set, when it is ``token``; unset, only for ``auto`` (Ray then turns token
+    auth on when it finds a token: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``)."""
+    if os.environ.get(AUTH_MODE) is not None:
+        return token_mode_on()
+    if address != "auto":
+        return False
+    path = os.environ.get(TOKEN_PATH_VARIABLE)
+    return bool(os.environ.get(TOKEN_VARIABLE)) or Path(path or default_token_file()).is_file()
+
+
 def check_token_accepted(address: str) -> None:
     """Before ``ray.init(address=HOST:PORT)``: raise RayUnavailable (one line: token auth, what
     to set) when this process sends no token and the GCS refuses a question without one.
@@ -57,6 +70,13 @@ def refused_message(address: str) -> str:
     """The line for a cluster whose GCS refused this process for want of a token."""
     return (f"the Ray cluster at {address!r} requires token authentication and this process "
             f"sends no token ({AUTH_MODE} is not token): {token_fix()}")
+
+
+def wrong_token_message(address: str) -> str:
+    """The line for a cluster that refused the token this process sent."""
+    return (f"the Ray cluster at {address!r} refused this client's token: set "
+            f"{TOKEN_VARIABLE} or {TOKEN_PATH_VARIABLE} to the cluster's token "
+            "(`ray get-auth-token` on the head)")
 
 
 def unreachable_message(address: str, exc: BaseException) -> str:

@@ -7,7 +7,10 @@ port; nothing of a run may outlive it (no server, no Ray process working in its 
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,7 +21,15 @@ import redis
 
 from raysys.redis_server.binary import free_port
 from raysys.redis_server.embedded import EmbeddedRedis
-from tests.support.cli import Cli, assert_no_embedded_server_left, check_report, make_cli
+from tests.support.cli import (
+    Cli,
+    assert_no_embedded_server_left,
+    check_report,
+    make_cli,
+    read_line,
+)
+from tests.support.http import get
+from tests.support.polling import wait_until
 from tests.support.processes import wait_no_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -34,9 +45,10 @@ def cli() -> Iterator[Cli]:
 
 
 def test_demo_runs_every_actor_and_accounts_for_every_task(cli: Cli) -> None:
-    # when: the main job runs on the embedded default with DEBUG logging
+    # when: the main job runs on the embedded default with DEBUG logging (no dashboard: the
+    # tests leave Ray's dashboard off unless they test it)
     run = cli.with_env(LOG_LEVEL="DEBUG").run("demo", "--tasks", "400", "--workers", "2",
-                                              "--json", timeout=RUN_TIMEOUT_S)
+                                              "--json", "--no-dashboard", timeout=RUN_TIMEOUT_S)
 
     # then: one JSON report on stdout, every task accounted for by the ledger ...
     report = run.json()
@@ -46,6 +58,7 @@ def test_demo_runs_every_actor_and_accounts_for_every_task(cli: Cli) -> None:
     settings = report["settings"]
     assert settings["fsync"] == "always" and settings["mode"] == "ray-actors"
     assert settings["serve"] is True and settings["signing"] == "hmac-sha256"
+    assert report["dashboard_url"] is None
     # ... progress on stderr only ...
     assert "400/400" in run.stderr and "[#" not in run.stdout
     # ... one log file per process, kept after the run, with the DEBUG trace of messages,
@@ -61,6 +74,53 @@ def test_demo_runs_every_actor_and_accounts_for_every_task(cli: Cli) -> None:
     # ... and nothing outlives the run
     assert wait_no_processes(cli.root) == []
     assert_no_embedded_server_left(cli, run)
+
+
+def test_demo_keep_stays_up_with_its_urls_until_ctrl_c(cli: Cli) -> None:
+    # given: a root short enough for the dashboard's sockets (TMPDIR the root itself)
+    short = cli.with_env(TMPDIR=str(cli.root))
+    stderr_file = cli.root / "demo.err"
+
+    # when: a small demo runs with --keep (SIGINT's default action restored in the child:
+    # a shell's background job would inherit it ignored)
+    with stderr_file.open("w") as err:
+        proc = subprocess.Popen(short.command(["demo", "--tasks", "20", "--workers", "1",
+                                               "--keep", "--json"]),
+                                cwd=cli.root, env=dict(short.env), text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        # then: the report comes first, every task accounted for, naming the dashboard ...
+        report = json.loads(read_line(proc, RUN_TIMEOUT_S))
+        check_report(report, tasks=20, workers=1)
+        wait_until(lambda: "staying up until Ctrl-C" in stderr_file.read_text(), 30,
+                   "the URLs on stderr")
+        urls = dict(line.split() for line in stderr_file.read_text().splitlines()
+                    if line.startswith("  ") and len(line.split()) == 2)
+        # ... and it stays up: console, health, metrics and dashboard answer
+        assert urls["dashboard"] == report["dashboard_url"]
+        assert urls["dashboard"].startswith("http://127.0.0.1:")
+        assert urls["health"] == f"http://127.0.0.1:{cli.env['RAYSYS_HTTP_PORT']}/health"
+        assert get(urls["health"])[0] == 200 and get(urls["metrics"])[0] == 200
+        assert get(urls["dashboard"])[0] == 200
+        assert set(urls) == {"console", "health", "metrics", "dashboard"}
+
+        # when: Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+    # then: exit 130 after a clean shutdown: one line, no traceback, nothing left running
+    stderr = stderr_file.read_text()
+    assert code == 130, stderr[-3000:]
+    assert stderr.rstrip().endswith("raysys: interrupted") and "Traceback" not in stderr
+    assert wait_no_processes(cli.root) == []
+    assert_no_embedded_server_left(cli)
 
 
 def test_bench_on_a_configured_redis_leaves_no_keys(cli: Cli,

@@ -1,4 +1,5 @@
-"""`raysys up` from a process that sends no token, against a head with token auth on (issue 17).
+"""`raysys up` (and `raysys doctor`) from a process that sends no token, against a head with
+token auth on (issue 17).
 
 The head is started the way Ray 2.60 does it by default: a token in ``~/.ray/auth_token`` and
 ``ray start --head`` run without ``RAY_AUTH_MODE``, which then turns token auth on by itself.
@@ -10,11 +11,14 @@ and is stopped selectively (by its marker, never ``ray stop``); see tests/suppor
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from raysys.redis_server.binary import free_port
 from tests.support.processes import wait_until_gone
 from tests.support.ray_cluster import RayHead, ray_head
 
@@ -109,3 +113,60 @@ def test_with_the_token_the_same_address_connects(head: RayHead) -> None:
     # then: Ray let it in: what is missing is the actors, not the token
     line = error_line(run)
     assert "no raysys actors" in line and "RAY_AUTH_MODE" not in line, line
+
+
+def doctor_checks(head: RayHead, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """`raysys doctor --address HOST:PORT --json` (no actors, no HTTP app: it fails); its checks
+    by name. The token question is asked before `ray.init`, whose retries never show."""
+    data = {"RAYSYS_DATA_DIR": str(head.root / "data"), "RAYSYS_NAMESPACE": "token-auth",
+            "RAYSYS_HTTP_PORT": str(free_port())}
+    run = head.run("raysys", "doctor", f"--address={head.address}", "--json", env=env | data,
+                   timeout=UP_TIMEOUT_S)
+    assert run.returncode == 1, f"exit {run.returncode}\n{run.stdout}\n{run.stderr[-3000:]}"
+    assert "gcs_client" not in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert len(run.stdout.splitlines()) == 1
+    return {check["check"]: check for check in json.loads(run.stdout)["checks"]}
+
+
+def test_doctor_without_auth_mode_names_token_auth_in_its_ray_line(head: RayHead) -> None:
+    # given: the head's HOME (its token file) but no RAY_AUTH_MODE, as for `up` above
+    env = {k: v for k, v in head.env.items() if not k.startswith("RAY_AUTH")}
+    token_file = head.root / "home" / ".ray" / "auth_token"
+
+    # when
+    checks = doctor_checks(head, env)
+
+    # then: the ray line says token auth, what to set and the token file; the actors and
+    # workers lines say they were skipped
+    ray = checks["ray"]
+    assert ray["status"] == "fail", ray
+    assert "requires token authentication" in ray["detail"], ray
+    assert "RAY_AUTH_MODE=token" in ray["detail"] and str(token_file) in ray["detail"], ray
+    for name in ("actors", "workers"):
+        assert checks[name]["status"] == "fail"
+        assert checks[name]["detail"].startswith("skipped: no Ray cluster"), checks[name]
+
+
+def test_doctor_with_a_wrong_token_says_the_token_was_refused(head: RayHead) -> None:
+    # given: RAY_AUTH_MODE=token with a token that is not the head's
+    _, wrong = head.tokenless_envs()
+
+    # when
+    ray = doctor_checks(head, wrong)["ray"]
+
+    # then
+    assert ray["status"] == "fail" and "refused this client's token" in ray["detail"], ray
+    assert "RAY_AUTH_TOKEN" in ray["detail"]
+
+
+def test_doctor_with_the_token_reaches_ray_and_finds_no_actors(head: RayHead) -> None:
+    # when: the token holder asks about a namespace where nothing was started
+    checks = doctor_checks(head, head.env)
+
+    # then: Ray let it in; what is missing is the actors (and so the workers' answer)
+    assert checks["ray"]["status"] == "ok", checks["ray"]
+    assert "1 node(s) alive" in checks["ray"]["detail"]
+    assert "token sent" in checks["ray"]["detail"]
+    assert checks["actors"]["status"] == "fail"
+    assert "no Coordinator in namespace 'token-auth'" in checks["actors"]["detail"]
+    assert checks["workers"]["detail"].startswith("skipped: the Coordinator does not answer")

@@ -173,8 +173,8 @@ def test_demo_runs_over_redis_tls_as_the_documented_acl_user(
 
         # when: the whole demo runs against it, configured by the REDIS_* variables only
         env = root.env(**tls.env())
-        run = subprocess.run([str(RAYSYS), "demo", "--tasks", "200", "--json"], env=env,
-                             cwd=root.path, capture_output=True, text=True,
+        run = subprocess.run([str(RAYSYS), "demo", "--tasks", "200", "--json", "--no-dashboard"],
+                             env=env, cwd=root.path, capture_output=True, text=True,
                              timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
 
         # then: every task is accounted for, and the ACL refused nothing the demo did
@@ -343,8 +343,9 @@ def hardened_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HardenedR
     try:
         with (base / "stdout").open("w+") as out, (base / "stderr").open("w+") as err:
             proc = subprocess.Popen([sys.executable, "-c", KEEP_RAY_LOGS, "demo", "--tasks",
-                                     "100", "--json"], env=env, cwd=root.path, stdout=out,
-                                    stderr=err, stdin=subprocess.DEVNULL, text=True)
+                                     "100", "--json", "--no-dashboard"], env=env,
+                                    cwd=root.path, stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, text=True)
             # while it runs: what does the demo's own GCS port let in?
             probes: dict[str, str] = {}
             deadline = time.monotonic() + RUN_TIMEOUT_S

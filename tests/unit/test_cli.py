@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,14 @@ from raysys.redis_server.embedded import EmbeddedRedis
 from raysys.signing.envelope import Sealer
 from raysys.signing.keyring import load_keyring_file
 from raysys.worker_loop import WorkerLoop
-from tests.support.cli import TASK_ID, Cli, assert_no_embedded_server_left, make_cli, read_line
+from tests.support.cli import (
+    TASK_ID,
+    Cli,
+    Run,
+    assert_no_embedded_server_left,
+    make_cli,
+    read_line,
+)
 from tests.support.processes import alive, processes_working_in
 from tests.support.stores import store_over
 
@@ -497,20 +505,49 @@ def test_a_closed_stdout_ends_the_command_quietly(cli: Cli) -> None:
 
 
 # ---- demo, bench, doctor ------------------------------------------------------------------------
-def test_doctor_passes_against_a_healthy_redis(configured: Cli) -> None:
-    # when
-    run = configured.run("doctor", "--json")
+REDIS_CHECKS = ("redis", "memory", "keys", "retention")
+CLUSTER_CHECKS = ("ray", "actors", "workers", "http")
 
-    # then: it passes; the test server has no maxmemory, which is a warning, not a failure
-    doc = run.json()
-    assert doc["ok"] is True and doc["warnings"] == 1 and run.returncode == 0
+
+def doctor(cli: Cli, *args: str) -> Run:
+    """`raysys doctor` where no Ray cluster and no HTTP app answer: an --address and an HTTP
+    port nobody listens on (never "auto", which would find any cluster on this machine)."""
+    return cli.with_env(RAYSYS_HTTP_PORT=str(free_port())).run(
+        "doctor", "--address", f"127.0.0.1:{free_port()}", *args)
+
+
+def test_doctor_checks_redis_then_fails_without_a_ray_cluster(configured: Cli) -> None:
+    # when
+    run = doctor(configured, "--json")
+
+    # then: the Redis side passes (the test server has no maxmemory: a warning, not a
+    # failure); with no cluster, each cluster check fails, and so does doctor
+    doc = json.loads(run.stdout)
+    assert run.returncode == 1 and doc["ok"] is False and doc["warnings"] == 1
+    assert len(run.stdout.splitlines()) == 1 and "Traceback" not in run.output
     statuses = {c["check"]: c["status"] for c in doc["checks"]}
-    assert statuses == {"redis": "ok", "memory": "warn", "keys": "ok", "retention": "ok"}
-    memory = next(c for c in doc["checks"] if c["check"] == "memory")
-    assert "maxmemory is 0" in memory["detail"]
-    retention = next(c for c in doc["checks"] if c["check"] == "retention")
-    assert "7 days" in retention["detail"]
-    assert "Traceback" not in run.stderr
+    assert statuses == {"redis": "ok", "memory": "warn", "keys": "ok", "retention": "ok",
+                        "ray": "fail", "actors": "fail", "workers": "fail", "http": "fail"}
+    details = {c["check"]: c["detail"] for c in doc["checks"]}
+    assert "maxmemory is 0" in details["memory"] and "7 days" in details["retention"]
+    assert "no Ray cluster answers at 127.0.0.1:" in details["ray"]
+    assert details["actors"] == details["workers"] == "skipped: no Ray cluster (see the ray check)"
+    assert "nothing answers at http://127.0.0.1:" in details["http"]
+
+
+def test_doctor_without_a_cluster_is_one_line_per_check_quickly(cli: Cli) -> None:
+    # when: the text report, on the embedded default (no keyring yet)
+    started = time.monotonic()
+    run = doctor(cli)
+
+    # then: exit 1, one OK/WARN/FAIL line per check in order, no traceback, within seconds
+    assert run.returncode == 1 and "Traceback" not in run.output
+    lines = run.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == [*REDIS_CHECKS, *CLUSTER_CHECKS]
+    assert all(line.split()[0] in ("OK", "WARN", "FAIL") for line in lines)
+    assert all(line.startswith("FAIL") for line in lines[len(REDIS_CHECKS):])
+    assert time.monotonic() - started < 20
+    assert_no_embedded_server_left(cli, run)
 
 
 @pytest.mark.parametrize(("maxmemory", "status", "says"), [
@@ -526,22 +563,22 @@ def test_doctor_reports_memory_against_maxmemory(
     env = cli.with_env(RAYSYS_REDIS_URL=server.url, RAYSYS_SIGNING_KEY_FILE=str(keyring_file))
 
     # when
-    run = env.run("doctor", "--json")
+    run = doctor(env, "--json")
 
-    # then
-    memory = next(c for c in run.json()["checks"] if c["check"] == "memory")
+    # then: the memory check says so; only the cluster checks fail (no cluster here)
+    checks = json.loads(run.stdout)["checks"]
+    memory = next(c for c in checks if c["check"] == "memory")
     assert memory["status"] == status and says in memory["detail"], memory
-    assert run.returncode == 0
+    assert {c["check"] for c in checks if c["status"] == "fail"} == set(CLUSTER_CHECKS)
 
 
 def test_doctor_says_loudly_that_retention_zero_keeps_everything(configured: Cli) -> None:
     # when
-    run = configured.with_env(RAYSYS_RETENTION_S="0").run("doctor")
+    run = doctor(configured.with_env(RAYSYS_RETENTION_S="0"))
 
-    # then: a WARN line, exit 0
+    # then: a WARN line
     line = next(x for x in run.stdout.splitlines() if "retention" in x)
     assert line.startswith("WARN") and "kept for ever" in line
-    assert run.returncode == 0
 
 
 def test_doctor_names_an_evicting_maxmemory_policy(
@@ -552,12 +589,13 @@ def test_doctor_names_an_evicting_maxmemory_policy(
     evicting = cli.with_env(RAYSYS_REDIS_URL=server.url, RAYSYS_SIGNING_KEY_FILE=str(keyring_file))
 
     # when
-    run = evicting.run("doctor")
+    run = doctor(evicting)
 
     # then: it fails, naming the policy and the fix; the keys check still runs
     assert run.returncode != 0
     assert "Traceback" not in run.output
-    failed = [line for line in run.stdout.splitlines() if line.startswith("FAIL")]
+    failed = [line for line in run.stdout.splitlines()
+              if line.startswith("FAIL") and line.split()[1] in REDIS_CHECKS]
     assert len(failed) == 1
     assert "redis" in failed[0] and "allkeys-lru" in failed[0] and "noeviction" in failed[0]
     assert any(line.startswith("OK") and "keys" in line for line in run.stdout.splitlines())
