@@ -17,12 +17,10 @@ from raysys.models import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     TaskSpec,
-    TaskState,
     due_ms,
 )
 from raysys.schedules.spec import NAME_PATTERN
 
-StateName = Literal[tuple(s.value for s in TaskState)]  # type: ignore[valid-type]
 Redrivable = Literal["dead", "cancelled", "quarantined"]
 
 
@@ -84,7 +82,7 @@ class ScheduleIn(BaseModel):
                       description="five or six fields (seconds first when six)")
     kind: str = Field(pattern=KIND_PATTERN)
     payload: JsonValue = None
-    tz: str = "UTC"
+    tz: str = Field("UTC", min_length=1, max_length=64, description="an IANA zone")
     catchup: Literal["skip", "all"] = "skip"
     priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
 

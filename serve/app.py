@@ -33,7 +33,7 @@ from raysys.actor_config import DEFAULT_CONCURRENCY, ActorConfig
 from raysys.actors import factory
 from raysys.config import load_settings
 from raysys.serve import console, docs, routes_schedules, routes_system, routes_tasks
-from raysys.serve.auth import refused
+from raysys.serve.auth import BearerGate
 from raysys.serve.backend import Backend, install
 from raysys.serve.http_errors import install_handlers
 from raysys.serve.series import Sampler
@@ -56,7 +56,8 @@ def build_api() -> FastAPI:
     routers = [m.router for m in (routes_system, routes_tasks, routes_schedules, docs, console)]
     for router in routers:
         api.include_router(router)
-    install_handlers(api, refused, [route for router in routers for route in router.routes])
+    install_handlers(api, [route for router in routers for route in router.routes])
+    api.add_middleware(BearerGate)
     return api
 
 
@@ -67,15 +68,27 @@ api = build_api()
                   health_check_period_s=10, health_check_timeout_s=30)
 @serve.ingress(api)
 class RaysysAPI:
+    """One replica: its backend (Redis through the core, the Coordinator for writes), the
+    console's sampler, and, with ``start_actors``, the named actors found or started.
+
+    Holds no state of its own that must survive: Serve may replace it at any time (a failed
+    health check, a redeploy) and the new replica carries on from Redis. ``dashboard_url``:
+    the Ray dashboard the console links to (None: "not linked")."""
+
     def __init__(self, config: ActorConfig, workers: int | None = None,
                  start_actors: bool = True, dashboard_url: str | None = None) -> None:
         self.backend = Backend(config, dashboard_url)
         install(self.backend)
-        self.sampler = Sampler(self.backend.core.client, self.backend.core.keys).start()
+        self.sampler = Sampler(self.backend.core.store).start()
         if start_actors:  # idempotent: actors that exist are found, not started twice
             factory.deploy(config, workers)
         log.info("raysys API up in namespace %s (task API %s)", config.namespace,
                  "enabled" if self.backend.token else "disabled: no RAYSYS_API_TOKEN")
+
+    def __del__(self) -> None:  # Serve calls it when it stops the replica
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None:
+            sampler.stop()
 
     def namespace_served(self) -> str:
         return self.backend.namespace
@@ -95,8 +108,9 @@ def app(args: dict[str, str] | None = None) -> Any:
     """Serve application builder (``import_path: raysys.serve.app:app``).
 
     ``args``: ``workers`` (N or MIN:MAX, default 2), ``concurrency`` (leases each worker runs
-    at once, default 16). Everything else comes from the environment (``RAYSYS_*``/``REDIS_*``),
-    as on every node.
+    at once, default 16), ``dashboard_url`` (the Ray dashboard's address as the console's users
+    reach it; unset: the console says "not linked"). Everything else comes from the
+    environment (``RAYSYS_*``/``REDIS_*``), as on every node.
     """
     args = dict(args or {})
     settings = load_settings()

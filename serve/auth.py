@@ -1,7 +1,8 @@
 """The task API's bearer token: ``Authorization: Bearer <RAYSYS_API_TOKEN>``.
 
-Every route but the open ones (:data:`OPEN_PATHS`: health, metrics, the API's docs and the
-console's assets) depends on :func:`caller`, which answers 401 (list-shaped, with
+Every request but those on the open paths (:data:`OPEN_PATHS`: health, metrics, the API's docs
+and the console's files) passes :class:`BearerGate` first, and every route of them depends on
+:func:`caller`; both answer 401 (list-shaped, with
 ``WWW-Authenticate: Bearer``) when the header is missing or wrong, and always when the server
 has no token (the task API is then off). The token is compared in constant time. A caller is
 named in the audit by the token's id (a hash prefix, never the token) and its address.
@@ -14,9 +15,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from raysys.serve.backend import Api, backend
-from raysys.serve.http_errors import ApiError
+from raysys.serve.backend import Api, backend, installed
+from raysys.serve.http_errors import ApiError, error_response
 
 OPEN_PATHS = ("/health", "/metrics", "/docs", "/openapi.json", "/ui")
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -67,12 +70,28 @@ def caller(request: Request,
     return Caller(token_id(api.token), address)
 
 
-def refused(request: Request) -> ApiError | None:
-    """For a request that failed validation before its route ran: the 401 its route would have
-    given (None on an open path, or with the right token)."""
-    if request.url.path.startswith(OPEN_PATHS):
-        return None
-    return denied(backend().token, request.headers.get("authorization", ""))
+def is_open(path: str) -> bool:
+    """Whether ``path`` is one of :data:`OPEN_PATHS` or under one."""
+    return any(path == p or path.startswith(p + "/") for p in OPEN_PATHS)
+
+
+class BearerGate:
+    """ASGI middleware: a request on any path but the open ones without the right token is
+    answered 401 before anything else happens (its body is not even read); routes still
+    depend on :func:`caller` for who is asking."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not is_open(scope["path"]) and installed():
+            headers = Headers(scope=scope)
+            refusal = denied(backend().token, headers.get("authorization", ""))
+            if refusal is not None:
+                answer = error_response(refusal.status, refusal.detail, refusal.headers)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 Who = Annotated[Caller, Depends(caller)]  # a route's caller parameter: the route needs the token

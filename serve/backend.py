@@ -12,6 +12,7 @@ import os
 import time
 from typing import Annotated, Any
 
+import redis
 from fastapi import Depends
 
 from raysys import metrics
@@ -41,24 +42,28 @@ class Backend:
         self.agent_id = f"serve-{os.getpid()}"
         self.started = time.time()
         self.dashboard_url = dashboard_url
+        self._alive: dict[str, bool] = {}
 
     def coordinator(self) -> Any:
         """The namespace's Coordinator handle (ValueError when it does not exist)."""
         return factory.get_actor(factory.COORDINATOR, self.namespace)
 
     async def actors_alive(self) -> dict[str, bool]:
-        """``{"coordinator": bool, "distributor": bool}``: answered within ACTOR_PING_S."""
+        """``{"coordinator": bool, "distributor": bool}``: answered within ACTOR_PING_S (the
+        lookups in the GCS run off the event loop). A change of answer is logged, once."""
         names = {"coordinator": factory.COORDINATOR, "distributor": factory.DISTRIBUTOR}
         out: dict[str, bool] = {}
         for role, name in names.items():
             try:
-                handle = factory.get_actor(name, self.namespace)
+                handle = await asyncio.to_thread(factory.get_actor, name, self.namespace)
                 call = handle.ping if role == "coordinator" else handle.info
                 await asyncio.wait_for(_awaited(call.remote()), timeout=ACTOR_PING_S)
                 out[role] = True
-            except Exception as exc:
-                log.warning("%s did not answer: %r", role, exc)
+            except Exception as exc:  # gone, restarting, or too slow: all mean "down" here
+                if self._alive.get(role, True):
+                    log.warning("%s did not answer: %r", role, exc)
                 out[role] = False
+        self._alive = out
         return out
 
     async def snapshot(self) -> metrics.Snapshot:
@@ -67,12 +72,18 @@ class Backend:
         return await asyncio.to_thread(
             metrics.read, self.core, worker_max_age_ms=int(self.ttl_s * 1000), actors=actors)
 
-    def audit(self, event: str, by: str, **fields: str) -> None:
-        """Append an operator's action to the namespace's audit stream (who: ``by``)."""
-        if self.core.store.audit_enabled:
-            entry: dict[Any, Any] = {"ev": event, "by": by, **fields}
-            self.core.client.xadd(self.core.keys.audit, entry, maxlen=AUDIT_MAXLEN,
-                                  approximate=True)
+    async def audit(self, event: str, by: str, **fields: str) -> None:
+        """Append an operator's action to the namespace's audit stream (who: ``by``). Best
+        effort: the action is done when this runs, so a Redis error here is logged, never
+        turned into a failed answer."""
+        if not self.core.store.audit_enabled:
+            return
+        entry: dict[Any, Any] = {"ev": event, "by": by, **fields}
+        try:
+            await asyncio.to_thread(self.core.client.xadd, self.core.keys.audit, entry,
+                                    maxlen=AUDIT_MAXLEN, approximate=True)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("audit entry %s by %s not written: %s", event, by, exc)
 
 
 async def _awaited(ref: Any) -> Any:
@@ -85,6 +96,11 @@ _current: list[Backend] = []
 def install(instance: Backend) -> None:
     """Make ``instance`` the backend of this process's routes."""
     _current[:] = [instance]
+
+
+def installed() -> bool:
+    """Whether this process has a backend (a replica that finished starting)."""
+    return bool(_current)
 
 
 def backend() -> Backend:

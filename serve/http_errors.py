@@ -1,13 +1,12 @@
 """Every error of the HTTP API in one shape: ``{"detail": [{"loc"?, "msg", "type"?}, ...]}``.
 
 :class:`ApiError` is what routes raise; :func:`install_handlers` makes FastAPI answer it, its
-own request validation errors (422, naming the field; a 401 instead when the route needs the
-token and it is missing or wrong, so a caller without the token learns nothing about bodies)
-and Starlette's HTTP errors (404 for an unknown path, 405) in that shape.
+own request validation errors (422, naming the field) and Starlette's HTTP errors (404 for an
+unknown path, 405 with ``Allow``) in that shape.
 """
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,11 +67,9 @@ def allowed_methods(request: Request, routes: Sequence[BaseRoute]) -> list[str]:
     return sorted({m for r in exact or fits for m in (r.methods or ())})
 
 
-def install_handlers(app: FastAPI, refused: Callable[[Request], ApiError | None],
-                     routes: Sequence[BaseRoute]) -> None:
-    """Answer errors in the one shape; ``refused(request)`` is the token check, applied to a
-    request that failed validation before its route could check the token; ``routes``: every
-    route of the app (a 405 lists the methods they answer on the path)."""
+def install_handlers(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
+    """Answer errors in the one shape (the token was checked before: ``auth.BearerGate``);
+    ``routes``: every route of the app (a 405 lists the methods they answer on the path)."""
 
     async def api_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -80,9 +77,6 @@ def install_handlers(app: FastAPI, refused: Callable[[Request], ApiError | None]
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        denied = refused(request)
-        if denied is not None:
-            return error_response(denied.status, denied.detail, denied.headers)
         errors = exc.errors()
         if all(e.get("loc", ("",))[0] == "path" for e in errors):
             methods = allowed_methods(request, routes)  # e.g. GET /tasks/redrive: a POST-only path
@@ -94,9 +88,6 @@ def install_handlers(app: FastAPI, refused: Callable[[Request], ApiError | None]
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8 JSON)
-            denied = refused(request)
-            if denied is not None:
-                return error_response(denied.status, denied.detail, denied.headers)
             return error_response(422, [{"loc": ["body"], "msg": "the body is not JSON "
                                          "(UTF-8)", "type": "json_invalid"}])
         headers = dict(exc.headers or {})

@@ -8,9 +8,10 @@ with who asked.
 import asyncio
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Path
 
-from raysys.errors import Conflict, NotFound
+from raysys.errors import Conflict, NotFound, RaysysError
 from raysys.errors import ValidationError as SpecError
 from raysys.schedules import ScheduleExists, ScheduleSpec
 from raysys.schedules.spec import NAME_PATTERN
@@ -37,7 +38,7 @@ async def list_schedules(api: Api,
     verification (never run)."""
     try:
         infos, bad = await asyncio.to_thread(api.schedules.list)
-    except Exception as exc:  # Redis down or failing over: the caller may retry
+    except (RaysysError, redis.RedisError, OSError) as exc:  # Redis down or failing over
         raise unavailable("schedules", exc) from None
     return {"schedules": [i.to_json() for i in infos], "rejected": bad}
 
@@ -55,9 +56,9 @@ async def add_schedule(body: ScheduleIn, api: Api,
         raise ApiError(409, [{"loc": ["body", "name"], "msg": str(exc)}]) from None
     except SpecError as exc:
         raise ApiError(422, [{"loc": ["body"], "msg": str(exc)}]) from None
-    except Exception as exc:
+    except (RaysysError, redis.RedisError, OSError) as exc:  # Redis down or failing over
         raise unavailable("schedules", exc) from None
-    await asyncio.to_thread(api.audit, "api_schedule_add", str(who), schedule=spec.name)
+    await api.audit("api_schedule_add", str(who), schedule=spec.name)
     return info.to_json()
 
 
@@ -65,6 +66,7 @@ async def add_schedule(body: ScheduleIn, api: Api,
                responses={**NOT_FOUND, **CONFLICT})
 async def remove_schedule(name: Annotated[str, NAME], api: Api,
                           who: Who) -> dict[str, Any]:
+    """Remove it (its tasks already enqueued stay); 404 when there is none."""
     await change(api, who, "remove", name)
     return {"name": name, "removed": True}
 
@@ -86,6 +88,8 @@ async def resume_schedule(name: Annotated[str, NAME], api: Api,
 
 
 async def change(api: Backend, who: Caller, action: str, name: str) -> dict[str, Any]:
+    """``ScheduleBook.<action>(name)``, audited; its ScheduleInfo as JSON ({} once removed).
+    :class:`ApiError` 404 (no such schedule), 409 (changed meanwhile), 422, 503 (Redis)."""
     try:
         info = await asyncio.to_thread(getattr(api.schedules, action), name)
     except NotFound:
@@ -94,7 +98,7 @@ async def change(api: Backend, who: Caller, action: str, name: str) -> dict[str,
         raise ApiError(409, [{"msg": str(exc)}]) from None
     except SpecError as exc:
         raise ApiError(422, [{"msg": str(exc)}]) from None
-    except Exception as exc:  # Redis down or failing over: the caller may retry
+    except (RaysysError, redis.RedisError, OSError) as exc:  # Redis down or failing over
         raise unavailable("schedules", exc) from None
-    await asyncio.to_thread(api.audit, f"api_schedule_{action}", str(who), schedule=name)
+    await api.audit(f"api_schedule_{action}", str(who), schedule=name)
     return {} if info is None else dict(info.to_json())

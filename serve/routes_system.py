@@ -83,7 +83,7 @@ async def get_stats(api: Api,
     if not snap.redis_connected:
         raise unavailable("stats", ConnectionError("Redis is not answering"))
     try:
-        points = await asyncio.to_thread(series.series, api.core.client, api.core.keys)
+        points = await asyncio.to_thread(series.series, api.core.store)
     except Exception as exc:
         raise unavailable("stats", exc) from None
     return {"namespace": api.namespace, "counts": snap.counts, "totals": snap.stats,

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import redis
 from fastapi import APIRouter, Body, Path, Query
 
 from raysys.errors import NotFound, RaysysError
@@ -19,7 +20,7 @@ from raysys.models import FINAL_STATES, TaskState
 from raysys.serve.api_models import BatchIn, RedriveIn, SubmitIn, spec_of
 from raysys.serve.auth import Who
 from raysys.serve.backend import Api, Backend
-from raysys.serve.http_errors import ApiError
+from raysys.serve.http_errors import ApiError, unavailable
 from raysys.serve.responses import (
     ERRORS,
     NOT_FOUND,
@@ -43,15 +44,18 @@ SUBMITTED_LINKS = {  # where a submitted id leads (Schemathesis follows these)
     name: {"operationId": operation, "parameters": {"task_id": "$response.body#/id"}}
     for name, operation in (("GetTask", "get_task"), ("TaskHistory", "task_history"),
                             ("CancelTask", "cancel_task"))}
+COORDINATOR_TIMEOUT_S = 20.0  # below Serve's 30 s request timeout: our 503, not its answer
 AUDIT_SCAN = 1000  # newest audit entries searched for a task's own
 
 
 async def through_coordinator(api: Backend, call: Callable[[Any], Awaitable[T]], what: str,
                               retry_hint: str = "retry") -> T:
     """``await call(coordinator)``; its ValidationError a 422, NotFound a 404, anything else
-    (actor restarting or gone, Redis away) a 503 with ``retry_hint``."""
+    (actor restarting or gone, Redis away, no answer within COORDINATOR_TIMEOUT_S) a 503 with
+    ``retry_hint``."""
     try:
-        return await call(api.coordinator())
+        coordinator = await asyncio.to_thread(api.coordinator)
+        return await asyncio.wait_for(call(coordinator), COORDINATOR_TIMEOUT_S)
     except Exception as exc:
         cause = getattr(exc, "cause", exc)
         if isinstance(cause, SpecError):
@@ -70,14 +74,14 @@ async def read(call: Callable[[], T]) -> T:
         raise ApiError(404, [{"msg": str(exc)}]) from None
     except SpecError as exc:
         raise ApiError(422, [{"loc": ["query"], "msg": str(exc)}]) from None
-    except RaysysError as exc:
-        raise ApiError(503, [{"msg": str(exc)}]) from None
+    except (RaysysError, redis.RedisError, OSError) as exc:  # Redis down or failing over
+        raise unavailable("the task store", exc) from None
 
 
 @router.post("/tasks", response_model=SubmittedOne | SubmittedMany,
              responses={200: {"links": SUBMITTED_LINKS}})
 async def submit_tasks(body: Annotated[SubmitIn, Body()], api: Api,
-                 _who: Who) -> dict[str, Any]:
+                       _who: Who) -> dict[str, Any]:
     """Submit one task, or ``{"tasks": [...]}`` (all stored, or none): ``{"id"}`` or
     ``{"ids"}``."""
     tasks = body.tasks if isinstance(body, BatchIn) else [body]
@@ -139,7 +143,7 @@ async def cancel_task(task_id: Annotated[str, TASK_ID], api: Api,
         api, lambda c: c.cancel.remote(task_id), "cancel")
     done = before not in FINAL_STATES
     if done:
-        await asyncio.to_thread(api.audit, "api_cancel", str(who), task=task_id)
+        await api.audit("api_cancel", str(who), task=task_id)
     return {"id": task_id, "before": before.value, "cancelled": done,
             "state": "cancelled" if done else before.value}
 
@@ -154,6 +158,6 @@ async def redrive_tasks(body: RedriveIn, api: Api,
         "retry with the same request_id")
     doc: dict[str, Any] = report.to_json()
     if doc["redriven"] and not doc["dry_run"]:
-        await asyncio.to_thread(api.audit, "api_redrive", str(who),
-                                request=doc["request_id"], tasks=str(len(doc["redriven"])))
+        await api.audit("api_redrive", str(who), request=doc["request_id"],
+                        tasks=str(len(doc["redriven"])))
     return doc

@@ -1,12 +1,12 @@
 """The last hour of throughput and wait, for the console's charts.
 
-Every :data:`SAMPLE_EVERY_S` seconds the app (any replica; one sample per slot, whoever comes
-first) appends to ``Keyspace.console_samples`` the monotonic counters of finished and
-submitted tasks, and the submit-to-start wait (p50, p95) of up to :data:`WAIT_SAMPLE` tasks
-that succeeded since the last sample (the wait of the attempt that finished them, from their
-history). :func:`series` turns consecutive samples into per-interval rates. Reads only what it
-needs (counters, one index range, a few task hashes): its cost does not grow with the number of
-tasks stored.
+Every :data:`SAMPLE_EVERY_S` seconds the app appends to ``Keyspace.console_samples`` the
+monotonic counters of finished and submitted tasks, and the submit-to-start wait (p50, p95) of
+up to :data:`WAIT_SAMPLE` tasks that succeeded since the last sample (``start_waits`` of the
+store). One sample per slot however many replicas run: a replica first claims the slot
+(``Keyspace.console_slot``, ``SET NX``). :func:`series` turns consecutive samples of the last
+hour into per-interval rates, skipping entries it cannot read. Its cost does not grow with the
+number of tasks stored.
 """
 
 import itertools
@@ -18,28 +18,30 @@ from typing import Any
 import redis
 
 from raysys.metrics import FINAL
-from raysys.store.keyspace import Keyspace
+from raysys.store import TaskStore
 from raysys.store.replies import as_text
 
 log = logging.getLogger(__name__)
 
 SAMPLE_EVERY_S = 10.0
+HOUR_MS = 3_600_000
 KEEP = 361  # one hour of intervals
 WAIT_SAMPLE = 200
 
 
-def take_sample(client: redis.Redis, keys: Keyspace) -> bool:
-    """Append this slot's sample unless one is there; True if it appended."""
-    seconds, micros = client.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+def take_sample(store: TaskStore) -> bool:
+    """Append this slot's sample unless another caller claimed the slot; True if it did."""
+    client, keys = store.client, store.keys
+    now_ms = store.server_ms()
     slot = now_ms // int(SAMPLE_EVERY_S * 1000)
-    newest = client.lindex(keys.console_samples, 0)
-    last = json.loads(newest) if newest else None
-    if last is not None and int(last["slot"]) >= slot:
+    if not client.set(keys.console_slot(slot), "1", nx=True, px=int(SAMPLE_EVERY_S * 2000)):
         return False
+    last = _newest(client.lindex(keys.console_samples, 0))
     stats = {as_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
-    since = int(last["ms"]) if last is not None else now_ms - int(SAMPLE_EVERY_S * 1000)
-    p50, p95 = _waits(client, keys, since, now_ms)
+    since = int(last["ms"]) if last else now_ms - int(SAMPLE_EVERY_S * 1000)
+    waits = sorted(store.start_waits(since, now_ms, WAIT_SAMPLE))
+    p50 = float(waits[len(waits) // 2]) if waits else None
+    p95 = float(waits[min(len(waits) - 1, int(len(waits) * 0.95))]) if waits else None
     sample = {"slot": slot, "ms": now_ms, "submitted": stats.get("submitted", 0),
               "finished": sum(stats.get(f"completed:{s}", 0) for s in FINAL),
               "wait_p50_ms": p50, "wait_p95_ms": p95}
@@ -50,53 +52,50 @@ def take_sample(client: redis.Redis, keys: Keyspace) -> bool:
     return True
 
 
-def _waits(client: redis.Redis, keys: Keyspace, since_ms: int, now_ms: int
-           ) -> tuple[float | None, float | None]:
-    ids = client.zrevrangebyscore(keys.finished_index("succeeded"), now_ms, f"({since_ms}",
-                                  start=0, num=WAIT_SAMPLE)
-    if not ids:
-        return None, None
-    pipe = client.pipeline(transaction=False)
-    for task_id in ids:
-        pipe.hmget(keys.task(as_text(task_id)), "sub", "hn")
-    heads = pipe.execute()
-    for task_id, (_, hn) in zip(ids, heads, strict=True):
-        pipe.hget(keys.task(as_text(task_id)), f"h{(int(hn or 1) - 1) % 20 + 1}")
-    entries = pipe.execute()
-    waits = []
-    for (sub, _), entry in zip(heads, entries, strict=True):
-        parts = as_text(entry or "").split("|")
-        if sub and len(parts) > 4 and parts[4]:
-            waits.append(max(0, int(parts[4]) - int(sub)))
-    if not waits:
-        return None, None
-    waits.sort()
-    return (float(waits[len(waits) // 2]),
-            float(waits[min(len(waits) - 1, int(len(waits) * 0.95))]))
+def _newest(raw: Any) -> dict[str, Any] | None:
+    """A stored sample, or None for none or one that does not read as a sample."""
+    try:
+        sample = json.loads(raw) if raw else None
+        return sample if isinstance(sample, dict) and int(sample["ms"]) > 0 else None
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
-def series(client: redis.Redis, keys: Keyspace) -> list[dict[str, Any]]:
-    """Per-interval rates of the stored samples, oldest first (``SamplePoint``'s fields)."""
-    raw = client.lrange(keys.console_samples, 0, KEEP - 1)
-    samples = sorted((json.loads(r) for r in raw), key=lambda s: int(s["ms"]))
+def series(store: TaskStore) -> list[dict[str, Any]]:
+    """Per-interval rates of the last hour's samples, oldest first (``SamplePoint``'s
+    fields); samples closer than half an interval to the one before are skipped."""
+    now_ms = store.server_ms()
+    raw = store.client.lrange(store.keys.console_samples, 0, KEEP - 1)
+    samples = sorted((s for s in map(_newest, raw) if s and int(s["ms"]) > now_ms - HOUR_MS),
+                     key=lambda s: int(s["ms"]))
+    spaced: list[dict[str, Any]] = []
+    for sample in samples:
+        if not spaced or int(sample["ms"]) - int(spaced[-1]["ms"]) >= SAMPLE_EVERY_S * 500:
+            spaced.append(sample)
     out = []
-    for before, after in itertools.pairwise(samples):
-        seconds = max(0.001, (int(after["ms"]) - int(before["ms"])) / 1000)
-        out.append({"ts": int(after["ms"]) / 1000,
-                    "finished_per_s": max(0, after["finished"] - before["finished"]) / seconds,
-                    "submitted_per_s": max(0, after["submitted"] - before["submitted"])
-                    / seconds,
-                    "wait_p50_ms": after["wait_p50_ms"], "wait_p95_ms": after["wait_p95_ms"]})
+    for before, after in itertools.pairwise(spaced):
+        try:
+            out.append(_point(before, after))
+        except (KeyError, TypeError, ValueError):  # an entry of another shape: left out
+            continue
     return out
 
 
-class Sampler:
-    """A daemon thread taking :func:`take_sample` every ``every_s`` until :meth:`stop`."""
+def _point(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    seconds = (int(after["ms"]) - int(before["ms"])) / 1000
+    return {"ts": int(after["ms"]) / 1000,
+            "finished_per_s": max(0, int(after["finished"]) - int(before["finished"])) / seconds,
+            "submitted_per_s": max(0, int(after["submitted"]) - int(before["submitted"]))
+            / seconds,
+            "wait_p50_ms": after["wait_p50_ms"], "wait_p95_ms": after["wait_p95_ms"]}
 
-    def __init__(self, client: redis.Redis, keys: Keyspace,
-                 every_s: float = SAMPLE_EVERY_S) -> None:
-        self.client = client
-        self.keys = keys
+
+class Sampler:
+    """A daemon thread taking :func:`take_sample` every ``every_s`` until :meth:`stop`; an
+    error (Redis away, anything else) is logged and the next slot tried."""
+
+    def __init__(self, store: TaskStore, every_s: float = SAMPLE_EVERY_S) -> None:
+        self.store = store
         self.every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raysys-console-sampler",
@@ -112,7 +111,9 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                take_sample(self.client, self.keys)
-            except (redis.RedisError, OSError, ValueError) as exc:  # Redis away: next time
+                take_sample(self.store)
+            except (redis.RedisError, OSError) as exc:  # Redis away: the next slot
                 log.debug("console sample skipped: %s", exc)
+            except Exception:  # never let one bad sample end the charts for good
+                log.exception("console sample failed")
             self._stop.wait(self.every_s)

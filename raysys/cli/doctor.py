@@ -44,9 +44,10 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     try:
         checks += [run_check("ray", probe.ray), run_check("actors", probe.actors),
                    run_check("workers", probe.workers)]
+        endpoint = probe.serve_endpoint()
     finally:
         probe.close()
-    checks.append(run_check("http", lambda: check_http(settings)))
+    checks.append(run_check("http", lambda: check_http(settings, endpoint)))
     failed = [c for c in checks if c["status"] == "fail"]
     warned = [c for c in checks if c["status"] == "warn"]
     emit({"ok": not failed, "warnings": len(warned), "checks": checks}, args.json,

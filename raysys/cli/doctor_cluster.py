@@ -7,8 +7,9 @@
 - ``actors``: the namespace's named Coordinator and Distributor exist and answer.
 - ``workers``: live workers (a heartbeat within the lease TTL), as the Coordinator counts them,
   against the pool it keeps (an autoscaled pool may rest at 0).
-- ``http``: ``GET http://RAYSYS_HTTP_HOST:RAYSYS_HTTP_PORT/health``: healthy is ok, degraded a
-  warning, unhealthy or no answer a failure.
+- ``http``: ``GET /health`` where the cluster's Serve listens (a wildcard bind: the head's
+  address), else at ``RAYSYS_HTTP_HOST:RAYSYS_HTTP_PORT``: healthy is ok, degraded a warning,
+  unhealthy or no answer a failure.
 
 Each check raises (a :class:`~raysys.errors.RaysysError` fails, :class:`CheckWarning` warns)
 or returns its detail, and waits a few seconds at most. Without a cluster, ``actors`` and
@@ -48,6 +49,7 @@ class ClusterProbe:
         self.reached = False
         self.connected = False  # this probe ran ray.init, so close() runs ray.shutdown
         self.coordinator: CoordinatorHandle | None = None
+        self.target = ""  # the GCS's HOST:PORT once ray() resolved it
 
     def ray(self) -> str:
         import ray
@@ -55,7 +57,7 @@ class ClusterProbe:
         from raysys.client.launch import check_ray_reachable, join_cluster, resolved_address
 
         check_ray_reachable(self.address)  # one line when nothing listens there
-        target = resolved_address(self.address)
+        target = self.target = resolved_address(self.address)
         auth = _token_auth(self.address, target)
         self.connected = join_cluster(self.address, self.namespace)
         self.reached = True
@@ -93,6 +95,24 @@ class ClusterProbe:
         if len(live) < config.min_workers:
             raise CheckWarning(f"fewer live workers than the pool keeps: {detail}")
         return detail
+
+    def serve_endpoint(self) -> tuple[str, int] | None:
+        """Where the cluster's Serve listens, as reachable from here (a wildcard bind is the
+        head's address); None without a cluster or Serve (then the settings say where)."""
+        if not self.reached:
+            return None
+        try:
+            from raysys.serve.app import running_http
+
+            found = running_http()
+        except Exception:  # Serve's controller gone or not answering: use the settings
+            return None
+        if found is None:
+            return None
+        host, port = found
+        if host in ("", "0.0.0.0", "::"):
+            host = self.target.rsplit(":", 1)[0] or host
+        return host, port
 
     def close(self) -> None:
         if self.connected:
@@ -157,9 +177,11 @@ def _answer(ref: Ref[Any], who: str) -> Any:
         raise RayUnavailable(f"{who} does not answer: {first_line(exc)}") from None
 
 
-def check_http(settings: Settings) -> str:
-    """``/health`` of the HTTP app at RAYSYS_HTTP_HOST:RAYSYS_HTTP_PORT."""
-    url = f"http://{_connect_host(settings.http_host)}:{settings.http_port}/health"
+def check_http(settings: Settings, endpoint: tuple[str, int] | None = None) -> str:
+    """``/health`` of the HTTP app: at ``endpoint`` (where the cluster's Serve listens), else
+    at RAYSYS_HTTP_HOST:RAYSYS_HTTP_PORT."""
+    host, port = endpoint or (settings.http_host, settings.http_port)
+    url = f"http://{_connect_host(host)}:{port}/health"
     status, doc = _get_json(url)
     state = doc.get("status")
     workers = doc.get("live_workers")

@@ -210,8 +210,8 @@ def _run_in_place(place: RunPlace, specs: list[TaskSpec], options: RunOptions, w
             url = client.serve(settings.http_host, settings.http_port)
             options = dataclasses.replace(options, serve=url is not None)
             if url:
-                print(f"raysys {what}: health and metrics at {url}/health and {url}/metrics",
-                      file=sys.stderr)
+                print(f"raysys {what}: console at {url}/ui/, health and metrics at "
+                      f"{url}/health and {url}/metrics", file=sys.stderr)
             if window.dashboard:
                 print(f"raysys {what}: {dashboard_line(client.dashboard_url)}", file=sys.stderr)
             warmup = warm_up(client, ledger, options)

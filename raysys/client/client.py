@@ -284,7 +284,8 @@ class Client(ClientHistory):
         """Stop and remove every actor of the namespace (``raysys down``); Redis keeps the tasks."""
         if drain:
             self.drain(timeout)
-        if not self._owned:  # a cluster that outlives us: remove the HTTP app if it is ours
+        if not (self._owned and self._ray_connected):  # a cluster that outlives us (``up``,
+            # ``connect``, or ``start`` on a Ray already running): remove our HTTP app
             try:
                 from raysys.serve.app import remove
 

@@ -30,8 +30,8 @@ def zone(name: str) -> ZoneInfo:
     """The IANA time zone ``name`` (``UTC``, ``Europe/Berlin``); ValidationError if unknown."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"time zone {name!r} does not exist (use an IANA name such as "
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
+        raise ValidationError(f"time zone {name[:80]!r} does not exist (use an IANA name such as "
                               "UTC or Europe/Berlin)") from None
 
 

@@ -35,7 +35,7 @@ class ScheduleSpec(BaseModel):
     cron: str = Field(min_length=1, max_length=200)
     kind: str = Field(pattern=KIND_PATTERN)
     payload: JsonValue = None
-    tz: str = "UTC"
+    tz: str = Field("UTC", min_length=1, max_length=64)
     catchup: Catchup = "skip"
     priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     paused: bool = False

@@ -207,6 +207,11 @@ class Keyspace:
         out (``console:`` keys are the app's own, rebuilt as it runs)."""
         return self.prefix + "console:samples"
 
+    def console_slot(self, slot: int) -> str:
+        """String, kept 20 s: the HTTP app replica that takes the sample of 10 s ``slot``
+        (``SET NX``), so two replicas never both append one."""
+        return f"{self.prefix}console:slot:{slot}"
+
     def reply(self, script: str, call: str) -> str:
         """String, kept two minutes: what script ``script`` did on call ``call`` (a request id,
         a snapshot id, a restore's owner), for a script that cannot otherwise tell that call

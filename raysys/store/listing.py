@@ -150,6 +150,27 @@ class StoreListing(StoreRecords):
         return out
 
 
+    def start_waits(self, since_ms: int, until_ms: int, limit: int) -> list[int]:
+        """Submit-to-start waits (ms) of up to ``limit`` tasks that succeeded in
+        (``since_ms``, ``until_ms``], newest first: from submission to the start of the attempt
+        that finished them (its history entry). Two round trips, whatever is stored."""
+        ids = [as_text(i) for i in self.client.zrevrangebyscore(
+            self.keys.finished_index(TaskState.SUCCEEDED.value), until_ms, f"({since_ms}",
+            start=0, num=limit)]
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(self.keys.task(task_id), "sub", "hn")
+        heads = pipe.execute()
+        for task_id, (_, hn) in zip(ids, heads, strict=True):
+            pipe.hget(self.keys.task(task_id), f"h{(int(hn or 1) - 1) % 20 + 1}")
+        waits = []
+        for (sub, _), entry in zip(heads, pipe.execute(), strict=True):
+            started = dict(zip(HISTORY_FIELDS, as_text(entry or "").split("|", 6),
+                               strict=False)).get("started_ms")
+            if sub and started:
+                waits.append(max(0, int(started) - int(sub)))
+        return waits
+
 def _row(task_id: str, values: list[Any]) -> TaskRow | None:
     state, kind, att, sub, end, err, due, tomb = values
     if state is None or tomb is not None:

@@ -129,7 +129,7 @@ def test_overview_counts_move_while_a_run_progresses(console: Console, client: C
     assert "up" in console.text("actor-distributor")
     assert console.text("live-workers") == "1"
     assert "B" in console.text("redis-memory-text")
-    assert console.text("dashboard-link") == "off"  # the suite's cluster runs no dashboard
+    assert console.text("dashboard-link") == "not linked"  # the suite's cluster has none
     rows = console.rows("workers-table")
     assert len(rows) == 1 and "alive" in rows[0]
     for chart in ("chart-throughput", "chart-wait"):
@@ -217,6 +217,22 @@ def test_a_running_task_cancelled_from_its_page(console: Console, client: Client
     assert status == 200
     assert any(e.get("ev") == "api_cancel" and e["by"].startswith(by_token(api_token))
                for e in doc["audit"]), doc["audit"]
+
+
+def test_a_task_whose_record_fails_verification_says_so_on_its_page(
+        console: Console, client: Client, data_dir: Path) -> None:
+    # given: a task due in an hour whose stored signed record was changed by one bit
+    task_id = client.submit("echo", "pay me", delay_s=3600)
+    with redis.Redis.from_url(attach_or_start(data_dir)[0]) as conn:
+        key = Keyspace(client.namespace).task(task_id)
+        rec = bytearray(conn.hget(key, "rec") or b"")
+        rec[-1] ^= 0x01
+        conn.hset(key, "rec", bytes(rec))
+    # when: the operator opens its page
+    console.go(f"/task/{task_id}")
+    # then: the page says it failed verification, and why
+    console.wait_text("task-integrity",
+                      lambda t: t == "failed verification: bad_signature (task record)")
 
 
 def test_redrive_all_dead_of_a_kind_after_confirming(console: Console, client: Client,

@@ -102,6 +102,8 @@ def test_demo_keep_stays_up_with_its_urls_until_ctrl_c(cli: Cli) -> None:
         assert urls["dashboard"].startswith("http://127.0.0.1:")
         assert urls["health"] == f"http://127.0.0.1:{cli.env['RAYSYS_HTTP_PORT']}/health"
         assert get(urls["health"])[0] == 200 and get(urls["metrics"])[0] == 200
+        status, page = get(urls["console"] + "/")
+        assert status == 200 and 'data-test="login-form"' in page
         assert get(urls["dashboard"])[0] == 200
         assert set(urls) == {"console", "health", "metrics", "dashboard"}
 

@@ -163,7 +163,8 @@ def own_redis() -> Iterator[tuple[Path, EmbeddedRedis]]:
 
 
 def test_health_is_503_while_redis_is_down_and_200_after(
-        ray_cluster: None, http_port: int, own_redis: tuple[Path, EmbeddedRedis]) -> None:
+        ray_cluster: None, http_port: int, own_redis: tuple[Path, EmbeddedRedis],
+        api_token: str) -> None:
     # given the system on a Redis this test controls
     data_dir, server = own_redis
     client = raysys.start(1, data_dir=data_dir, namespace=f"it-{uuid.uuid4().hex[:8]}")
@@ -183,6 +184,12 @@ def test_health_is_503_while_redis_is_down_and_200_after(
         # ... /metrics still answers, saying Redis is down
         _, samples = scrape(url)
         assert samples["redis_connected{}"] == 0
+        # ... and every read of the task API is a 503 to retry, in the one error shape
+        for path in (f"/tasks/{'0' * 32}", f"/tasks/{'0' * 32}/history", "/tasks", "/stats",
+                     "/workers", "/schedules"):
+            status, doc = get(url + path, token=api_token)
+            assert status == 503 and doc["detail"][0]["msg"].endswith("unavailable; retry"), \
+                (path, status, doc)
 
         # when it comes back (same port, AOF), then /health is 200 again
         server.start()

@@ -43,7 +43,12 @@ function report(err) {
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
   const at = raw.indexOf("?");
-  const path = decodeURIComponent(at < 0 ? raw : raw.slice(0, at));
+  let path;
+  try {
+    path = decodeURIComponent(at < 0 ? raw : raw.slice(0, at));
+  } catch (err) {  // a malformed %-escape in a hand-typed address: the overview
+    path = "/";
+  }
   return {path, params: new URLSearchParams(at < 0 ? "" : raw.slice(at + 1))};
 }
 

@@ -38,7 +38,7 @@ function memory(redis) {
 }
 
 function dashboardLink(url) {
-  if (!url) return el("span", {test: "dashboard-link", class: "muted"}, "off");
+  if (!url) return el("span", {test: "dashboard-link", class: "muted"}, "not linked");
   if (!/^https?:\/\//i.test(url)) return el("span", {test: "dashboard-link"}, url);
   return el("a", {href: url, target: "_blank", rel: "noopener noreferrer",
     test: "dashboard-link"}, url);

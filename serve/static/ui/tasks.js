@@ -43,6 +43,8 @@ function rows(tasks) {
     localTime(t.finished_ms), t.error ? el("span", {class: "error"}, t.error) : ""]);
 }
 
+const MAX_IDS = 10000;
+
 /** The "Redrive all <state> (of kind K)" control: a dry run, a confirm step, the real run. */
 function bulkRedrive(filters, ctx, refresh) {
   const ofKind = filters.kind ? ` of kind ${filters.kind}` : "";
@@ -50,10 +52,16 @@ function bulkRedrive(filters, ctx, refresh) {
   const body = {state: filters.state, ...(filters.kind ? {kind: filters.kind} : {})};
   const show = (...children) => fill(box, ...children);
 
-  async function run() {
-    const done = await apiCall("POST", "/tasks/redrive", body);
-    const refused = Object.keys(done.refused).length;
-    show(el("p", {test: "redrive-result", class: "ok"}, `Redriven: ${done.redriven.length}` +
+  // Exactly the tasks the operator confirmed (not those that died since), in requests of
+  // at most MAX_IDS ids each (the API's limit).
+  async function run(ids) {
+    let redriven = 0, refused = 0;
+    for (let i = 0; i < ids.length; i += MAX_IDS) {
+      const done = await apiCall("POST", "/tasks/redrive", {ids: ids.slice(i, i + MAX_IDS)});
+      redriven += done.redriven.length;
+      refused += Object.keys(done.refused).length;
+    }
+    show(el("p", {test: "redrive-result", class: "ok"}, `Redriven: ${redriven}` +
       (refused ? `; refused: ${refused}` : "") + "."), start);
     await refresh();
   }
@@ -67,7 +75,8 @@ function bulkRedrive(filters, ctx, refresh) {
     }
     show(el("p", {test: "redrive-confirm"}, `${n} ${filters.state} task${n === 1 ? "" : "s"}` +
       `${ofKind} will run again under their own ids. Redrive them?`),
-    button("Yes, redrive", "redrive-confirm-yes", () => run().catch(failed), "danger"),
+    button("Yes, redrive", "redrive-confirm-yes", () => run(plan.redriven).catch(failed),
+      "danger"),
     button("No", "redrive-confirm-no", async () => show(start)));
   }
 
