@@ -242,3 +242,15 @@ def test_cron_ticks_across_daylight_saving_changes() -> None:
     ticks, _ = cron.ticks_between("0 * * * *", berlin, 1_792_886_000_000, 1_792_890_000_000,
                                   10)
     assert ticks == [1_792_886_400_000, 1_792_890_000_000]
+
+
+@pytest.mark.parametrize("tz", ["Mars/Olympus", "a" * 300, "../../etc/passwd", ""])
+def test_a_zone_that_is_no_zone_is_bad_input_not_an_outage(tz: str) -> None:
+    # a name too long for the file system made ZoneInfo raise OSError, which the HTTP API
+    # answered as a 503 "retry"; every bad name is a ValidationError, said in one line
+    with pytest.raises(ValidationError) as caught:
+        ScheduleSpec.build(name="n", cron="* * * * *", kind="noop", tz=tz)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+    if tz:
+        with pytest.raises(ValidationError, match="does not exist"):
+            cron.zone(tz)
