@@ -226,6 +226,11 @@ def main(out: Path) -> int:
         ray.init(address=cluster.address, namespace="mn", log_to_driver=False)
         wait_until(lambda: sum(1 for n in ray.nodes() if n["Alive"]) >= 3, 60,
                    "the three nodes alive in the GCS")
+        # ... and in the GCS's resource view, which its actor scheduler places SPREAD by: a
+        # node listed alive but not yet there gets no worker (seen under load in CI)
+        from ray._private.state import available_resources_per_node
+        wait_until(lambda: len(available_resources_per_node()) >= 3, 60,
+                   "the three nodes in the GCS's resource view")
         client = raysys.start(3, data_dir=tmp / "data", namespace="mn", ledger=True,
                               lease_ttl_s=3.0, reaper_interval_s=0.5, handlers=HANDLERS)
         session = Session(cluster, client, redis.Redis.from_url(url),
