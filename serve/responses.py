@@ -4,6 +4,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from raysys.store.listing import TaskRow
+
 
 class ErrorItem(BaseModel):
     loc: list[str | int] | None = None
@@ -61,19 +63,8 @@ class TaskOut(BaseModel):
     run_at: str | None = None
 
 
-class TaskRowOut(BaseModel):
-    id: str
-    state: str
-    kind: str
-    attempts: int
-    submitted_ms: int | None
-    finished_ms: int | None
-    error: str | None
-    run_at_ms: int | None
-
-
 class TaskPageOut(BaseModel):
-    tasks: list[TaskRowOut]
+    tasks: list[TaskRow]  # the listing's own row, as ``TaskRow.to_json`` writes it
     cursor: str | None = Field(description="pass back to continue; null at the end")
 
 

@@ -32,8 +32,7 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/schedules", response_model=SchedulesOut)
-async def list_schedules(api: Api,
-                         _who: Who) -> dict[str, Any]:
+async def list_schedules(api: Api, _who: Who) -> dict[str, Any]:
     """Every schedule with its last and next tick; ``rejected``: records that failed
     verification (never run)."""
     try:

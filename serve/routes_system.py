@@ -62,8 +62,7 @@ async def metrics_text(api: Api) -> Response:
 
 
 @router.get("/workers", response_model=WorkersOut, tags=["system"], responses=ERRORS)
-async def list_workers(api: Api,
-                  _who: Who) -> dict[str, Any]:
+async def list_workers(api: Api, _who: Who) -> dict[str, Any]:
     """Every worker that ever beat: ``alive`` when its last beat is within the lease TTL."""
     try:
         rows = await asyncio.to_thread(Registry(api.core).workers, int(api.ttl_s * 1000))
@@ -76,8 +75,7 @@ async def list_workers(api: Api,
 
 
 @router.get("/stats", response_model=StatsOut, tags=["system"], responses=ERRORS)
-async def get_stats(api: Api,
-                _who: Who) -> dict[str, Any]:
+async def get_stats(api: Api, _who: Who) -> dict[str, Any]:
     """What the console's overview shows, in one call."""
     snap = await api.snapshot()
     if not snap.redis_connected:

@@ -30,6 +30,7 @@ from raysys.store.keyspace import Keyspace, drop_keys
 from tests.support.console_browser import Console, chromium_paths, open_console
 from tests.support.http import get, request
 from tests.support.polling import wait_until
+from tests.support.stores import flip_record_bit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser,
               pytest.mark.timeout(180)]
@@ -224,10 +225,7 @@ def test_a_task_whose_record_fails_verification_says_so_on_its_page(
     # given: a task due in an hour whose stored signed record was changed by one bit
     task_id = client.submit("echo", "pay me", delay_s=3600)
     with redis.Redis.from_url(attach_or_start(data_dir)[0]) as conn:
-        key = Keyspace(client.namespace).task(task_id)
-        rec = bytearray(conn.hget(key, "rec") or b"")
-        rec[-1] ^= 0x01
-        conn.hset(key, "rec", bytes(rec))
+        flip_record_bit(conn, client.namespace, task_id)
     # when: the operator opens its page
     console.go(f"/task/{task_id}")
     # then: the page says it failed verification, and why

@@ -27,6 +27,7 @@ from raysys.store.keyspace import Keyspace, drop_keys
 from tests.support.http import get, request
 from tests.support.polling import wait_until
 from tests.support.prerequisites import tool
+from tests.support.stores import flip_record_bit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 HOST = "127.0.0.1"
@@ -204,10 +205,7 @@ def test_a_task_whose_record_fails_verification_says_so(
                            body={"kind": "echo", "payload": "pay me", "delay_s": 3600})
     assert status == 200
     with redis.Redis.from_url(attach_or_start(data_dir)[0]) as conn:
-        key = Keyspace(client.namespace).task(held["id"])
-        rec = bytearray(conn.hget(key, "rec") or b"")
-        rec[-1] ^= 0x01
-        conn.hset(key, "rec", bytes(rec))
+        flip_record_bit(conn, client.namespace, held["id"])
 
     # when: the task is asked for over HTTP
     status, doc = get(f"{url}/tasks/{held['id']}", token=api_token)

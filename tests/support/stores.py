@@ -5,6 +5,7 @@ store wrote to its audit stream.
   sealer (or keyring) and a namespace; they own no server.
 - :func:`read_audit`: every entry of a namespace's audit stream, as :class:`AuditEvent` (its
   Redis server time and fields).
+- :func:`flip_record_bit`: an attacker's one-bit change to a task's stored signed record.
 """
 
 from __future__ import annotations
@@ -67,3 +68,12 @@ def read_audit(conn: redis.Redis, namespace: str) -> list[AuditEvent]:
             ms = int(as_text(entry_id).split("-")[0])
             out.append(AuditEvent(ms / 1000, {as_text(k): as_text(v) for k, v in fields.items()}))
         last = as_text(page[-1][0])
+
+
+def flip_record_bit(conn: redis.Redis, namespace: str, task_id: str) -> None:
+    """Change one bit of the task's stored signed record: its last byte, inside the signed
+    JSON, so the signature no longer matches (``bad_signature``)."""
+    key = Keyspace(namespace).task(task_id)
+    rec = bytearray(conn.hget(key, "rec") or b"")
+    rec[-1] ^= 0x01
+    conn.hset(key, "rec", bytes(rec))

@@ -43,7 +43,7 @@ from tests.support.cli import (
     read_line,
 )
 from tests.support.processes import alive, processes_working_in
-from tests.support.stores import store_over
+from tests.support.stores import flip_record_bit, store_over
 
 if TYPE_CHECKING:
     from tests.support.redis_servers import RedisServerFactory
@@ -290,9 +290,7 @@ def test_status_of_a_tampered_record_reports_the_integrity_failure_and_exits_6(
     # record's last byte: inside the signed JSON, so the signature no longer matches)
     task_id = configured.run("submit", "echo", "--payload", '"pay me"', "--json").json()["id"]
     store = store_over(redis_client, Sealer(load_keyring_file(keyring_file)), configured.namespace)
-    rec = bytearray(redis_client.hget(store.keys.task(task_id), "rec") or b"")
-    rec[-1] ^= 0x01
-    redis_client.hset(store.keys.task(task_id), "rec", bytes(rec))
+    flip_record_bit(redis_client, configured.namespace, task_id)
 
     # when: its status is asked for, as JSON and as text
     as_json = configured.run("status", task_id, "--json")
